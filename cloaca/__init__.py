@@ -1,0 +1,45 @@
+"""cloaca: an asyncio-native, embeddable workflow engine (the Cloacina `cloaca` Python API)."""
+
+from .config import DefaultRunnerConfig
+from .context import Context
+from .namespace import TaskNamespace, WorkflowContext
+from .result import WorkflowResult
+from .retry import BackoffStrategy, RetryCondition, RetryPolicy, RetryPolicyBuilder
+from .rules import all_of, always, any_of, context_value, none_of, task_failed, task_skipped, task_success
+from .runner import DefaultRunner, _shutdown_all_runners
+from .task import TaskDecorator, TaskHandle, task
+from .trigger import TriggerDecorator, TriggerResult, trigger
+from .vars import var, var_or
+from .workflow import Workflow, WorkflowBuilder, register_workflow_constructor
+
+__all__ = [
+    "BackoffStrategy",
+    "Context",
+    "DefaultRunner",
+    "DefaultRunnerConfig",
+    "RetryCondition",
+    "RetryPolicy",
+    "RetryPolicyBuilder",
+    "TaskDecorator",
+    "TaskHandle",
+    "TaskNamespace",
+    "TriggerDecorator",
+    "TriggerResult",
+    "Workflow",
+    "WorkflowBuilder",
+    "WorkflowContext",
+    "WorkflowResult",
+    "all_of",
+    "always",
+    "any_of",
+    "context_value",
+    "none_of",
+    "register_workflow_constructor",
+    "task",
+    "task_failed",
+    "task_skipped",
+    "task_success",
+    "trigger",
+    "var",
+    "var_or",
+]

@@ -1,0 +1,522 @@
+"""The async core: runs workflow executions as DAGs, persisting every state change.
+
+A run lives in memory only while this runner executes it; the store holds the truth. Each
+step (a task finished, so its dependents became ready, maybe the run ended) is written in
+one store call, awaited before anything that depends on it starts. A task's switch to
+Running is written without waiting: on recovery Ready and Running tasks are both re-run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+import anyio
+import anyio.to_thread
+
+from ..context import Context
+from ..registry import Registry
+from ..rules import evaluate_rule
+from ..task import TaskDefinition, TaskHandle
+from ..workflow import Workflow
+from ..store.base import ExecutionRecord, FireRequest, Store, StoredRun, TaskRecord
+from .callbacks import run_callback
+from .merge import merge_contexts
+from .slots import SlotPool, TaskSlot
+
+log = logging.getLogger("cloaca")
+
+TERMINAL = frozenset({"Completed", "Failed", "Skipped"})
+RULES_NOT_SATISFIED = "Trigger rules not satisfied"
+
+
+class EngineStopped(Exception):
+    """The engine stopped before the run finished."""
+
+
+@dataclass
+class EngineSettings:
+    """The knobs of DefaultRunnerConfig that the executor reads."""
+
+    max_concurrent_tasks: int = 4
+    task_timeout_seconds: float = 300.0
+    lease_seconds: float = 5.0
+    enable_recovery: bool = True
+
+
+@dataclass(eq=False)
+class _TaskState:
+    definition: TaskDefinition
+    record: TaskRecord
+    remaining: int
+    pending_write: Optional[asyncio.Future[Any]] = None
+
+
+@dataclass(eq=False)
+class Run:
+    """A workflow execution that this runner is executing."""
+
+    execution: ExecutionRecord
+    workflow: Workflow
+    tasks: dict[str, _TaskState]
+    done: asyncio.Future[StoredRun]
+    open_tasks: int = 0
+    next_seq: int = 1
+    on_finish: list[Callable[[Run], None]] = field(default_factory=list)
+
+    @property
+    def id(self) -> str:
+        return self.execution.id
+
+    def snapshot(self) -> StoredRun:
+        return StoredRun(self.execution, [s.record for s in self.tasks.values()])
+
+
+class Engine:
+    """Executes runs on the current event loop."""
+
+    def __init__(self, store: Store, registry: Registry, settings: EngineSettings, owner: str) -> None:
+        self.store = store
+        self.registry = registry
+        self.settings = settings
+        self.owner = owner
+        self.slots = SlotPool(settings.max_concurrent_tasks)
+        self._thread_limiter = anyio.CapacityLimiter(max(40, 4 * settings.max_concurrent_tasks))
+        self._queue: deque[tuple[Run, _TaskState]] = deque()
+        self._runs: dict[str, Run] = {}
+        self._bodies: set[asyncio.Task[Any]] = set()
+        self._background: set[asyncio.Task[Any]] = set()
+        self._lease_task: Optional[asyncio.Task[None]] = None
+        self._stopping = False
+        self.resumed_listeners: list[Callable[[Run], None]] = []
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        """Resume orphaned runs of registered workflows and start renewing leases."""
+        if self.settings.enable_recovery:
+            await self.recover()
+        self._lease_task = asyncio.get_running_loop().create_task(self._keep_leases())
+
+    async def stop(self, grace_seconds: float) -> None:
+        """Stop taking work, let running bodies finish up to the grace period, cancel the rest.
+
+        What did not finish stays resumable: its store rows are left as they are and its
+        leases are released so another runner can take it over at once.
+        """
+        self._stopping = True
+        if self._lease_task is not None:
+            self._lease_task.cancel()
+        self._queue.clear()
+        if self._bodies:
+            await asyncio.wait(set(self._bodies), timeout=grace_seconds)
+        for body in list(self._bodies) + list(self._background):
+            body.cancel()
+        await asyncio.gather(*self._bodies, *self._background, return_exceptions=True)
+        for run in list(self._runs.values()):
+            if not run.done.done():
+                run.done.set_exception(
+                    EngineStopped(
+                        f"the runner shut down before workflow '{run.execution.workflow_name}' "
+                        f"finished (execution {run.id}); it resumes when a runner starts on "
+                        "this database"
+                    )
+                )
+                run.done.exception()  # mark retrieved: nobody may be waiting
+        self._runs.clear()
+        try:
+            await self.store.release_leases(self.owner)
+        except Exception as exc:
+            log.warning("cloaca: could not release leases on shutdown: %s", exc)
+
+    @property
+    def running(self) -> int:
+        return len(self._runs)
+
+    # ------------------------------------------------------------------ submission
+    async def submit(
+        self, workflow_name: str, input_json: str, fire: Optional[FireRequest] = None
+    ) -> Optional[Run]:
+        """Persist and start a run; None if `fire` was refused as a duplicate."""
+        if self._stopping:
+            raise ValueError("Workflow execution failed: the runner is shutting down")
+        workflow = self.registry.get_workflow(workflow_name)
+        if workflow is None:
+            raise ValueError(
+                f"Workflow execution failed: Workflow not found in registry: {workflow_name}"
+            )
+        now = time.time()
+        execution = ExecutionRecord(
+            id=str(uuid.uuid4()), workflow_name=workflow_name, workflow_version=workflow.version,
+            status="Running", input_context=input_json, started_at=now,
+        )
+        run = self._new_run(execution, workflow)
+        for state in run.tasks.values():
+            state.remaining = len(set(state.definition.dependencies))
+        to_start: list[_TaskState] = []
+        for name in workflow.get_roots():
+            self._make_eligible(run, run.tasks[name], to_start, [], now)
+        try:
+            created = await self.store.create_execution(
+                execution, [s.record for s in run.tasks.values()], self.owner,
+                now + self.settings.lease_seconds, fire,
+            )
+        except BaseException:
+            created = False
+            raise
+        finally:
+            if not created:
+                self._drop_queued(run, to_start)
+        if not created:
+            return None
+        self._runs[run.id] = run
+        await self._after_step(run, to_start, now)
+        return run
+
+    def _drop_queued(self, run: Run, to_start: list[_TaskState]) -> None:
+        """Undo the scheduling of a run that was not persisted."""
+        for _ in to_start:
+            self.slots.release()
+        self._queue = deque(item for item in self._queue if item[0] is not run)
+
+    def _new_run(self, execution: ExecutionRecord, workflow: Workflow) -> Run:
+        loop = asyncio.get_running_loop()
+        tasks = {
+            name: _TaskState(definition, TaskRecord(execution.id, name, "NotStarted"), 0)
+            for name, definition in workflow.tasks.items()
+        }
+        return Run(execution, workflow, tasks, loop.create_future(), open_tasks=len(tasks))
+
+    async def wait(self, run: Run, timeout: Optional[float]) -> StoredRun:
+        """The finished run; ValueError after `timeout` seconds (the run goes on)."""
+        try:
+            return await asyncio.wait_for(asyncio.shield(run.done), timeout)
+        except asyncio.TimeoutError:
+            raise ValueError(f"Workflow execution failed: Workflow timeout after {timeout:g}s") from None
+        except EngineStopped as exc:
+            raise ValueError(f"Workflow execution failed: {exc}") from None
+
+    # ------------------------------------------------------------------ scheduling
+    def _make_eligible(
+        self, run: Run, state: _TaskState, to_start: list[_TaskState],
+        changed: list[TaskRecord], now: float,
+    ) -> None:
+        """All dependencies are terminal: skip the task, or start it (now, or when a slot frees)."""
+        record = state.record
+        if not self._rule_holds(run, state):
+            record.status = "Skipped"
+            record.completed_at = now
+            record.error_message = RULES_NOT_SATISFIED
+            changed.append(record)
+            self._task_terminal(run, state, to_start, changed, now)
+            return
+        if self.slots.try_acquire():
+            self._mark_running(record, now)
+            to_start.append(state)
+        else:
+            record.status = "Ready"
+            self._queue.append((run, state))
+        changed.append(record)
+
+    def _rule_holds(self, run: Run, state: _TaskState) -> bool:
+        rule = state.definition.trigger_rule
+        if rule.get("type") == "Always":
+            return True
+        statuses = {name: s.record.status for name, s in run.tasks.items()}
+        try:
+            return evaluate_rule(rule, statuses, self._input_data(run, state))
+        except Exception as exc:
+            log.error("cloaca: trigger rule of task '%s' failed to evaluate: %s", state.definition.id, exc)
+            return False
+
+    def _task_terminal(
+        self, run: Run, state: _TaskState, to_start: list[_TaskState],
+        changed: list[TaskRecord], now: float,
+    ) -> None:
+        run.open_tasks -= 1
+        for child_name in run.workflow.dependents_of(state.record.task_name):
+            child = run.tasks[child_name]
+            child.remaining -= 1
+            if child.remaining == 0 and child.record.status == "NotStarted":
+                self._make_eligible(run, child, to_start, changed, now)
+
+    @staticmethod
+    def _mark_running(record: TaskRecord, now: float) -> None:
+        record.status = "Running"
+        record.attempt += 1
+        record.started_at = now
+        record.not_before = None
+
+    async def _after_step(self, run: Run, to_start: list[_TaskState], now: float) -> None:
+        """Once a step is committed: start what became runnable, or finish the run."""
+        for state in to_start:
+            self._spawn(self._run_task(run, state, TaskSlot(self.slots, held=True)))
+        if run.open_tasks == 0:
+            await self._finish(run, now)
+
+    def _spawn(self, coro: Any, background: bool = False) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        group = self._background if background else self._bodies
+        group.add(task)
+        task.add_done_callback(group.discard)
+
+    def _start_queued(self) -> None:
+        """Hand free slots to queued tasks (their switch to Running is written lazily)."""
+        while self._queue and not self._stopping and self.slots.try_acquire():
+            run, state = self._queue.popleft()
+            if run.id not in self._runs:
+                self.slots.release()
+                continue
+            self._mark_running(state.record, time.time())
+            state.pending_write = self._write_soon(state.record)
+            self._spawn(self._run_task(run, state, TaskSlot(self.slots, held=True)))
+
+    def _write_soon(self, record: TaskRecord) -> asyncio.Future[Any]:
+        snapshot = TaskRecord(**record.__dict__)
+        future = asyncio.ensure_future(self.store.save_progress([snapshot]))
+        future.add_done_callback(_log_write_error)
+        return future
+
+    # ------------------------------------------------------------------ one attempt
+    async def _run_task(self, run: Run, state: _TaskState, slot: TaskSlot) -> None:
+        try:
+            await self._run_task_steps(run, state, slot)
+        except Exception as exc:  # the store failed: the run cannot go on in this process
+            log.error("cloaca: run %s stopped: could not persist its progress: %s", run.id, exc)
+            self._runs.pop(run.id, None)
+            if not run.done.done():
+                run.done.set_exception(
+                    ValueError(f"Workflow execution failed: could not persist progress: {exc}")
+                )
+
+    async def _run_task_steps(self, run: Run, state: _TaskState, slot: TaskSlot) -> None:
+        definition = state.definition
+        input_json = self._input_json(run, state)
+        try:
+            ok, output_json, error, transient = await self._attempt(definition, input_json, slot)
+        finally:
+            slot.give_back()
+            self._start_queued()
+        if ok:
+            await self._call(definition.on_success, definition.id, Context._from_trusted(json.loads(output_json)))
+            await self._complete(run, state, output_json)
+        else:
+            await self._call(definition.on_failure, definition.id, error, Context._from_trusted(json.loads(input_json)))
+            await self._fail_attempt(run, state, error, transient)
+
+    async def _attempt(
+        self, definition: TaskDefinition, input_json: str, slot: TaskSlot
+    ) -> tuple[bool, str, str, bool]:
+        """Run the body once: (ok, output JSON, error text, error is transient)."""
+        context = Context._from_trusted(json.loads(input_json))
+        args: tuple[Any, ...] = (context,)
+        handle = None
+        if definition.wants_handle:
+            handle = TaskHandle._create(slot)
+            args = (context, handle)
+        timeout = self.settings.task_timeout_seconds
+        try:
+            with anyio.fail_after(timeout):
+                if definition.is_async:
+                    result = await definition.function(*args)
+                else:
+                    result = await anyio.to_thread.run_sync(
+                        definition.function, *args, abandon_on_cancel=True, limiter=self._thread_limiter
+                    )
+                if inspect.isawaitable(result):
+                    result = await result
+        except TimeoutError:
+            return False, "", f"Task timed out after {timeout:g}s", True
+        except Exception as exc:
+            return False, "", f"Python task execution failed: {type(exc).__name__}: {exc}", False
+        finally:
+            if handle is not None:
+                handle._consume()
+        if result is None:
+            return True, input_json, "", False
+        if isinstance(result, Context):
+            try:
+                return True, json.dumps(result._data_view()), "", False
+            except (TypeError, ValueError) as exc:
+                return False, "", f"Python task execution failed: TypeError: {exc}", False
+        return (
+            False, "",
+            "Python task execution failed: TypeError: task returned "
+            f"{type(result).__name__}; expected a cloaca.Context or None",
+            False,
+        )
+
+    async def _call(self, callback: Optional[Callable[..., Any]], *args: Any) -> None:
+        if callback is not None:
+            await run_callback(callback, args, self._thread_limiter)
+
+    # ------------------------------------------------------------------ outcomes
+    async def _complete(self, run: Run, state: _TaskState, output_json: str) -> None:
+        now = time.time()
+        record = state.record
+        record.status = "Completed"
+        record.completed_at = now
+        record.output_context = output_json
+        record.error_message = None
+        record.finish_seq = run.next_seq
+        run.next_seq += 1
+        await self._settle(run, state, now)
+
+    async def _fail_attempt(self, run: Run, state: _TaskState, error: str, transient: bool) -> None:
+        now = time.time()
+        record = state.record
+        record.error_message = error
+        policy = state.definition.retry_policy
+        if not self._stopping and policy._should_retry_error(record.attempt, error, transient):
+            delay = policy.calculate_delay(record.attempt)
+            record.status = "Ready"
+            record.not_before = now + delay
+            await self._write([record], None, state)
+            asyncio.get_running_loop().call_later(delay, self._retry, run, state)
+            return
+        record.status = "Failed"
+        record.completed_at = now
+        record.finish_seq = run.next_seq
+        run.next_seq += 1
+        await self._settle(run, state, now)
+
+    def _retry(self, run: Run, state: _TaskState) -> None:
+        if run.id in self._runs and not self._stopping:
+            self._queue.append((run, state))
+            self._start_queued()
+
+    async def _settle(self, run: Run, state: _TaskState, now: float) -> None:
+        """Write a terminal task with what it unblocked (and the run's end); then go on."""
+        to_start: list[_TaskState] = []
+        changed = [state.record]
+        self._task_terminal(run, state, to_start, changed, now)
+        finished = self._finished_record(run, now) if run.open_tasks == 0 else None
+        try:
+            await self._write(changed, finished, state)
+        except Exception:
+            self._drop_queued(run, to_start)
+            raise
+        await self._after_step(run, to_start, now)
+
+    async def _write(
+        self, records: list[TaskRecord], finished: Optional[ExecutionRecord], state: _TaskState
+    ) -> None:
+        if state.pending_write is not None:
+            await asyncio.shield(state.pending_write)
+            state.pending_write = None
+        await self.store.save_progress(records, finished)
+
+    def _finished_record(self, run: Run, now: float) -> ExecutionRecord:
+        execution = run.execution
+        counts = {"Completed": 0, "Failed": 0, "Skipped": 0}
+        last: Optional[TaskRecord] = None
+        for s in run.tasks.values():
+            counts[s.record.status] = counts.get(s.record.status, 0) + 1
+            if s.record.status == "Completed" and (last is None or _later(s.record, last)):
+                last = s.record
+        execution.status = "Failed" if counts["Failed"] else "Completed"
+        execution.error_message = (
+            f"{counts['Failed']} task(s) failed, {counts['Completed']} completed, "
+            f"{counts['Skipped']} skipped"
+            if counts["Failed"] else None
+        )
+        execution.final_context = last.output_context if last else execution.input_context
+        execution.completed_at = now
+        return execution
+
+    async def _finish(self, run: Run, now: float) -> None:
+        if run.execution.completed_at is None:  # e.g. every task was skipped at submission
+            await self.store.save_progress([], self._finished_record(run, now))
+        self._runs.pop(run.id, None)
+        for listener in run.on_finish:
+            listener(run)
+        if not run.done.done():
+            run.done.set_result(run.snapshot())
+
+    # ------------------------------------------------------------------ contexts
+    def _input_json(self, run: Run, state: _TaskState) -> str:
+        deps = state.definition.dependencies
+        if not deps:
+            return run.execution.input_context
+        outputs = [
+            run.tasks[d].record.output_context for d in dict.fromkeys(deps)
+            if run.tasks[d].record.output_context is not None
+        ]
+        if len(outputs) == 1:
+            return outputs[0]  # type: ignore[return-value]
+        return json.dumps(merge_contexts(json.loads(o) for o in outputs))  # type: ignore[arg-type]
+
+    def _input_data(self, run: Run, state: _TaskState) -> dict[str, Any]:
+        return json.loads(self._input_json(run, state))
+
+    # ------------------------------------------------------------------ recovery
+    async def recover(self) -> None:
+        """Take over unfinished runs of registered workflows whose owner's lease expired."""
+        now = time.time()
+        stored = await self.store.claim_orphans(
+            self.owner, now, now + self.settings.lease_seconds, self.registry.workflow_names()
+        )
+        for run in stored:
+            await self._resume(run, now)
+
+    async def _resume(self, stored: StoredRun, now: float) -> None:
+        workflow = self.registry.get_workflow(stored.execution.workflow_name)
+        if workflow is None or stored.execution.id in self._runs:
+            return
+        run = self._new_run(stored.execution, workflow)
+        by_name = {t.task_name: t for t in stored.tasks}
+        for name, state in run.tasks.items():
+            if name in by_name:
+                state.record = by_name[name]
+        run.next_seq = 1 + max((t.finish_seq or 0 for t in stored.tasks), default=0)
+        run.open_tasks = sum(1 for s in run.tasks.values() if s.record.status not in TERMINAL)
+        for state in run.tasks.values():
+            state.remaining = sum(
+                1 for d in set(state.definition.dependencies) if run.tasks[d].record.status not in TERMINAL
+            )
+        self._runs[run.id] = run
+        for listener in self.resumed_listeners:
+            listener(run)
+        to_start: list[_TaskState] = []
+        changed: list[TaskRecord] = []
+        for state in run.tasks.values():
+            status = state.record.status
+            if status in ("Ready", "Running"):
+                state.record.status = "Ready"
+                self._queue.append((run, state))
+            elif status == "NotStarted" and state.remaining == 0:
+                self._make_eligible(run, state, to_start, changed, now)
+        if changed:
+            await self.store.save_progress(changed)
+        log.info("cloaca: resumed run %s of workflow '%s'", run.id, run.execution.workflow_name)
+        await self._after_step(run, to_start, now)
+        self._start_queued()
+
+    async def _keep_leases(self) -> None:
+        interval = self.settings.lease_seconds / 3
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.store.renew_leases(self.owner, time.time() + self.settings.lease_seconds)
+                if self.settings.enable_recovery:
+                    await self.recover()
+            except Exception as exc:
+                log.error("cloaca: lease renewal or recovery failed: %s", exc)
+
+    def active_run(self, execution_id: str) -> Optional[Run]:
+        return self._runs.get(execution_id)
+
+
+def _later(a: TaskRecord, b: TaskRecord) -> bool:
+    return ((a.finish_seq or 0), a.task_name) > ((b.finish_seq or 0), b.task_name)
+
+
+def _log_write_error(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.error("cloaca: could not record a task start: %s", future.exception())

@@ -1,0 +1,25 @@
+"""How the outputs of several dependencies merge into one task's input (SPEC §3.4.4)."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+
+def merge_values(earlier: Any, later: Any) -> Any:
+    """List + list: order-preserving union; dict + dict: recursive merge; else later wins."""
+    if isinstance(earlier, list) and isinstance(later, list):
+        merged = list(earlier)
+        merged.extend(item for item in later if item not in earlier)
+        return merged
+    if isinstance(earlier, dict) and isinstance(later, dict):
+        return merge_contexts([earlier, later])
+    return later
+
+
+def merge_contexts(contexts: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """Merge dependency outputs, in declaration order, into a new dict (inputs are not changed)."""
+    merged: dict[str, Any] = {}
+    for context in contexts:
+        for key, value in context.items():
+            merged[key] = merge_values(merged[key], value) if key in merged else value
+    return merged

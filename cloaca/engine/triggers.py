@@ -1,0 +1,248 @@
+"""Polling triggers: one asyncio task per trigger, sleeping its interval between polls.
+
+Sync poll functions run in worker threads under a shared limiter (10,000 triggers never
+mean 10,000 threads); async ones are awaited. Each poll is bounded by a timeout. A fire
+launches its run in the background so that a slow run never delays any poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any, Optional
+
+import anyio
+import anyio.to_thread
+
+from ..context import context_hash
+from ..registry import Registry
+from ..result import rfc3339
+from ..store.base import FireRequest, Store
+from ..trigger import TriggerDefinition, TriggerResult
+from .dedup import InflightFires
+from .executor import Engine, Run
+
+log = logging.getLogger("cloaca")
+
+NO_CONTEXT_HASH = "fire_no_context"
+MIN_INTERVAL_SECONDS = 0.001
+SYNC_SECONDS = 1.0
+"""How often poll times are written and enable flags re-read from the store."""
+
+
+class TriggerPoller:
+    """Keeps every enabled trigger of the registry polling on the engine's loop."""
+
+    def __init__(
+        self, engine: Engine, store: Store, registry: Registry,
+        poll_timeout: float, max_concurrent_sync_polls: int,
+    ) -> None:
+        self.engine = engine
+        self.store = store
+        self.registry = registry
+        self.poll_timeout = poll_timeout
+        self.inflight = InflightFires()
+        self._limiter = anyio.CapacityLimiter(max_concurrent_sync_polls)
+        self._pollers: dict[str, asyncio.Task[None]] = {}
+        self._enabled: dict[str, bool] = {}
+        self._polled: dict[str, float] = {}
+        self._launches: set[asyncio.Task[None]] = set()
+        self._sync_task: Optional[asyncio.Task[None]] = None
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._open_fires: dict[Optional[str], tuple[str, str]] = {}
+        self.polls = 0
+        self.lateness: Optional[list[float]] = None  # benchmarks switch this on
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        """Upsert every trigger's schedule and start polling; call before the engine recovers.
+
+        The dedup set is rebuilt from the store's open fires as the engine resumes their runs:
+        a key is held in memory only while this runner executes the run that holds it, and
+        the store refuses duplicates of runs executed elsewhere.
+        """
+        self._loop = asyncio.get_running_loop()
+        fires = await self.store.open_trigger_fires(time.time())
+        self._open_fires = {f.workflow_execution_id: (f.trigger_name, f.context_hash) for f in fires}
+        self.engine.resumed_listeners.append(self._hold_key_of_resumed)
+        for definition in self.registry.triggers():
+            await self.add(definition)
+        self.registry.add_trigger_listener(self._on_registered)
+        self._sync_task = self._loop.create_task(self._sync_with_store())
+
+    async def stop(self) -> None:
+        self.registry.remove_trigger_listener(self._on_registered)
+        tasks = list(self._pollers.values()) + list(self._launches)
+        if self._sync_task is not None:
+            tasks.append(self._sync_task)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._pollers.clear()
+        await self._flush_polls()
+
+    def _hold_key_of_resumed(self, run: Run) -> None:
+        key = self._open_fires.pop(run.id, None)
+        if key is not None and self.inflight.hold(key):
+            run.on_finish.append(lambda _run: self.inflight.release(key))
+
+    # ------------------------------------------------------------------ registration
+    def _on_registered(self, definition: TriggerDefinition) -> None:
+        """Called by the registry, from whatever thread declared the trigger."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            loop.create_task(self.add(definition))
+            return
+        future = asyncio.run_coroutine_threadsafe(self.add(definition), loop)
+        try:
+            future.result(timeout=10)  # the schedule row exists when the decorator returns
+        except Exception as exc:
+            log.error("cloaca: could not register trigger '%s': %s", definition.name, exc)
+
+    async def add(self, definition: TriggerDefinition) -> None:
+        """Upsert the trigger's schedule and (re)start its poller."""
+        if definition.workflow is None or definition.cron is not None:
+            return  # recorded by the registry only; cron-form triggers are cron schedules
+        record = await self.store.upsert_trigger_schedule(
+            definition.name, definition.workflow, definition.poll_interval_ms,
+            definition.allow_concurrent, time.time(),
+        )
+        self._enabled[definition.name] = record.enabled
+        previous = self._pollers.pop(definition.name, None)
+        if previous is not None:
+            previous.cancel()
+        assert self._loop is not None
+        self._pollers[definition.name] = self._loop.create_task(self._poll_forever(definition))
+
+    def set_enabled(self, trigger_name: str, enabled: bool) -> None:
+        """Apply an enable flag at once in this runner (the store keeps it for the others)."""
+        if trigger_name in self._enabled:
+            self._enabled[trigger_name] = enabled
+
+    def last_poll(self, trigger_name: str) -> Optional[float]:
+        """The newest poll time of this runner not yet written to the store."""
+        return self._polled.get(trigger_name)
+
+    # ------------------------------------------------------------------ polling
+    async def _poll_forever(self, definition: TriggerDefinition) -> None:
+        loop = asyncio.get_running_loop()
+        interval = max(definition.poll_interval_ms / 1000, MIN_INTERVAL_SECONDS)
+        due = loop.time() + interval  # the first poll comes one full interval after start
+        name = definition.name
+        lateness = self.lateness
+        while True:
+            await asyncio.sleep(due - loop.time())
+            now = loop.time()
+            if lateness is not None:
+                lateness.append(now - due)
+            due += interval
+            if due <= now:
+                due = now + interval  # a poll that overran: skip the missed ticks
+            if not self._enabled.get(name, True):
+                continue
+            result = await self._poll(definition)
+            self.polls += 1
+            self._polled[name] = time.time()
+            if result is not None and result._fire:
+                self._launch(definition, result._fired_data())
+
+    async def _poll(self, definition: TriggerDefinition) -> Optional[TriggerResult]:
+        """Call the trigger once; any failure is logged and counts as no fire."""
+        try:
+            with anyio.fail_after(self.poll_timeout):
+                if definition.is_async:
+                    outcome = await definition.function()
+                else:
+                    outcome = await anyio.to_thread.run_sync(
+                        definition.function, abandon_on_cancel=True, limiter=self._limiter
+                    )
+        except TimeoutError:
+            log.error("cloaca: trigger '%s' poll timed out after %gs", definition.name, self.poll_timeout)
+            return None
+        except Exception as exc:
+            log.error("cloaca: trigger '%s' raised %s: %s", definition.name, type(exc).__name__, exc)
+            return None
+        if isinstance(outcome, TriggerResult):
+            return outcome
+        if isinstance(outcome, bool):
+            return TriggerResult.fire() if outcome else None
+        log.error(
+            "cloaca: trigger '%s' returned %s; expected a cloaca.TriggerResult or a bool",
+            definition.name, type(outcome).__name__,
+        )
+        return None
+
+    # ------------------------------------------------------------------ firing
+    def _launch(self, definition: TriggerDefinition, data: Optional[dict[str, Any]]) -> None:
+        fired_hash = NO_CONTEXT_HASH if data is None else context_hash(data)
+        key = (definition.name, fired_hash)
+        deduplicate = not definition.allow_concurrent
+        if deduplicate and not self.inflight.hold(key):
+            return  # an identical run is in flight
+        task = asyncio.get_running_loop().create_task(
+            self._start_run(definition, dict(data or {}), fired_hash, key if deduplicate else None)
+        )
+        self._launches.add(task)
+        task.add_done_callback(self._launches.discard)
+
+    async def _start_run(
+        self, definition: TriggerDefinition, data: dict[str, Any], fired_hash: str,
+        key: Optional[tuple[str, str]],
+    ) -> None:
+        assert definition.workflow is not None
+        now = time.time()
+        data["trigger_name"] = definition.name
+        data["triggered_at"] = rfc3339(now)
+        fire = FireRequest(definition.name, fired_hash, key is not None)
+        try:
+            run = await self.engine.submit(definition.workflow, json.dumps(data), fire)
+        except Exception as exc:
+            if key is not None:
+                self.inflight.release(key)
+            log.error(
+                "cloaca: trigger '%s' fired workflow '%s', which could not start: %s",
+                definition.name, definition.workflow, exc,
+            )
+            await self._record_unlaunched(definition.name, fired_hash, now)
+            return
+        if key is None:
+            return
+        if run is None:
+            self.inflight.release(key)  # another runner holds it; the store will tell again
+        else:
+            run.on_finish.append(lambda _run: self.inflight.release(key))
+
+    async def _record_unlaunched(self, trigger_name: str, fired_hash: str, now: float) -> None:
+        try:
+            await self.store.record_unlaunched_fire(trigger_name, fired_hash, now)
+        except Exception as exc:
+            log.error("cloaca: could not record the failed fire of trigger '%s': %s", trigger_name, exc)
+
+    # ------------------------------------------------------------------ store sync
+    async def _sync_with_store(self) -> None:
+        while True:
+            await asyncio.sleep(SYNC_SECONDS)
+            try:
+                await self._flush_polls()
+                await self._refresh_enabled()
+            except Exception as exc:
+                log.error("cloaca: trigger state sync failed: %s", exc)
+
+    async def _flush_polls(self) -> None:
+        if self._polled:
+            polls, self._polled = self._polled, {}
+            await self.store.record_trigger_polls(list(polls.items()))
+
+    async def _refresh_enabled(self) -> None:
+        records = await self.store.list_trigger_schedules(False, 1_000_000, 0)
+        for record in records:
+            if record.trigger_name in self._enabled:
+                self._enabled[record.trigger_name] = record.enabled

@@ -1,0 +1,472 @@
+"""`DefaultRunner`: the embedded engine, with a sync facade over one async core.
+
+Every operation is written once, as a coroutine of this module running on the runner's
+loop. A runner made in sync code owns that loop, in a daemon thread behind an anyio
+BlockingPortal; `async with DefaultRunner(url)` or `await runner.astart()` binds it to the
+caller's running loop instead. The `a`-prefixed twins may be awaited from any loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+import weakref
+from types import TracebackType
+from typing import Any, Awaitable, Callable, Optional, TypeVar
+
+import anyio
+from anyio.from_thread import BlockingPortal
+
+from .config import DefaultRunnerConfig
+from .context import Context
+from .engine.executor import Engine, EngineSettings
+from .engine.triggers import TriggerPoller
+from .registry import REGISTRY
+from .result import WorkflowResult, rfc3339
+from .store import Store, store_for_url
+from .store.base import StoredRun, TriggerScheduleRecord, ScheduleExecutionRecord
+from .tenancy import validate_schema_argument
+
+T = TypeVar("T")
+
+_THREAD_JOIN_SECONDS = 5.0
+_LIVE_RUNNERS: "weakref.WeakSet[DefaultRunner]" = weakref.WeakSet()
+
+
+class DefaultRunner:
+    """Persists and executes workflows; keeps triggers polling and cron schedules firing."""
+
+    def __init__(self, database_url: str, *, _config: Optional[DefaultRunnerConfig] = None,
+                 _schema: Optional[str] = None) -> None:
+        if _config is not None and not isinstance(_config, DefaultRunnerConfig):
+            raise TypeError(f"config must be a DefaultRunnerConfig, got {type(_config).__name__}")
+        self._config = _config or DefaultRunnerConfig.default()
+        self._store: Store = store_for_url(database_url, _schema)
+        self._state = "new"  # new -> running -> closed
+        self._lock = threading.Lock()
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._loop_thread: Optional[int] = None
+        self._portal: Optional[BlockingPortal] = None
+        self._thread: Optional[threading.Thread] = None
+        self._engine: Optional[Engine] = None
+        self._poller: Optional[TriggerPoller] = None
+        self._owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        _LIVE_RUNNERS.add(self)
+        if not _in_running_loop():
+            self._start_in_own_thread()
+        # Inside a running loop, `async with`/`astart()` binds the runner to that loop;
+        # a sync call made before that starts it in its own thread instead.
+
+    @staticmethod
+    def with_config(database_url: str, config: DefaultRunnerConfig) -> DefaultRunner:
+        """A runner with explicit tuning."""
+        return DefaultRunner(database_url, _config=config)
+
+    @staticmethod
+    def with_schema(database_url: str, schema: str) -> DefaultRunner:
+        """A runner whose tables live in PostgreSQL schema `schema` (created if missing)."""
+        validate_schema_argument(database_url, schema)
+        try:
+            return DefaultRunner(database_url, _schema=schema)
+        except RuntimeError as exc:
+            raise RuntimeError(f"Failed to set up schema '{schema}': {exc}") from None
+
+    # ================================================================== lifecycle
+    def _start_in_own_thread(self) -> None:
+        started = threading.Event()
+        failure: list[BaseException] = []
+
+        async def serve() -> None:
+            async with BlockingPortal() as portal:
+                self._portal = portal
+                self._bind_to_current_loop()
+                started.set()
+                await portal.sleep_until_stopped()
+
+        def thread_main() -> None:
+            try:
+                anyio.run(serve, backend="asyncio")
+            except BaseException as exc:  # pragma: no cover - surfaced through `failure`
+                failure.append(exc)
+                started.set()
+
+        self._thread = threading.Thread(target=thread_main, name="cloaca-runner", daemon=True)
+        self._thread.start()
+        started.wait()
+        if failure:
+            raise RuntimeError(f"Failed to create DefaultRunner: {failure[0]}")
+        try:
+            assert self._portal is not None
+            self._portal.call(self._open_services)
+        except BaseException as exc:
+            self._stop_own_thread()
+            self._state = "closed"
+            raise _construction_error(exc) from None
+
+    def _bind_to_current_loop(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+
+    async def astart(self) -> DefaultRunner:
+        """Bind the runner to the running loop and start it (tasks then run on that loop)."""
+        with self._lock:
+            if self._state != "new":
+                raise RuntimeError(
+                    "DefaultRunner.astart(): the runner is already started"
+                    if self._state == "running" else
+                    "DefaultRunner.astart(): the runner has been shut down; create a new one"
+                )
+            self._state = "starting"
+        self._bind_to_current_loop()
+        try:
+            await self._open_services()
+        except BaseException as exc:
+            self._state = "closed"
+            raise _construction_error(exc) from None
+        return self
+
+    async def _open_services(self) -> None:
+        config = self._config
+        await self._store.open()
+        settings = EngineSettings(
+            max_concurrent_tasks=config.max_concurrent_tasks,
+            task_timeout_seconds=config.task_timeout_seconds,
+            lease_seconds=config.lease_seconds,
+            enable_recovery=config.enable_recovery,
+        )
+        self._engine = Engine(self._store, REGISTRY, settings, self._owner)
+        self._poller = TriggerPoller(
+            self._engine, self._store, REGISTRY,
+            config.trigger_poll_timeout_seconds, config.max_concurrent_trigger_polls,
+        )
+        try:
+            await self._poller.start()
+            await self._engine.start()
+        except BaseException:
+            await self._close_services()
+            raise
+        self._state = "running"
+
+    async def _close_services(self) -> None:
+        if self._poller is not None:
+            await self._poller.stop()
+        if self._engine is not None:
+            await self._engine.stop(self._config.shutdown_grace_seconds)
+        await self._store.close()
+
+    def shutdown(self) -> None:
+        """Stop polling and scheduling, let running tasks finish (grace period), close. Idempotent."""
+        with self._lock:
+            if self._state in ("closed", "new"):
+                self._state = "closed"
+                return
+            self._check_not_on_loop_thread("shutdown", "ashutdown")
+            self._state = "closing"
+        try:
+            self._run_blocking(self._close_services)
+        finally:
+            self._state = "closed"
+            self._stop_own_thread()
+
+    async def ashutdown(self) -> None:
+        """Async twin of `shutdown` (idempotent); also safe while the caller is being cancelled."""
+        with self._lock:
+            if self._state in ("closed", "new"):
+                self._state = "closed"
+                return
+            self._state = "closing"
+        try:
+            with anyio.CancelScope(shield=True):
+                await self._run_async(self._close_services)
+        finally:
+            self._state = "closed"
+            if self._thread is not None:
+                await anyio.to_thread.run_sync(self._stop_own_thread)
+
+    def _stop_own_thread(self) -> None:
+        portal, thread = self._portal, self._thread
+        if portal is None or thread is None:
+            return
+        try:
+            portal.call(portal.stop)
+        except RuntimeError:
+            pass  # already stopped
+        thread.join(_THREAD_JOIN_SECONDS)
+        if thread.is_alive():
+            raise ValueError(
+                f"Failed to shutdown async runtime: the runner thread did not stop within "
+                f"{_THREAD_JOIN_SECONDS:g}s"
+            )
+
+    def __enter__(self) -> DefaultRunner:
+        return self
+
+    def __exit__(self, exc_type: Optional[type[BaseException]], exc: Optional[BaseException],
+                 tb: Optional[TracebackType]) -> None:
+        self.shutdown()
+
+    async def __aenter__(self) -> DefaultRunner:
+        if self._state == "new":
+            await self.astart()
+        return self
+
+    async def __aexit__(self, exc_type: Optional[type[BaseException]], exc: Optional[BaseException],
+                        tb: Optional[TracebackType]) -> None:
+        await self.ashutdown()
+
+    def __repr__(self) -> str:
+        return "DefaultRunner(thread_separated_async_runtime)"
+
+    # ================================================================== dispatch
+    def _run_blocking(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        if self._portal is not None:
+            return self._portal.call(fn, *args)
+        assert self._loop is not None
+        return asyncio.run_coroutine_threadsafe(fn(*args), self._loop).result()
+
+    async def _run_async(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        if asyncio.get_running_loop() is self._loop:
+            return await fn(*args)
+        assert self._loop is not None
+        if self._loop.is_closed():
+            raise ValueError("DefaultRunner: the event loop this runner ran on is closed")
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(fn(*args), self._loop))
+
+    def _check_not_on_loop_thread(self, name: str, twin: str) -> None:
+        if self._loop_thread == threading.get_ident():
+            raise RuntimeError(
+                f"DefaultRunner.{name}() blocks, and was called on the thread of the event loop "
+                f"the runner runs on (it would deadlock); use 'await runner.{twin}(...)' instead"
+            )
+
+    def _check_running(self, name: str) -> None:
+        if self._state in ("closed", "closing"):
+            raise ValueError(f"DefaultRunner.{name}(): the runner has been shut down")
+
+    def _call(self, name: str, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """Run core coroutine `fn` from sync code (the facade of every blocking method)."""
+        self._check_running(name)
+        self._check_not_on_loop_thread(name, "a" + name)
+        if self._state == "new":
+            with self._lock:
+                if self._state == "new":
+                    self._state = "starting"
+                    self._start_in_own_thread()
+        return self._run_blocking(fn, *args)
+
+    async def _acall(self, name: str, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """Run core coroutine `fn` from async code, on the runner's loop (the async twins)."""
+        self._check_running(name)
+        if self._state == "new":
+            await self.astart()
+        return await self._run_async(fn, *args)
+
+    # ================================================================== executions
+    def execute(self, workflow_name: str, context: Context) -> WorkflowResult:
+        """Run a workflow to its end and return the result (blocking)."""
+        return self._call("execute", self._execute, workflow_name, _context_json(context))
+
+    async def aexecute(self, workflow_name: str, context: Context) -> WorkflowResult:
+        """Run a workflow to its end and return the result."""
+        return await self._acall("aexecute", self._execute, workflow_name, _context_json(context))
+
+    async def _execute(self, workflow_name: str, input_json: str) -> WorkflowResult:
+        engine = self._require_engine()
+        run = await engine.submit(workflow_name, input_json)
+        assert run is not None
+        timeout = self._config.workflow_timeout_seconds
+        return _result(await engine.wait(run, None if timeout is None else float(timeout)))
+
+    def list_executions(self, workflow_name: Optional[str] = None, status: Optional[str] = None,
+                        limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
+        """Runs, newest first: id, workflow_name, status, started_at, completed_at, error_message."""
+        return self._call("list_executions", self._list_executions, workflow_name, status, limit, offset)
+
+    async def alist_executions(self, workflow_name: Optional[str] = None, status: Optional[str] = None,
+                               limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
+        return await self._acall("alist_executions", self._list_executions, workflow_name, status,
+                                 limit, offset)
+
+    async def _list_executions(self, workflow_name: Optional[str], status: Optional[str],
+                               limit: int, offset: int) -> list[dict[str, Any]]:
+        limit, offset = _page(limit, offset)
+        rows = await self._store.list_executions(workflow_name, status, limit, offset)
+        return [
+            {"id": r.id, "workflow_name": r.workflow_name, "status": r.status,
+             "started_at": rfc3339(r.started_at), "completed_at": rfc3339(r.completed_at),
+             "error_message": r.error_message}
+            for r in rows
+        ]
+
+    def get_execution(self, execution_id: str) -> Optional[WorkflowResult]:
+        """A run by id (any process, any time), or None."""
+        return self._call("get_execution", self._get_execution, execution_id)
+
+    async def aget_execution(self, execution_id: str) -> Optional[WorkflowResult]:
+        return await self._acall("aget_execution", self._get_execution, execution_id)
+
+    async def _get_execution(self, execution_id: str) -> Optional[WorkflowResult]:
+        if not isinstance(execution_id, str):
+            raise TypeError(f"execution_id must be a str, got {type(execution_id).__name__}")
+        active = self._require_engine().active_run(execution_id)
+        if active is not None:
+            return _result(active.snapshot())
+        stored = await self._store.get_run(execution_id)
+        return None if stored is None else _result(stored)
+
+    # ================================================================== triggers
+    def list_trigger_schedules(self, enabled_only: Optional[bool] = None, limit: Optional[int] = None,
+                               offset: Optional[int] = None) -> list[dict[str, Any]]:
+        """Trigger schedules: enabled only (oldest first), or all (newest first); paginated."""
+        return self._call("list_trigger_schedules", self._list_triggers, enabled_only, limit, offset)
+
+    async def alist_trigger_schedules(self, enabled_only: Optional[bool] = None,
+                                      limit: Optional[int] = None,
+                                      offset: Optional[int] = None) -> list[dict[str, Any]]:
+        return await self._acall("alist_trigger_schedules", self._list_triggers, enabled_only,
+                                 limit, offset)
+
+    async def _list_triggers(self, enabled_only: Optional[bool], limit: Optional[int],
+                             offset: Optional[int]) -> list[dict[str, Any]]:
+        limit, offset = _page(limit, offset)
+        records = await self._store.list_trigger_schedules(bool(enabled_only), limit, offset)
+        return [self._trigger_dict(r) for r in records]
+
+    def get_trigger_schedule(self, trigger_name: str) -> Optional[dict[str, Any]]:
+        """A trigger's schedule, or None if unknown."""
+        return self._call("get_trigger_schedule", self._get_trigger, trigger_name)
+
+    async def aget_trigger_schedule(self, trigger_name: str) -> Optional[dict[str, Any]]:
+        return await self._acall("aget_trigger_schedule", self._get_trigger, trigger_name)
+
+    async def _get_trigger(self, trigger_name: str) -> Optional[dict[str, Any]]:
+        record = await self._store.get_trigger_schedule(_name(trigger_name))
+        return None if record is None else self._trigger_dict(record)
+
+    def set_trigger_enabled(self, trigger_name: str, enabled: bool) -> None:
+        """Stop (False) or resume (True) polling a trigger, in every runner; survives restarts."""
+        self._call("set_trigger_enabled", self._set_trigger_enabled, trigger_name, enabled)
+
+    async def aset_trigger_enabled(self, trigger_name: str, enabled: bool) -> None:
+        await self._acall("aset_trigger_enabled", self._set_trigger_enabled, trigger_name, enabled)
+
+    async def _set_trigger_enabled(self, trigger_name: str, enabled: bool) -> None:
+        if not isinstance(enabled, bool):
+            raise TypeError(f"enabled must be a bool, got {type(enabled).__name__}")
+        await self._store.set_trigger_enabled(_name(trigger_name), enabled, time.time())
+        assert self._poller is not None
+        self._poller.set_enabled(trigger_name, enabled)
+
+    def get_trigger_execution_history(self, trigger_name: str, limit: Optional[int] = None,
+                                      offset: Optional[int] = None) -> list[dict[str, Any]]:
+        """A trigger's fires, newest first ([] for an unknown trigger)."""
+        return self._call("get_trigger_execution_history", self._trigger_history, trigger_name,
+                          limit, offset)
+
+    async def aget_trigger_execution_history(self, trigger_name: str, limit: Optional[int] = None,
+                                             offset: Optional[int] = None) -> list[dict[str, Any]]:
+        return await self._acall("aget_trigger_execution_history", self._trigger_history,
+                                 trigger_name, limit, offset)
+
+    async def _trigger_history(self, trigger_name: str, limit: Optional[int],
+                               offset: Optional[int]) -> list[dict[str, Any]]:
+        limit, offset = _page(limit, offset)
+        records = await self._store.trigger_history(_name(trigger_name), limit, offset)
+        return [_fire_dict(r) for r in records]
+
+    def _trigger_dict(self, r: TriggerScheduleRecord) -> dict[str, Any]:
+        assert self._poller is not None
+        polled = self._poller.last_poll(r.trigger_name)
+        last_poll = max(filter(None, (r.last_poll_at, polled)), default=None)
+        return {
+            "id": r.id, "trigger_name": r.trigger_name, "workflow_name": r.workflow_name,
+            "poll_interval_ms": r.poll_interval_ms, "allow_concurrent": r.allow_concurrent,
+            "enabled": r.enabled, "last_poll_at": rfc3339(last_poll),
+            "created_at": rfc3339(r.created_at), "updated_at": rfc3339(r.updated_at),
+        }
+
+    # ================================================================== internals
+    def _require_engine(self) -> Engine:
+        if self._engine is None:
+            raise ValueError("DefaultRunner: the runner is not running")
+        return self._engine
+
+
+# ====================================================================== helpers
+def _in_running_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def _construction_error(exc: BaseException) -> BaseException:
+    if isinstance(exc, (ValueError, TypeError)):
+        return exc
+    return RuntimeError(f"Failed to create DefaultRunner: {exc}")
+
+
+def _context_json(context: Context) -> str:
+    if not isinstance(context, Context):
+        raise TypeError(f"context must be a cloaca.Context, got {type(context).__name__}")
+    return json.dumps(context._data_view())
+
+
+def _name(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"trigger_name must be a str, got {type(value).__name__}")
+    return value
+
+
+def _page(limit: Optional[int], offset: Optional[int]) -> tuple[int, int]:
+    limit = 100 if limit is None else limit
+    offset = 0 if offset is None else offset
+    for label, value in (("limit", limit), ("offset", offset)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{label} must be a non-negative int, got {value!r}")
+    return limit, offset
+
+
+def _result(stored: StoredRun) -> WorkflowResult:
+    e = stored.execution
+    tasks = sorted(stored.tasks, key=lambda t: (t.started_at is None, t.started_at or 0, t.task_name))
+    return WorkflowResult._create(
+        execution_id=e.id, workflow_name=e.workflow_name, status=e.status, start=e.started_at,
+        end=e.completed_at, final_context_json=e.final_context or e.input_context,
+        error_message=e.error_message,
+        task_results=[
+            {"task_name": t.task_name, "status": t.status, "start_time": rfc3339(t.started_at),
+             "end_time": rfc3339(t.completed_at), "attempt_count": t.attempt,
+             "error_message": t.error_message}
+            for t in tasks
+        ],
+    )
+
+
+def _fire_dict(r: ScheduleExecutionRecord) -> dict[str, Any]:
+    return {
+        "id": r.id, "schedule_id": r.schedule_id, "context_hash": r.context_hash,
+        "workflow_execution_id": r.workflow_execution_id, "started_at": rfc3339(r.claimed_at),
+        "completed_at": rfc3339(r.completed_at), "created_at": rfc3339(r.created_at),
+    }
+
+
+def _shutdown_all_runners() -> None:
+    """Shut down every live runner that owns its thread (registered with atexit)."""
+    for runner in list(_LIVE_RUNNERS):
+        if runner._thread is None:
+            continue  # bound to an application's loop: the application closes it
+        try:
+            runner.shutdown()
+        except Exception:
+            pass
+
+
+atexit.register(_shutdown_all_runners)

@@ -1,0 +1,338 @@
+"""The SQLite store (aiosqlite): one connection, one writer, group commit.
+
+Concurrent calls are queued and applied together in one `BEGIN IMMEDIATE` transaction run
+as a single call in the connection's thread, each call inside its own savepoint so that a
+failing call does not undo its neighbours. A thread hop costs about as much as a small
+write, so this is what makes many concurrent runs cheap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sqlite3
+import uuid
+from typing import Any, Callable, Optional, Sequence, TypeVar
+
+import aiosqlite
+
+from . import sqlite_queries as q
+from .base import (
+    ExecutionRecord,
+    FireRequest,
+    OpenFire,
+    ScheduleExecutionRecord,
+    Store,
+    StoredRun,
+    TaskRecord,
+    TriggerScheduleRecord,
+)
+
+T = TypeVar("T")
+Op = Callable[[sqlite3.Cursor], Any]
+
+BUSY_TIMEOUT_MS = 30_000
+_MAX_BATCH = 2_000
+
+
+class SQLiteStore(Store):
+    """A SQLite database file shared safely by the runners of one host."""
+
+    def __init__(self, path: str, *, delete_on_close: bool = False) -> None:
+        self.path = path
+        self.description = f"SQLite database '{path}'"
+        self._delete_on_close = delete_on_close
+        self._conn: Optional[aiosqlite.Connection] = None
+        self._pending: list[tuple[Op, asyncio.Future[Any]]] = []
+        self._flusher: Optional[asyncio.Task[None]] = None
+
+    # lifecycle ----------------------------------------------------------------------
+    async def open(self) -> None:
+        try:
+            self._conn = await aiosqlite.connect(
+                self.path, isolation_level=None, uri=self.path.startswith("file:")
+            )
+            await self._conn._execute(_prepare, self._conn._conn)
+        except (sqlite3.Error, OSError) as exc:
+            await self.close()
+            raise RuntimeError(f"Cannot open {self.description}: {exc}") from None
+
+    async def close(self) -> None:
+        if self._flusher is not None:
+            await asyncio.shield(self._flusher)
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            await conn.close()
+        if self._delete_on_close:
+            for suffix in ("", "-wal", "-shm"):
+                try:
+                    os.unlink(self.path + suffix)
+                except FileNotFoundError:
+                    pass
+
+    # the writer ---------------------------------------------------------------------
+    async def _write(self, op: Op) -> Any:
+        """Run `op` in the next group transaction; return its result once committed."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending.append((op, future))
+        if self._flusher is None:
+            self._flusher = asyncio.get_running_loop().create_task(self._flush())
+        return await future
+
+    async def _flush(self) -> None:
+        try:
+            while self._pending:
+                batch, self._pending = self._pending[:_MAX_BATCH], self._pending[_MAX_BATCH:]
+                conn = self._require_conn()
+                try:
+                    outcomes = await conn._execute(_run_batch, conn._conn, [op for op, _ in batch])
+                except BaseException as exc:  # the commit itself failed: nothing was written
+                    outcomes = [(False, exc)] * len(batch)
+                for (_, future), (ok, value) in zip(batch, outcomes):
+                    if future.done():
+                        continue
+                    if ok:
+                        future.set_result(value)
+                    else:
+                        future.set_exception(value)
+        finally:
+            self._flusher = None
+
+    async def _read(self, op: Callable[[sqlite3.Cursor], T]) -> T:
+        conn = self._require_conn()
+        return await conn._execute(_run_read, conn._conn, op)
+
+    def _require_conn(self) -> aiosqlite.Connection:
+        if self._conn is None:
+            raise RuntimeError(f"{self.description} is closed")
+        return self._conn
+
+    # runs ---------------------------------------------------------------------------
+    async def create_execution(
+        self,
+        execution: ExecutionRecord,
+        tasks: Sequence[TaskRecord],
+        owner: str,
+        lease_until: float,
+        fire: Optional[FireRequest] = None,
+    ) -> bool:
+        def op(cur: sqlite3.Cursor) -> bool:
+            if fire is not None:
+                if fire.deduplicate and cur.execute(
+                    q.OPEN_FIRE_EXISTS, (fire.trigger_name, fire.context_hash)
+                ).fetchone():
+                    return False
+                _insert_fire(cur, fire.trigger_name, fire.context_hash, execution.id, None,
+                             execution.started_at)
+            cur.execute(q.INSERT_EXECUTION, _execution_row(execution) + (owner, lease_until))
+            cur.executemany(q.INSERT_TASK, [_task_row(t) for t in tasks])
+            return True
+
+        return await self._write(op)
+
+    async def save_progress(
+        self, tasks: Sequence[TaskRecord], finished: Optional[ExecutionRecord] = None
+    ) -> None:
+        def op(cur: sqlite3.Cursor) -> None:
+            cur.executemany(q.UPDATE_TASK, [_task_update_row(t) for t in tasks])
+            if finished is not None:
+                cur.execute(
+                    q.FINISH_EXECUTION,
+                    (finished.status, finished.final_context, finished.error_message,
+                     finished.completed_at, finished.id),
+                )
+                cur.execute(
+                    q.CLOSE_FIRES_OF_RUN, (finished.completed_at, finished.completed_at, finished.id)
+                )
+
+        await self._write(op)
+
+    async def claim_orphans(
+        self, owner: str, now: float, lease_until: float, workflow_names: Sequence[str]
+    ) -> list[StoredRun]:
+        def op(cur: sqlite3.Cursor) -> list[StoredRun]:
+            ids = [r[0] for r in cur.execute(q.SELECT_ORPHANS, (now, json.dumps(list(workflow_names))))]
+            runs = []
+            for execution_id in ids:
+                cur.execute(q.CLAIM_EXECUTION, (owner, lease_until, execution_id))
+                run = _load_run(cur, execution_id)
+                if run is not None:
+                    runs.append(run)
+            return runs
+
+        return await self._write(op)
+
+    async def renew_leases(self, owner: str, lease_until: float) -> None:
+        await self._write(lambda cur: cur.execute(q.RENEW_LEASES, (lease_until, owner)) and None)
+
+    async def release_leases(self, owner: str) -> None:
+        await self._write(lambda cur: cur.execute(q.RELEASE_LEASES, (owner,)) and None)
+
+    async def get_run(self, execution_id: str) -> Optional[StoredRun]:
+        return await self._read(lambda cur: _load_run(cur, execution_id))
+
+    async def list_executions(
+        self, workflow_name: Optional[str], status: Optional[str], limit: int, offset: int
+    ) -> list[ExecutionRecord]:
+        params = (workflow_name, workflow_name, status, status, limit, offset)
+        rows = await self._read(lambda cur: cur.execute(q.LIST_EXECUTIONS, params).fetchall())
+        return [ExecutionRecord(*r) for r in rows]
+
+    # triggers -----------------------------------------------------------------------
+    async def upsert_trigger_schedule(
+        self, trigger_name: str, workflow_name: str, poll_interval_ms: int,
+        allow_concurrent: bool, now: float,
+    ) -> TriggerScheduleRecord:
+        def op(cur: sqlite3.Cursor) -> TriggerScheduleRecord:
+            cur.execute(
+                q.UPSERT_TRIGGER,
+                (str(uuid.uuid4()), trigger_name, workflow_name, poll_interval_ms,
+                 int(allow_concurrent), now, now),
+            )
+            return _trigger(cur.execute(q.SELECT_TRIGGER, (trigger_name,)).fetchone())
+
+        return await self._write(op)
+
+    async def list_trigger_schedules(
+        self, enabled_only: bool, limit: int, offset: int
+    ) -> list[TriggerScheduleRecord]:
+        sql = q.LIST_ENABLED_TRIGGERS if enabled_only else q.LIST_TRIGGERS
+        rows = await self._read(lambda cur: cur.execute(sql, (limit, offset)).fetchall())
+        return [_trigger(r) for r in rows]
+
+    async def get_trigger_schedule(self, trigger_name: str) -> Optional[TriggerScheduleRecord]:
+        row = await self._read(lambda cur: cur.execute(q.SELECT_TRIGGER, (trigger_name,)).fetchone())
+        return None if row is None else _trigger(row)
+
+    async def set_trigger_enabled(self, trigger_name: str, enabled: bool, now: float) -> None:
+        await self._write(
+            lambda cur: cur.execute(q.SET_TRIGGER_ENABLED, (int(enabled), now, trigger_name)) and None
+        )
+
+    async def record_trigger_polls(self, polls: Sequence[tuple[str, float]]) -> None:
+        rows = [(at, name) for name, at in polls]
+        await self._write(lambda cur: cur.executemany(q.RECORD_TRIGGER_POLL, rows) and None)
+
+    async def record_unlaunched_fire(self, trigger_name: str, context_hash: str, now: float) -> None:
+        await self._write(lambda cur: _insert_fire(cur, trigger_name, context_hash, None, now, now))
+
+    async def open_trigger_fires(self, now: float) -> list[OpenFire]:
+        def op(cur: sqlite3.Cursor) -> list[OpenFire]:
+            cur.execute(q.CLOSE_ENDED_FIRES, (now, now))
+            return [OpenFire(*r) for r in cur.execute(q.SELECT_OPEN_TRIGGER_FIRES).fetchall()]
+
+        return await self._write(op)
+
+    async def trigger_history(
+        self, trigger_name: str, limit: int, offset: int
+    ) -> list[ScheduleExecutionRecord]:
+        params = (trigger_name, limit, offset)
+        rows = await self._read(lambda cur: cur.execute(q.TRIGGER_HISTORY, params).fetchall())
+        return [ScheduleExecutionRecord(*r) for r in rows]
+
+
+# --------------------------------------------------------------------------------------
+# Functions run in the connection's thread.
+
+
+def _prepare(conn: sqlite3.Connection) -> None:
+    """Check the file is a SQLite database, set pragmas, apply pending migrations."""
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # "file is not a database"
+    conn.execute("PRAGMA journal_mode = WAL").fetchone()
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute("PRAGMA foreign_keys = OFF")
+    cur = conn.cursor()
+    cur.execute("BEGIN IMMEDIATE")
+    try:
+        cur.execute(q.CREATE_VERSION_TABLE)
+        current = cur.execute(q.GET_VERSION).fetchone()[0] or 0
+        latest = MIGRATIONS_LATEST
+        if current > latest:
+            raise sqlite3.DatabaseError(
+                f"schema version {current} is newer than this cloaca understands ({latest})"
+            )
+        for version, script in q.MIGRATIONS:
+            if version > current:
+                for statement in _statements(script):
+                    cur.execute(statement)
+                cur.execute(q.SET_VERSION, (version,))
+        cur.execute("COMMIT")
+    except BaseException:
+        cur.execute("ROLLBACK")
+        raise
+
+
+MIGRATIONS_LATEST = max(v for v, _ in q.MIGRATIONS)
+
+
+def _statements(script: str) -> list[str]:
+    return [s.strip() for s in script.split(";") if s.strip()]
+
+
+def _run_batch(conn: sqlite3.Connection, ops: list[Op]) -> list[tuple[bool, Any]]:
+    """Apply `ops` in one transaction, each in a savepoint; (ok, result-or-exception) per op."""
+    cur = conn.cursor()
+    cur.execute("BEGIN IMMEDIATE")
+    outcomes: list[tuple[bool, Any]] = []
+    try:
+        for op in ops:
+            cur.execute("SAVEPOINT op")
+            try:
+                outcomes.append((True, op(cur)))
+                cur.execute("RELEASE op")
+            except Exception as exc:
+                cur.execute("ROLLBACK TO op")
+                cur.execute("RELEASE op")
+                outcomes.append((False, exc))
+        cur.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            cur.execute("ROLLBACK")
+        raise
+    return outcomes
+
+
+def _run_read(conn: sqlite3.Connection, op: Callable[[sqlite3.Cursor], T]) -> T:
+    return op(conn.cursor())
+
+
+def _insert_fire(
+    cur: sqlite3.Cursor, trigger_name: str, context_hash: str, execution_id: Optional[str],
+    completed_at: Optional[float], now: float,
+) -> None:
+    cur.execute(
+        q.INSERT_TRIGGER_FIRE,
+        (str(uuid.uuid4()), context_hash, now, execution_id, completed_at, now, now, trigger_name),
+    )
+
+
+def _load_run(cur: sqlite3.Cursor, execution_id: str) -> Optional[StoredRun]:
+    row = cur.execute(q.SELECT_EXECUTION, (execution_id,)).fetchone()
+    if row is None:
+        return None
+    tasks = [TaskRecord(*r) for r in cur.execute(q.SELECT_TASKS, (execution_id,)).fetchall()]
+    return StoredRun(ExecutionRecord(*row), tasks)
+
+
+def _execution_row(e: ExecutionRecord) -> tuple[Any, ...]:
+    return (e.id, e.workflow_name, e.workflow_version, e.status, e.input_context, e.started_at,
+            e.final_context, e.error_message, e.completed_at)
+
+
+def _task_row(t: TaskRecord) -> tuple[Any, ...]:
+    return (t.execution_id, t.task_name, t.status, t.attempt, t.not_before, t.started_at,
+            t.completed_at, t.output_context, t.error_message, t.finish_seq)
+
+
+def _task_update_row(t: TaskRecord) -> tuple[Any, ...]:
+    return (t.status, t.attempt, t.not_before, t.started_at, t.completed_at, t.output_context,
+            t.error_message, t.finish_seq, t.execution_id, t.task_name)
+
+
+def _trigger(row: tuple[Any, ...]) -> TriggerScheduleRecord:
+    record = TriggerScheduleRecord(*row)
+    record.allow_concurrent = bool(record.allow_concurrent)
+    record.enabled = bool(record.enabled)
+    return record

@@ -1,0 +1,198 @@
+"""Every SQL statement of the SQLite store, named, in one place."""
+
+from __future__ import annotations
+
+# Migrations: (version, script). A database records the highest version applied.
+MIGRATIONS: list[tuple[int, str]] = [
+    (
+        1,
+        """
+        CREATE TABLE workflow_executions (
+            id               TEXT PRIMARY KEY,
+            workflow_name    TEXT NOT NULL,
+            workflow_version TEXT NOT NULL,
+            status           TEXT NOT NULL,
+            input_context    TEXT NOT NULL,
+            final_context    TEXT,
+            error_message    TEXT,
+            started_at       REAL NOT NULL,
+            completed_at     REAL,
+            owner            TEXT,
+            lease_until      REAL
+        );
+        CREATE INDEX ix_executions_started ON workflow_executions (started_at);
+        CREATE INDEX ix_executions_unfinished ON workflow_executions (status)
+            WHERE status IN ('Pending', 'Running');
+
+        CREATE TABLE task_executions (
+            execution_id   TEXT NOT NULL,
+            task_name      TEXT NOT NULL,
+            status         TEXT NOT NULL,
+            attempt        INTEGER NOT NULL DEFAULT 0,
+            not_before     REAL,
+            started_at     REAL,
+            completed_at   REAL,
+            output_context TEXT,
+            error_message  TEXT,
+            finish_seq     INTEGER,
+            PRIMARY KEY (execution_id, task_name)
+        ) WITHOUT ROWID;
+
+        CREATE TABLE trigger_schedules (
+            id               TEXT PRIMARY KEY,
+            trigger_name     TEXT NOT NULL UNIQUE,
+            workflow_name    TEXT NOT NULL,
+            poll_interval_ms INTEGER NOT NULL,
+            allow_concurrent INTEGER NOT NULL,
+            enabled          INTEGER NOT NULL DEFAULT 1,
+            last_poll_at     REAL,
+            created_at       REAL NOT NULL,
+            updated_at       REAL NOT NULL
+        );
+
+        CREATE TABLE schedule_executions (
+            id                    TEXT PRIMARY KEY,
+            schedule_id           TEXT NOT NULL,
+            kind                  TEXT NOT NULL,
+            context_hash          TEXT,
+            scheduled_time        REAL,
+            claimed_at            REAL NOT NULL,
+            workflow_execution_id TEXT,
+            completed_at          REAL,
+            created_at            REAL NOT NULL,
+            updated_at            REAL NOT NULL
+        );
+        CREATE INDEX ix_fires_schedule ON schedule_executions (schedule_id, created_at);
+        CREATE INDEX ix_fires_open ON schedule_executions (schedule_id, context_hash)
+            WHERE completed_at IS NULL;
+        CREATE INDEX ix_fires_run ON schedule_executions (workflow_execution_id)
+            WHERE completed_at IS NULL;
+        CREATE UNIQUE INDEX ux_fires_cron_slot ON schedule_executions (schedule_id, scheduled_time)
+            WHERE kind = 'cron';
+        """,
+    ),
+]
+
+CREATE_VERSION_TABLE = "CREATE TABLE IF NOT EXISTS cloaca_schema_version (version INTEGER NOT NULL)"
+GET_VERSION = "SELECT MAX(version) FROM cloaca_schema_version"
+SET_VERSION = "INSERT INTO cloaca_schema_version (version) VALUES (?)"
+
+# runs -------------------------------------------------------------------------------
+EXECUTION_COLUMNS = (
+    "id, workflow_name, workflow_version, status, input_context, started_at, "
+    "final_context, error_message, completed_at"
+)
+TASK_COLUMNS = (
+    "execution_id, task_name, status, attempt, not_before, started_at, completed_at, "
+    "output_context, error_message, finish_seq"
+)
+
+INSERT_EXECUTION = f"""
+    INSERT INTO workflow_executions ({EXECUTION_COLUMNS}, owner, lease_until)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+INSERT_TASK = f"INSERT INTO task_executions ({TASK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+UPDATE_TASK = """
+    UPDATE task_executions
+       SET status = ?, attempt = ?, not_before = ?, started_at = ?, completed_at = ?,
+           output_context = ?, error_message = ?, finish_seq = ?
+     WHERE execution_id = ? AND task_name = ?
+"""
+FINISH_EXECUTION = """
+    UPDATE workflow_executions
+       SET status = ?, final_context = ?, error_message = ?, completed_at = ?,
+           owner = NULL, lease_until = NULL
+     WHERE id = ?
+"""
+CLOSE_FIRES_OF_RUN = """
+    UPDATE schedule_executions SET completed_at = ?, updated_at = ?
+     WHERE workflow_execution_id = ? AND completed_at IS NULL
+"""
+SELECT_ORPHANS = """
+    SELECT id FROM workflow_executions
+     WHERE status IN ('Pending', 'Running')
+       AND (owner IS NULL OR lease_until IS NULL OR lease_until < ?)
+       AND workflow_name IN (SELECT value FROM json_each(?))
+"""
+CLAIM_EXECUTION = "UPDATE workflow_executions SET owner = ?, lease_until = ? WHERE id = ?"
+RENEW_LEASES = """
+    UPDATE workflow_executions SET lease_until = ?
+     WHERE owner = ? AND status IN ('Pending', 'Running')
+"""
+RELEASE_LEASES = """
+    UPDATE workflow_executions SET owner = NULL, lease_until = NULL
+     WHERE owner = ? AND status IN ('Pending', 'Running')
+"""
+SELECT_EXECUTION = f"SELECT {EXECUTION_COLUMNS} FROM workflow_executions WHERE id = ?"
+SELECT_TASKS = f"SELECT {TASK_COLUMNS} FROM task_executions WHERE execution_id = ?"
+LIST_EXECUTIONS = f"""
+    SELECT {EXECUTION_COLUMNS} FROM workflow_executions
+     WHERE (? IS NULL OR workflow_name = ?) AND (? IS NULL OR status = ?)
+     ORDER BY started_at DESC, rowid DESC
+     LIMIT ? OFFSET ?
+"""
+
+# triggers ---------------------------------------------------------------------------
+TRIGGER_COLUMNS = (
+    "id, trigger_name, workflow_name, poll_interval_ms, allow_concurrent, enabled, "
+    "last_poll_at, created_at, updated_at"
+)
+UPSERT_TRIGGER = """
+    INSERT INTO trigger_schedules
+        (id, trigger_name, workflow_name, poll_interval_ms, allow_concurrent, enabled,
+         created_at, updated_at)
+    VALUES (?, ?, ?, ?, ?, 1, ?, ?)
+    ON CONFLICT (trigger_name) DO UPDATE SET
+        workflow_name = excluded.workflow_name,
+        poll_interval_ms = excluded.poll_interval_ms,
+        allow_concurrent = excluded.allow_concurrent,
+        updated_at = excluded.updated_at
+"""
+SELECT_TRIGGER = f"SELECT {TRIGGER_COLUMNS} FROM trigger_schedules WHERE trigger_name = ?"
+LIST_TRIGGERS = f"""
+    SELECT {TRIGGER_COLUMNS} FROM trigger_schedules
+     ORDER BY created_at DESC, rowid DESC LIMIT ? OFFSET ?
+"""
+LIST_ENABLED_TRIGGERS = f"""
+    SELECT {TRIGGER_COLUMNS} FROM trigger_schedules WHERE enabled = 1
+     ORDER BY created_at, rowid LIMIT ? OFFSET ?
+"""
+SET_TRIGGER_ENABLED = """
+    UPDATE trigger_schedules SET enabled = ?, updated_at = ? WHERE trigger_name = ?
+"""
+RECORD_TRIGGER_POLL = "UPDATE trigger_schedules SET last_poll_at = ? WHERE trigger_name = ?"
+
+FIRE_COLUMNS = (
+    "id, schedule_id, kind, context_hash, scheduled_time, claimed_at, "
+    "workflow_execution_id, completed_at, created_at, updated_at"
+)
+INSERT_TRIGGER_FIRE = """
+    INSERT INTO schedule_executions
+        (id, schedule_id, kind, context_hash, claimed_at, workflow_execution_id, completed_at,
+         created_at, updated_at)
+    SELECT ?, id, 'trigger', ?, ?, ?, ?, ?, ? FROM trigger_schedules WHERE trigger_name = ?
+"""
+OPEN_FIRE_EXISTS = """
+    SELECT 1 FROM schedule_executions f JOIN trigger_schedules t ON f.schedule_id = t.id
+     WHERE t.trigger_name = ? AND f.context_hash = ? AND f.completed_at IS NULL
+     LIMIT 1
+"""
+CLOSE_ENDED_FIRES = """
+    UPDATE schedule_executions SET completed_at = ?, updated_at = ?
+     WHERE completed_at IS NULL AND kind = 'trigger' AND workflow_execution_id IS NOT NULL
+       AND NOT EXISTS (
+           SELECT 1 FROM workflow_executions e
+            WHERE e.id = schedule_executions.workflow_execution_id
+              AND e.status IN ('Pending', 'Running'))
+"""
+SELECT_OPEN_TRIGGER_FIRES = """
+    SELECT f.id, t.trigger_name, f.context_hash, f.workflow_execution_id
+      FROM schedule_executions f JOIN trigger_schedules t ON f.schedule_id = t.id
+     WHERE f.completed_at IS NULL AND f.kind = 'trigger'
+"""
+TRIGGER_HISTORY = f"""
+    SELECT {', '.join('f.' + c.strip() for c in FIRE_COLUMNS.split(','))}
+      FROM schedule_executions f JOIN trigger_schedules t ON f.schedule_id = t.id
+     WHERE t.trigger_name = ?
+     ORDER BY f.created_at DESC, f.rowid DESC LIMIT ? OFFSET ?
+"""
