@@ -60,6 +60,16 @@ class _TaskState:
 
 
 @dataclass(eq=False)
+class _Step:
+    """What one scheduling step changed; applied (started, queued) only once it is committed."""
+
+    now: float
+    changed: list[TaskRecord] = field(default_factory=list)
+    to_start: list[_TaskState] = field(default_factory=list)
+    to_queue: list[_TaskState] = field(default_factory=list)
+
+
+@dataclass(eq=False)
 class Run:
     """A workflow execution that this runner is executing."""
 
@@ -159,9 +169,9 @@ class Engine:
         run = self._new_run(execution, workflow)
         for state in run.tasks.values():
             state.remaining = len(set(state.definition.dependencies))
-        to_start: list[_TaskState] = []
+        step = _Step(now)
         for name in workflow.get_roots():
-            self._make_eligible(run, run.tasks[name], to_start, [], now)
+            self._make_eligible(run, run.tasks[name], step)
         try:
             created = await self.store.create_execution(
                 execution, [s.record for s in run.tasks.values()], self.owner,
@@ -172,18 +182,17 @@ class Engine:
             raise
         finally:
             if not created:
-                self._drop_queued(run, to_start)
+                self._abandon(step)
         if not created:
             return None
         self._runs[run.id] = run
-        await self._after_step(run, to_start, now)
+        await self._after_step(run, step)
         return run
 
-    def _drop_queued(self, run: Run, to_start: list[_TaskState]) -> None:
-        """Undo the scheduling of a run that was not persisted."""
-        for _ in to_start:
+    def _abandon(self, step: _Step) -> None:
+        """Give back the slots taken by a step that was not committed."""
+        for _ in step.to_start:
             self.slots.release()
-        self._queue = deque(item for item in self._queue if item[0] is not run)
 
     def _new_run(self, execution: ExecutionRecord, workflow: Workflow) -> Run:
         loop = asyncio.get_running_loop()
@@ -203,26 +212,21 @@ class Engine:
             raise ValueError(f"Workflow execution failed: {exc}") from None
 
     # ------------------------------------------------------------------ scheduling
-    def _make_eligible(
-        self, run: Run, state: _TaskState, to_start: list[_TaskState],
-        changed: list[TaskRecord], now: float,
-    ) -> None:
+    def _make_eligible(self, run: Run, state: _TaskState, step: _Step) -> None:
         """All dependencies are terminal: skip the task, or start it (now, or when a slot frees)."""
         record = state.record
+        step.changed.append(record)
         if not self._rule_holds(run, state):
             record.status = "Skipped"
-            record.completed_at = now
+            record.completed_at = step.now
             record.error_message = RULES_NOT_SATISFIED
-            changed.append(record)
-            self._task_terminal(run, state, to_start, changed, now)
-            return
-        if self.slots.try_acquire():
-            self._mark_running(record, now)
-            to_start.append(state)
+            self._task_terminal(run, state, step)
+        elif self.slots.try_acquire():
+            self._mark_running(record, step.now)
+            step.to_start.append(state)
         else:
             record.status = "Ready"
-            self._queue.append((run, state))
-        changed.append(record)
+            step.to_queue.append(state)
 
     def _rule_holds(self, run: Run, state: _TaskState) -> bool:
         rule = state.definition.trigger_rule
@@ -235,16 +239,13 @@ class Engine:
             log.error("cloaca: trigger rule of task '%s' failed to evaluate: %s", state.definition.id, exc)
             return False
 
-    def _task_terminal(
-        self, run: Run, state: _TaskState, to_start: list[_TaskState],
-        changed: list[TaskRecord], now: float,
-    ) -> None:
+    def _task_terminal(self, run: Run, state: _TaskState, step: _Step) -> None:
         run.open_tasks -= 1
         for child_name in run.workflow.dependents_of(state.record.task_name):
             child = run.tasks[child_name]
             child.remaining -= 1
             if child.remaining == 0 and child.record.status == "NotStarted":
-                self._make_eligible(run, child, to_start, changed, now)
+                self._make_eligible(run, child, step)
 
     @staticmethod
     def _mark_running(record: TaskRecord, now: float) -> None:
@@ -253,12 +254,15 @@ class Engine:
         record.started_at = now
         record.not_before = None
 
-    async def _after_step(self, run: Run, to_start: list[_TaskState], now: float) -> None:
-        """Once a step is committed: start what became runnable, or finish the run."""
-        for state in to_start:
+    async def _after_step(self, run: Run, step: _Step) -> None:
+        """Once a step is committed: start or queue what became runnable, or finish the run."""
+        for state in step.to_start:
             self._spawn(self._run_task(run, state, TaskSlot(self.slots, held=True)))
+        if step.to_queue:
+            self._queue.extend((run, state) for state in step.to_queue)
+            self._start_queued()
         if run.open_tasks == 0:
-            await self._finish(run, now)
+            await self._finish(run, step.now)
 
     def _spawn(self, coro: Any, background: bool = False) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -393,16 +397,15 @@ class Engine:
 
     async def _settle(self, run: Run, state: _TaskState, now: float) -> None:
         """Write a terminal task with what it unblocked (and the run's end); then go on."""
-        to_start: list[_TaskState] = []
-        changed = [state.record]
-        self._task_terminal(run, state, to_start, changed, now)
+        step = _Step(now, [state.record])
+        self._task_terminal(run, state, step)
         finished = self._finished_record(run, now) if run.open_tasks == 0 else None
         try:
-            await self._write(changed, finished, state)
+            await self._write(step.changed, finished, state)
         except Exception:
-            self._drop_queued(run, to_start)
+            self._abandon(step)
             raise
-        await self._after_step(run, to_start, now)
+        await self._after_step(run, step)
 
     async def _write(
         self, records: list[TaskRecord], finished: Optional[ExecutionRecord], state: _TaskState
@@ -483,20 +486,21 @@ class Engine:
         self._runs[run.id] = run
         for listener in self.resumed_listeners:
             listener(run)
-        to_start: list[_TaskState] = []
-        changed: list[TaskRecord] = []
+        step = _Step(now)
         for state in run.tasks.values():
             status = state.record.status
             if status in ("Ready", "Running"):
                 state.record.status = "Ready"
-                self._queue.append((run, state))
+                step.to_queue.append(state)
             elif status == "NotStarted" and state.remaining == 0:
-                self._make_eligible(run, state, to_start, changed, now)
-        if changed:
-            await self.store.save_progress(changed)
+                self._make_eligible(run, state, step)
+        try:
+            await self.store.save_progress(step.changed)
+        except Exception:
+            self._abandon(step)
+            raise
         log.info("cloaca: resumed run %s of workflow '%s'", run.id, run.execution.workflow_name)
-        await self._after_step(run, to_start, now)
-        self._start_queued()
+        await self._after_step(run, step)
 
     async def _keep_leases(self) -> None:
         interval = self.settings.lease_seconds / 3
