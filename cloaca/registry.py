@@ -75,6 +75,11 @@ class Registry:
         with self._lock:
             return self._triggers.get(name)
 
+    def remove_trigger(self, name: str) -> None:
+        """Forget a trigger: runners started afterwards do not poll it (live ones keep theirs)."""
+        with self._lock:
+            self._triggers.pop(name, None)
+
     def add_trigger_listener(self, listener: TriggerListener) -> None:
         with self._lock:
             self._trigger_listeners.append(listener)
