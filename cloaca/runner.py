@@ -23,8 +23,11 @@ from typing import Any, Awaitable, Callable, Optional, TypeVar
 import anyio
 from anyio.from_thread import BlockingPortal
 
+from ._cron_api import CronAPI
+from ._paging import page
 from .config import DefaultRunnerConfig
 from .context import Context
+from .engine.cron import Clock, CronScheduler
 from .engine.executor import Engine, EngineSettings
 from .engine.triggers import TriggerPoller
 from .registry import REGISTRY
@@ -39,11 +42,11 @@ _THREAD_JOIN_SECONDS = 5.0
 _LIVE_RUNNERS: "weakref.WeakSet[DefaultRunner]" = weakref.WeakSet()
 
 
-class DefaultRunner:
+class DefaultRunner(CronAPI):
     """Persists and executes workflows; keeps triggers polling and cron schedules firing."""
 
     def __init__(self, database_url: str, *, _config: Optional[DefaultRunnerConfig] = None,
-                 _schema: Optional[str] = None) -> None:
+                 _schema: Optional[str] = None, _clock: Clock = time.time) -> None:
         if _config is not None and not isinstance(_config, DefaultRunnerConfig):
             raise TypeError(f"config must be a DefaultRunnerConfig, got {type(_config).__name__}")
         self._config = _config or DefaultRunnerConfig.default()
@@ -56,6 +59,8 @@ class DefaultRunner:
         self._thread: Optional[threading.Thread] = None
         self._engine: Optional[Engine] = None
         self._poller: Optional[TriggerPoller] = None
+        self._cron: Optional[CronScheduler] = None
+        self._clock = _clock
         self._owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         _LIVE_RUNNERS.add(self)
         if not _in_running_loop():
@@ -145,15 +150,31 @@ class DefaultRunner:
             self._engine, self._store, REGISTRY,
             config.trigger_poll_timeout_seconds, config.max_concurrent_trigger_polls,
         )
+        if config.enable_cron_scheduling:
+            self._cron = CronScheduler(
+                self._engine, self._store, REGISTRY,
+                max_catchup=config.cron_max_catchup_executions,
+                poll_interval=config.cron_poll_interval_seconds,
+                recovery=config.cron_enable_recovery,
+                recovery_interval=config.cron_recovery_interval_seconds,
+                lost_threshold=config.cron_lost_threshold_minutes * 60.0,
+                max_recovery_age=config.cron_max_recovery_age_seconds,
+                max_recovery_attempts=config.cron_max_recovery_attempts,
+                clock=self._clock,
+            )
         try:
             await self._poller.start()
             await self._engine.start()
+            if self._cron is not None:
+                await self._cron.start()
         except BaseException:
             await self._close_services()
             raise
         self._state = "running"
 
     async def _close_services(self) -> None:
+        if self._cron is not None:
+            await self._cron.stop()
         if self._poller is not None:
             await self._poller.stop()
         if self._engine is not None:
@@ -295,7 +316,7 @@ class DefaultRunner:
 
     async def _list_executions(self, workflow_name: Optional[str], status: Optional[str],
                                limit: int, offset: int) -> list[dict[str, Any]]:
-        limit, offset = _page(limit, offset)
+        limit, offset = page(limit, offset)
         rows = await self._store.list_executions(workflow_name, status, limit, offset)
         return [
             {"id": r.id, "workflow_name": r.workflow_name, "status": r.status,
@@ -334,7 +355,7 @@ class DefaultRunner:
 
     async def _list_triggers(self, enabled_only: Optional[bool], limit: Optional[int],
                              offset: Optional[int]) -> list[dict[str, Any]]:
-        limit, offset = _page(limit, offset)
+        limit, offset = page(limit, offset)
         records = await self._store.list_trigger_schedules(bool(enabled_only), limit, offset)
         return [self._trigger_dict(r) for r in records]
 
@@ -376,7 +397,7 @@ class DefaultRunner:
 
     async def _trigger_history(self, trigger_name: str, limit: Optional[int],
                                offset: Optional[int]) -> list[dict[str, Any]]:
-        limit, offset = _page(limit, offset)
+        limit, offset = page(limit, offset)
         records = await self._store.trigger_history(_name(trigger_name), limit, offset)
         return [_fire_dict(r) for r in records]
 
@@ -423,15 +444,6 @@ def _name(value: Any) -> str:
     if not isinstance(value, str):
         raise TypeError(f"trigger_name must be a str, got {type(value).__name__}")
     return value
-
-
-def _page(limit: Optional[int], offset: Optional[int]) -> tuple[int, int]:
-    limit = 100 if limit is None else limit
-    offset = 0 if offset is None else offset
-    for label, value in (("limit", limit), ("offset", offset)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"{label} must be a non-negative int, got {value!r}")
-    return limit, offset
 
 
 def _result(stored: StoredRun) -> WorkflowResult:

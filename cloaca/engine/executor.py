@@ -151,7 +151,8 @@ class Engine:
 
     # ------------------------------------------------------------------ submission
     async def submit(
-        self, workflow_name: str, input_json: str, fire: Optional[FireRequest] = None
+        self, workflow_name: str, input_json: str, fire: Optional[FireRequest] = None,
+        link_fire_id: Optional[str] = None,
     ) -> Optional[Run]:
         """Persist and start a run; None if `fire` was refused as a duplicate."""
         if self._stopping:
@@ -175,7 +176,7 @@ class Engine:
         try:
             created = await self.store.create_execution(
                 execution, [s.record for s in run.tasks.values()], self.owner,
-                now + self.settings.lease_seconds, fire,
+                now + self.settings.lease_seconds, fire, link_fire_id,
             )
         except BaseException:
             created = False

@@ -80,6 +80,44 @@ class ScheduleExecutionRecord:
     completed_at: Optional[float]
     created_at: float
     updated_at: float
+    outcome: Optional[str] = None
+    """None while open or when its run ended; "skipped", "failed" or "abandoned" otherwise."""
+    error: Optional[str] = None
+    attempts: int = 0
+
+
+@dataclass
+class CronScheduleRecord:
+    id: str
+    workflow_name: str
+    instance_name: Optional[str]
+    cron_expression: str
+    timezone: str
+    enabled: bool
+    catchup_policy: str
+    params: Optional[str]
+    next_run_at: float
+    last_run_at: Optional[float]
+    created_at: float
+    updated_at: float
+
+
+@dataclass
+class CronStats:
+    total_executions: int
+    successful_executions: int
+    lost_executions: int
+
+
+@dataclass(frozen=True)
+class CronSlotClaim:
+    """A schedule's due slots, claimed together with the advance of its `next_run_at`."""
+
+    schedule_id: str
+    expected_next_run_at: float
+    new_next_run_at: float
+    launch: Sequence[float]
+    skipped: Sequence[float]
 
 
 @dataclass(frozen=True)
@@ -125,11 +163,13 @@ class Store(abc.ABC):
         owner: str,
         lease_until: float,
         fire: Optional[FireRequest] = None,
+        link_fire_id: Optional[str] = None,
     ) -> bool:
         """Insert a run owned by `owner` with its task rows, and the trigger fire that launched it.
 
         Returns False, writing nothing, when `fire.deduplicate` and the trigger already has an
-        open fire with the same context hash.
+        open fire with the same context hash. `link_fire_id` names an existing (cron) fire to
+        link to the new run.
         """
 
     @abc.abstractmethod
@@ -201,3 +241,81 @@ class Store(abc.ABC):
         self, trigger_name: str, limit: int, offset: int
     ) -> list[ScheduleExecutionRecord]:
         """A trigger's fires, newest first; [] for an unknown trigger."""
+
+    # cron ---------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def create_cron_schedule(self, record: CronScheduleRecord) -> bool:
+        """Insert a schedule; False if its (workflow_name, instance_name) is already taken."""
+
+    @abc.abstractmethod
+    async def upsert_cron_instance(self, record: CronScheduleRecord) -> CronScheduleRecord:
+        """Create the named instance, or update its expression, timezone and params (keeps
+        `enabled`; recomputed `next_run_at` only if the expression or timezone changed)."""
+
+    @abc.abstractmethod
+    async def get_cron_schedule(self, schedule_id: str) -> Optional[CronScheduleRecord]:
+        ...
+
+    @abc.abstractmethod
+    async def list_cron_schedules(
+        self, enabled_only: bool, limit: int, offset: int
+    ) -> list[CronScheduleRecord]:
+        """Newest first."""
+
+    @abc.abstractmethod
+    async def update_cron_schedule(
+        self, schedule_id: str, cron_expression: str, timezone: str, next_run_at: float, now: float
+    ) -> bool:
+        """False if the schedule does not exist."""
+
+    @abc.abstractmethod
+    async def set_cron_enabled(self, schedule_id: str, enabled: bool, now: float) -> None:
+        """Unknown ids are ignored; `next_run_at` is left as it is."""
+
+    @abc.abstractmethod
+    async def delete_cron_schedule(self, schedule_id: str) -> None:
+        """Unknown ids are ignored; the schedule's history goes with it."""
+
+    @abc.abstractmethod
+    async def due_cron_schedules(self, now: float) -> list[CronScheduleRecord]:
+        """Enabled schedules whose `next_run_at` is at or before `now`."""
+
+    @abc.abstractmethod
+    async def next_cron_run_at(self) -> Optional[float]:
+        """The earliest `next_run_at` of an enabled schedule."""
+
+    @abc.abstractmethod
+    async def claim_cron_slots(self, claim: CronSlotClaim, now: float) -> Optional[list[tuple[str, float]]]:
+        """Atomically advance the schedule from `expected_next_run_at` and record its slots.
+
+        Launch slots are recorded open and returned as (fire id, slot); skipped ones are
+        recorded closed with outcome "skipped". None if the schedule moved on meanwhile
+        (another runner claimed these slots) or is gone or disabled.
+        """
+
+    @abc.abstractmethod
+    async def close_schedule_fire(
+        self, fire_id: str, now: float, outcome: str, error: Optional[str]
+    ) -> None:
+        """Close a fire that launched no run, saying why."""
+
+    @abc.abstractmethod
+    async def cron_history(
+        self, schedule_id: str, limit: int, offset: int
+    ) -> list[ScheduleExecutionRecord]:
+        """A schedule's fires (including skipped slots), newest slot first."""
+
+    @abc.abstractmethod
+    async def schedule_stats(self, since: float, lost_before: float) -> CronStats:
+        """Counts over every schedule fire (cron and trigger) claimed at or after `since`."""
+
+    @abc.abstractmethod
+    async def lost_cron_fires(
+        self, lost_before: float, oldest: float, max_attempts: int, now: float
+    ) -> list[tuple[ScheduleExecutionRecord, CronScheduleRecord]]:
+        """Open cron fires claimed before `lost_before` with no run (a lost hand-off).
+
+        Those claimed before `oldest` or already tried `max_attempts` times are closed as
+        "abandoned"; the others get one more attempt counted and are returned to re-fire.
+        Fires whose run has ended are closed.
+        """

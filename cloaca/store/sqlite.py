@@ -19,6 +19,9 @@ import aiosqlite
 
 from . import sqlite_queries as q
 from .base import (
+    CronScheduleRecord,
+    CronSlotClaim,
+    CronStats,
     ExecutionRecord,
     FireRequest,
     OpenFire,
@@ -116,6 +119,7 @@ class SQLiteStore(Store):
         owner: str,
         lease_until: float,
         fire: Optional[FireRequest] = None,
+        link_fire_id: Optional[str] = None,
     ) -> bool:
         def op(cur: sqlite3.Cursor) -> bool:
             if fire is not None:
@@ -125,6 +129,8 @@ class SQLiteStore(Store):
                     return False
                 _insert_fire(cur, fire.trigger_name, fire.context_hash, execution.id, None,
                              execution.started_at)
+            if link_fire_id is not None:
+                cur.execute(q.LINK_FIRE, (execution.id, execution.started_at, link_fire_id))
             cur.execute(q.INSERT_EXECUTION, _execution_row(execution) + (owner, lease_until))
             cur.executemany(q.INSERT_TASK, [_task_row(t) for t in tasks])
             return True
@@ -232,6 +238,132 @@ class SQLiteStore(Store):
         return [ScheduleExecutionRecord(*r) for r in rows]
 
 
+    # cron ---------------------------------------------------------------------------
+    async def create_cron_schedule(self, record: CronScheduleRecord) -> bool:
+        return await self._write(lambda cur: cur.execute(q.INSERT_CRON, _cron_row(record)).rowcount == 1)
+
+    async def upsert_cron_instance(self, record: CronScheduleRecord) -> CronScheduleRecord:
+        def op(cur: sqlite3.Cursor) -> CronScheduleRecord:
+            key = (record.workflow_name, record.instance_name)
+            row = cur.execute(q.SELECT_CRON_INSTANCE, key).fetchone()
+            if row is None:
+                cur.execute(q.INSERT_CRON, _cron_row(record))
+                return record
+            existing = _cron(row)
+            if (existing.cron_expression, existing.timezone) != (record.cron_expression, record.timezone):
+                existing.next_run_at = record.next_run_at
+            existing.cron_expression, existing.timezone = record.cron_expression, record.timezone
+            existing.params, existing.updated_at = record.params, record.updated_at
+            cur.execute(
+                q.UPDATE_CRON_INSTANCE,
+                (existing.cron_expression, existing.timezone, existing.params,
+                 existing.next_run_at, existing.updated_at, existing.id),
+            )
+            return existing
+
+        return await self._write(op)
+
+    async def get_cron_schedule(self, schedule_id: str) -> Optional[CronScheduleRecord]:
+        row = await self._read(lambda cur: cur.execute(q.SELECT_CRON, (schedule_id,)).fetchone())
+        return None if row is None else _cron(row)
+
+    async def list_cron_schedules(
+        self, enabled_only: bool, limit: int, offset: int
+    ) -> list[CronScheduleRecord]:
+        params = (int(enabled_only), limit, offset)
+        rows = await self._read(lambda cur: cur.execute(q.LIST_CRON, params).fetchall())
+        return [_cron(r) for r in rows]
+
+    async def update_cron_schedule(
+        self, schedule_id: str, cron_expression: str, timezone: str, next_run_at: float, now: float
+    ) -> bool:
+        params = (cron_expression, timezone, next_run_at, now, schedule_id)
+        return await self._write(lambda cur: cur.execute(q.UPDATE_CRON, params).rowcount == 1)
+
+    async def set_cron_enabled(self, schedule_id: str, enabled: bool, now: float) -> None:
+        await self._write(
+            lambda cur: cur.execute(q.SET_CRON_ENABLED, (int(enabled), now, schedule_id)) and None
+        )
+
+    async def delete_cron_schedule(self, schedule_id: str) -> None:
+        def op(cur: sqlite3.Cursor) -> None:
+            cur.execute(q.DELETE_CRON_FIRES, (schedule_id,))
+            cur.execute(q.DELETE_CRON, (schedule_id,))
+
+        await self._write(op)
+
+    async def due_cron_schedules(self, now: float) -> list[CronScheduleRecord]:
+        rows = await self._read(lambda cur: cur.execute(q.DUE_CRON, (now,)).fetchall())
+        return [_cron(r) for r in rows]
+
+    async def next_cron_run_at(self) -> Optional[float]:
+        return await self._read(lambda cur: cur.execute(q.NEXT_CRON_RUN).fetchone()[0])
+
+    async def claim_cron_slots(
+        self, claim: CronSlotClaim, now: float
+    ) -> Optional[list[tuple[str, float]]]:
+        def op(cur: sqlite3.Cursor) -> Optional[list[tuple[str, float]]]:
+            advanced = cur.execute(
+                q.ADVANCE_CRON,
+                (claim.new_next_run_at, now, now, claim.schedule_id, claim.expected_next_run_at),
+            ).rowcount
+            if advanced != 1:
+                return None
+            for slot in claim.skipped:
+                cur.execute(
+                    q.INSERT_CRON_FIRE,
+                    (str(uuid.uuid4()), claim.schedule_id, slot, now, now, "skipped", now, now),
+                )
+            claimed = []
+            for slot in claim.launch:
+                fire_id = str(uuid.uuid4())
+                inserted = cur.execute(
+                    q.INSERT_CRON_FIRE,
+                    (fire_id, claim.schedule_id, slot, now, None, None, now, now),
+                ).rowcount
+                if inserted == 1:
+                    claimed.append((fire_id, slot))
+            return claimed
+
+        return await self._write(op)
+
+    async def close_schedule_fire(
+        self, fire_id: str, now: float, outcome: str, error: Optional[str]
+    ) -> None:
+        await self._write(
+            lambda cur: cur.execute(q.CLOSE_SCHEDULE_FIRE, (now, now, outcome, error, fire_id)) and None
+        )
+
+    async def cron_history(
+        self, schedule_id: str, limit: int, offset: int
+    ) -> list[ScheduleExecutionRecord]:
+        params = (schedule_id, limit, offset)
+        rows = await self._read(lambda cur: cur.execute(q.CRON_HISTORY, params).fetchall())
+        return [ScheduleExecutionRecord(*r) for r in rows]
+
+    async def schedule_stats(self, since: float, lost_before: float) -> CronStats:
+        row = await self._read(
+            lambda cur: cur.execute(q.SCHEDULE_STATS, (lost_before, since)).fetchone()
+        )
+        return CronStats(row[0] or 0, row[1] or 0, row[2] or 0)
+
+    async def lost_cron_fires(
+        self, lost_before: float, oldest: float, max_attempts: int, now: float
+    ) -> list[tuple[ScheduleExecutionRecord, CronScheduleRecord]]:
+        def op(cur: sqlite3.Cursor) -> list[tuple[ScheduleExecutionRecord, CronScheduleRecord]]:
+            cur.execute(q.CLOSE_ENDED_CRON_FIRES, (now, now))
+            cur.execute(q.ABANDON_LOST_CRON_FIRES, (now, now, lost_before, oldest, max_attempts))
+            rows = cur.execute(q.SELECT_LOST_CRON_FIRES, (lost_before,)).fetchall()
+            width = len(q.FIRE_COLUMNS.split(","))
+            lost = []
+            for row in rows:
+                cur.execute(q.COUNT_FIRE_ATTEMPT, (now, now, row[0]))
+                lost.append((ScheduleExecutionRecord(*row[:width]), _cron(row[width:])))
+            return lost
+
+        return await self._write(op)
+
+
 # --------------------------------------------------------------------------------------
 # Functions run in the connection's thread.
 
@@ -334,5 +466,16 @@ def _task_update_row(t: TaskRecord) -> tuple[Any, ...]:
 def _trigger(row: tuple[Any, ...]) -> TriggerScheduleRecord:
     record = TriggerScheduleRecord(*row)
     record.allow_concurrent = bool(record.allow_concurrent)
+    record.enabled = bool(record.enabled)
+    return record
+
+
+def _cron_row(r: CronScheduleRecord) -> tuple[Any, ...]:
+    return (r.id, r.workflow_name, r.instance_name, r.cron_expression, r.timezone, int(r.enabled),
+            r.catchup_policy, r.params, r.next_run_at, r.last_run_at, r.created_at, r.updated_at)
+
+
+def _cron(row: tuple[Any, ...]) -> CronScheduleRecord:
+    record = CronScheduleRecord(*row)
     record.enabled = bool(record.enabled)
     return record

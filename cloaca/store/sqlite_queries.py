@@ -71,6 +71,33 @@ MIGRATIONS: list[tuple[int, str]] = [
             WHERE kind = 'cron';
         """,
     ),
+    (
+        2,
+        """
+        CREATE TABLE cron_schedules (
+            id              TEXT PRIMARY KEY,
+            workflow_name   TEXT NOT NULL,
+            instance_name   TEXT,
+            cron_expression TEXT NOT NULL,
+            timezone        TEXT NOT NULL,
+            enabled         INTEGER NOT NULL DEFAULT 1,
+            catchup_policy  TEXT NOT NULL DEFAULT 'skip',
+            params          TEXT,
+            next_run_at     REAL NOT NULL,
+            last_run_at     REAL,
+            created_at      REAL NOT NULL,
+            updated_at      REAL NOT NULL
+        );
+        CREATE UNIQUE INDEX ux_cron_instance ON cron_schedules (workflow_name, instance_name)
+            WHERE instance_name IS NOT NULL;
+        CREATE INDEX ix_cron_due ON cron_schedules (next_run_at) WHERE enabled = 1;
+        ALTER TABLE schedule_executions ADD COLUMN outcome TEXT;
+        ALTER TABLE schedule_executions ADD COLUMN error TEXT;
+        ALTER TABLE schedule_executions ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
+        CREATE INDEX ix_fires_lost ON schedule_executions (claimed_at)
+            WHERE completed_at IS NULL AND kind = 'cron';
+        """,
+    ),
 ]
 
 CREATE_VERSION_TABLE = "CREATE TABLE IF NOT EXISTS cloaca_schema_version (version INTEGER NOT NULL)"
@@ -87,6 +114,7 @@ TASK_COLUMNS = (
     "output_context, error_message, finish_seq"
 )
 
+LINK_FIRE = "UPDATE schedule_executions SET workflow_execution_id = ?, updated_at = ? WHERE id = ?"
 INSERT_EXECUTION = f"""
     INSERT INTO workflow_executions ({EXECUTION_COLUMNS}, owner, lease_until)
     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -164,7 +192,7 @@ RECORD_TRIGGER_POLL = "UPDATE trigger_schedules SET last_poll_at = ? WHERE trigg
 
 FIRE_COLUMNS = (
     "id, schedule_id, kind, context_hash, scheduled_time, claimed_at, "
-    "workflow_execution_id, completed_at, created_at, updated_at"
+    "workflow_execution_id, completed_at, created_at, updated_at, outcome, error, attempts"
 )
 INSERT_TRIGGER_FIRE = """
     INSERT INTO schedule_executions
@@ -195,4 +223,90 @@ TRIGGER_HISTORY = f"""
       FROM schedule_executions f JOIN trigger_schedules t ON f.schedule_id = t.id
      WHERE t.trigger_name = ?
      ORDER BY f.created_at DESC, f.rowid DESC LIMIT ? OFFSET ?
+"""
+
+# cron -------------------------------------------------------------------------------
+CRON_COLUMNS = (
+    "id, workflow_name, instance_name, cron_expression, timezone, enabled, catchup_policy, "
+    "params, next_run_at, last_run_at, created_at, updated_at"
+)
+INSERT_CRON = f"""
+    INSERT INTO cron_schedules ({CRON_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    ON CONFLICT DO NOTHING
+"""
+SELECT_CRON = f"SELECT {CRON_COLUMNS} FROM cron_schedules WHERE id = ?"
+SELECT_CRON_INSTANCE = f"""
+    SELECT {CRON_COLUMNS} FROM cron_schedules WHERE workflow_name = ? AND instance_name = ?
+"""
+UPDATE_CRON_INSTANCE = """
+    UPDATE cron_schedules
+       SET cron_expression = ?, timezone = ?, params = ?, next_run_at = ?, updated_at = ?
+     WHERE id = ?
+"""
+LIST_CRON = f"""
+    SELECT {CRON_COLUMNS} FROM cron_schedules WHERE (? = 0 OR enabled = 1)
+     ORDER BY created_at DESC, rowid DESC LIMIT ? OFFSET ?
+"""
+UPDATE_CRON = """
+    UPDATE cron_schedules SET cron_expression = ?, timezone = ?, next_run_at = ?, updated_at = ?
+     WHERE id = ?
+"""
+SET_CRON_ENABLED = "UPDATE cron_schedules SET enabled = ?, updated_at = ? WHERE id = ?"
+DELETE_CRON = "DELETE FROM cron_schedules WHERE id = ?"
+DELETE_CRON_FIRES = "DELETE FROM schedule_executions WHERE schedule_id = ? AND kind = 'cron'"
+DUE_CRON = f"""
+    SELECT {CRON_COLUMNS} FROM cron_schedules WHERE enabled = 1 AND next_run_at <= ?
+     ORDER BY next_run_at
+"""
+NEXT_CRON_RUN = "SELECT MIN(next_run_at) FROM cron_schedules WHERE enabled = 1"
+ADVANCE_CRON = """
+    UPDATE cron_schedules SET next_run_at = ?, last_run_at = ?, updated_at = ?
+     WHERE id = ? AND next_run_at = ? AND enabled = 1
+"""
+INSERT_CRON_FIRE = """
+    INSERT INTO schedule_executions
+        (id, schedule_id, kind, scheduled_time, claimed_at, completed_at, outcome,
+         created_at, updated_at)
+    VALUES (?, ?, 'cron', ?, ?, ?, ?, ?, ?)
+    ON CONFLICT DO NOTHING
+"""
+CLOSE_SCHEDULE_FIRE = """
+    UPDATE schedule_executions SET completed_at = ?, updated_at = ?, outcome = ?, error = ?
+     WHERE id = ?
+"""
+CRON_HISTORY = f"""
+    SELECT {FIRE_COLUMNS} FROM schedule_executions WHERE schedule_id = ? AND kind = 'cron'
+     ORDER BY scheduled_time DESC, rowid DESC LIMIT ? OFFSET ?
+"""
+SCHEDULE_STATS = """
+    SELECT COUNT(*),
+           SUM(CASE WHEN workflow_execution_id IS NOT NULL THEN 1 ELSE 0 END),
+           SUM(CASE WHEN workflow_execution_id IS NULL AND outcome IS NULL AND claimed_at < ?
+                    THEN 1 ELSE 0 END)
+      FROM schedule_executions WHERE claimed_at >= ?
+"""
+CLOSE_ENDED_CRON_FIRES = """
+    UPDATE schedule_executions SET completed_at = ?, updated_at = ?
+     WHERE completed_at IS NULL AND kind = 'cron' AND workflow_execution_id IS NOT NULL
+       AND NOT EXISTS (
+           SELECT 1 FROM workflow_executions e
+            WHERE e.id = schedule_executions.workflow_execution_id
+              AND e.status IN ('Pending', 'Running'))
+"""
+ABANDON_LOST_CRON_FIRES = """
+    UPDATE schedule_executions SET completed_at = ?, updated_at = ?, outcome = 'abandoned',
+           error = 'hand-off lost: no run was started for this slot'
+     WHERE completed_at IS NULL AND kind = 'cron' AND workflow_execution_id IS NULL
+       AND claimed_at < ? AND (created_at < ? OR attempts >= ?)
+"""
+SELECT_LOST_CRON_FIRES = f"""
+    SELECT {', '.join('f.' + c.strip() for c in FIRE_COLUMNS.split(','))},
+           {', '.join('s.' + c.strip() for c in CRON_COLUMNS.split(','))}
+      FROM schedule_executions f JOIN cron_schedules s ON f.schedule_id = s.id
+     WHERE f.completed_at IS NULL AND f.kind = 'cron' AND f.workflow_execution_id IS NULL
+       AND f.claimed_at < ?
+"""
+COUNT_FIRE_ATTEMPT = """
+    UPDATE schedule_executions SET attempts = attempts + 1, claimed_at = ?, updated_at = ?
+     WHERE id = ?
 """
