@@ -409,6 +409,14 @@ def _run_batch(conn: sqlite3.Connection, ops: list[Op]) -> list[tuple[bool, Any]
     cur.execute("BEGIN IMMEDIATE")
     outcomes: list[tuple[bool, Any]] = []
     try:
+        if len(ops) == 1:  # nothing to isolate it from: the transaction is its savepoint
+            try:
+                outcomes.append((True, ops[0](cur)))
+            except Exception as exc:
+                cur.execute("ROLLBACK")
+                return [(False, exc)]
+            cur.execute("COMMIT")
+            return outcomes
         for op in ops:
             cur.execute("SAVEPOINT op")
             try:
