@@ -16,16 +16,14 @@ import time
 import uuid
 from datetime import datetime, timezone
 from functools import lru_cache
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import Callable, Optional
 
+from ..cron import CronExpression
 from ..registry import Registry
 from ..result import rfc3339
 from ..store.base import CronScheduleRecord, CronSlotClaim, Store
 from ..trigger import TriggerDefinition
 from .executor import Engine
-
-if TYPE_CHECKING:
-    from ..cron import CronExpression
 
 log = logging.getLogger("cloaca")
 
@@ -59,8 +57,6 @@ class CatchupPolicy(str, enum.Enum):
 @lru_cache(maxsize=4096)
 def parse_expression(expression: str, timezone: str) -> CronExpression:
     """A parsed (cached) expression; ValueError quoting what is wrong."""
-    from ..cron import CronExpression
-
     return CronExpression.parse(expression, timezone)
 
 
