@@ -28,6 +28,7 @@ from ..task import TaskDefinition, TaskHandle
 from ..workflow import Workflow
 from ..store.base import ExecutionRecord, FireRequest, Store, StoredRun, TaskRecord
 from .callbacks import run_callback
+from .deadline import deadline
 from .merge import merge_contexts
 from .slots import SlotPool, TaskSlot
 
@@ -327,7 +328,7 @@ class Engine:
             args = (context, handle)
         timeout = self.settings.task_timeout_seconds
         try:
-            with anyio.fail_after(timeout):
+            async with deadline(timeout):
                 if definition.is_async:
                     result = await definition.function(*args)
                 else:

@@ -21,6 +21,7 @@ from ..registry import Registry
 from ..result import rfc3339
 from ..store.base import FireRequest, Store
 from ..trigger import TriggerDefinition, TriggerResult
+from .deadline import deadline
 from .dedup import InflightFires
 from .executor import Engine, Run
 
@@ -157,7 +158,7 @@ class TriggerPoller:
     async def _poll(self, definition: TriggerDefinition) -> Optional[TriggerResult]:
         """Call the trigger once; any failure is logged and counts as no fire."""
         try:
-            with anyio.fail_after(self.poll_timeout):
+            async with deadline(self.poll_timeout):
                 if definition.is_async:
                     outcome = await definition.function()
                 else:
