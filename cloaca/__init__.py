@@ -2,6 +2,13 @@
 
 from .config import DefaultRunnerConfig
 from .context import Context
+from .declarations import (
+    WorkflowParamsDecorator,
+    WorkflowSecretsDecorator,
+    boundary_schema,
+    workflow_params,
+    workflow_secrets,
+)
 from .namespace import TaskNamespace, WorkflowContext
 from .result import WorkflowResult
 from .retry import BackoffStrategy, RetryCondition, RetryPolicy, RetryPolicyBuilder
@@ -28,10 +35,13 @@ __all__ = [
     "Workflow",
     "WorkflowBuilder",
     "WorkflowContext",
+    "WorkflowParamsDecorator",
     "WorkflowResult",
+    "WorkflowSecretsDecorator",
     "all_of",
     "always",
     "any_of",
+    "boundary_schema",
     "context_value",
     "none_of",
     "register_workflow_constructor",
@@ -42,4 +52,6 @@ __all__ = [
     "trigger",
     "var",
     "var_or",
+    "workflow_params",
+    "workflow_secrets",
 ]
