@@ -300,7 +300,10 @@ class DefaultRunner(CronAPI, TriggerAPI):
 
     async def _execute(self, workflow_name: str, input_json: str) -> WorkflowResult:
         engine = self._require_engine()
-        run = await engine.submit(workflow_name, input_json)
+        # Shielded: a caller cancelled while the run is being saved must not strand it.
+        submitting = asyncio.ensure_future(engine.submit(workflow_name, input_json))
+        submitting.add_done_callback(_retrieve_exception)
+        run = await asyncio.shield(submitting)
         assert run is not None
         timeout = self._config.workflow_timeout_seconds
         return _result(await engine.wait(run, None if timeout is None else float(timeout)))
@@ -356,6 +359,11 @@ def _in_running_loop() -> bool:
     except RuntimeError:
         return False
     return True
+
+
+def _retrieve_exception(future: "asyncio.Future[Any]") -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def _construction_error(exc: BaseException) -> BaseException:

@@ -256,6 +256,8 @@ class TaskHandle:
         try:
             while True:
                 time.sleep(poll_interval_ms / 1000)
+                if self._consumed:
+                    raise ValueError("defer_until failed: TaskHandle has already been consumed")
                 if _condition_met(condition):
                     break
         finally:

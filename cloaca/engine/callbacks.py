@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import sys
 import traceback
@@ -25,7 +26,9 @@ async def run_callback(
             result = await anyio.to_thread.run_sync(callback, *args, limiter=limiter)
             if inspect.isawaitable(result):
                 await result
-    except Exception as exc:
+    except asyncio.CancelledError:
+        raise
+    except BaseException as exc:
         name = getattr(callback, "__name__", repr(callback))
         print(
             f"cloaca: callback {name} for task '{args[0]}' raised {type(exc).__name__}: {exc}\n"

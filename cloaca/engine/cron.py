@@ -23,6 +23,7 @@ from ..registry import Registry
 from ..result import rfc3339
 from ..store.base import CronScheduleRecord, CronSlotClaim, Store
 from ..trigger import TriggerDefinition
+from .deadline import deadline
 from .executor import Engine
 
 log = logging.getLogger("cloaca")
@@ -172,8 +173,9 @@ class CronScheduler:
                 log.error("cloaca: cron scheduling failed: %s", exc)
                 delay = self.poll_interval
             try:
-                await asyncio.wait_for(self._wake.wait(), delay)
-            except asyncio.TimeoutError:
+                async with deadline(delay):
+                    await self._wake.wait()
+            except TimeoutError:
                 pass
 
     async def _delay(self) -> float:

@@ -20,6 +20,17 @@ async def _anyio_deadline(seconds: float) -> AsyncIterator[None]:
         yield
 
 
+def cancelled_from_outside() -> bool:
+    """Inside `except CancelledError`: is the current task itself being cancelled?
+
+    False when user code merely awaited something that was cancelled (a cancelled future):
+    that is the user's error, to be reported, not a reason to stop.
+    """
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)
+    return task is None or cancelling is None or cancelling() > 0
+
+
 def deadline(seconds: float) -> AsyncContextManager[None]:
     """Cancel the enclosed awaits after `seconds`, raising TimeoutError."""
     if sys.version_info >= (3, 11):

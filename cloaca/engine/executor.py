@@ -28,7 +28,7 @@ from ..task import TaskDefinition, TaskHandle
 from ..workflow import Workflow
 from ..store.base import ExecutionRecord, FireRequest, Store, StoredRun, TaskRecord
 from .callbacks import run_callback
-from .deadline import deadline
+from .deadline import cancelled_from_outside, deadline
 from .merge import merge_contexts
 from .slots import SlotPool, TaskSlot
 
@@ -207,8 +207,11 @@ class Engine:
     async def wait(self, run: Run, timeout: Optional[float]) -> StoredRun:
         """The finished run; ValueError after `timeout` seconds (the run goes on)."""
         try:
-            return await asyncio.wait_for(asyncio.shield(run.done), timeout)
-        except asyncio.TimeoutError:
+            if timeout is None:
+                return await asyncio.shield(run.done)
+            async with deadline(timeout):
+                return await asyncio.shield(run.done)
+        except TimeoutError:
             raise ValueError(f"Workflow execution failed: Workflow timeout after {timeout:g}s") from None
         except EngineStopped as exc:
             raise ValueError(f"Workflow execution failed: {exc}") from None
@@ -259,7 +262,7 @@ class Engine:
     async def _after_step(self, run: Run, step: _Step) -> None:
         """Once a step is committed: start or queue what became runnable, or finish the run."""
         for state in step.to_start:
-            self._spawn(self._run_task(run, state, TaskSlot(self.slots, held=True)))
+            self._spawn(self._run_task(run, state, TaskSlot(self.slots, held=True, on_release=self._start_queued)))
         if step.to_queue:
             self._queue.extend((run, state) for state in step.to_queue)
             self._start_queued()
@@ -281,7 +284,7 @@ class Engine:
                 continue
             self._mark_running(state.record, time.time())
             state.pending_write = self._write_soon(state.record)
-            self._spawn(self._run_task(run, state, TaskSlot(self.slots, held=True)))
+            self._spawn(self._run_task(run, state, TaskSlot(self.slots, held=True, on_release=self._start_queued)))
 
     def _write_soon(self, record: TaskRecord) -> asyncio.Future[Any]:
         snapshot = TaskRecord(**record.__dict__)
@@ -307,7 +310,7 @@ class Engine:
         try:
             ok, output_json, error, transient = await self._attempt(definition, input_json, slot)
         finally:
-            slot.give_back()
+            slot.close()
             self._start_queued()
         if ok:
             await self._call(definition.on_success, definition.id, Context._from_trusted(json.loads(output_json)))
@@ -339,7 +342,11 @@ class Engine:
                     result = await result
         except TimeoutError:
             return False, "", f"Task timed out after {timeout:g}s", True
-        except Exception as exc:
+        except asyncio.CancelledError as exc:
+            if cancelled_from_outside():
+                raise
+            return False, "", f"Python task execution failed: CancelledError: {exc}", False
+        except BaseException as exc:
             return False, "", f"Python task execution failed: {type(exc).__name__}: {exc}", False
         finally:
             if handle is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from typing import Callable, Optional
 
 
 class SlotPool:
@@ -48,21 +49,36 @@ class SlotPool:
 class TaskSlot:
     """One task's hold on a slot, as a `TaskHandle` sees it (release and re-take)."""
 
-    __slots__ = ("_pool", "held")
+    __slots__ = ("_pool", "held", "_on_release", "closed")
 
-    def __init__(self, pool: SlotPool, held: bool) -> None:
+    def __init__(
+        self, pool: SlotPool, held: bool, on_release: Optional[Callable[[], None]] = None
+    ) -> None:
         self._pool = pool
         self.held = held
+        self._on_release = on_release
+        self.closed = False
 
     async def release(self) -> None:
         self.give_back()
+        if self._on_release is not None:
+            self._on_release()
 
     async def acquire(self) -> None:
+        if self.closed:
+            raise ValueError("defer_until failed: TaskHandle has already been consumed")
         if not self.held:
             await self._pool.acquire()
             self.held = True
+            if self.closed:
+                self.give_back()
 
     def give_back(self) -> None:
         if self.held:
             self.held = False
             self._pool.release()
+
+    def close(self) -> None:
+        """The attempt is over: give the slot back for good (an abandoned thread cannot re-take it)."""
+        self.closed = True
+        self.give_back()

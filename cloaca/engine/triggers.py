@@ -21,7 +21,7 @@ from ..registry import Registry
 from ..result import rfc3339
 from ..store.base import FireRequest, Store
 from ..trigger import TriggerDefinition, TriggerResult
-from .deadline import deadline
+from .deadline import cancelled_from_outside, deadline
 from .dedup import InflightFires
 from .executor import Engine, Run
 
@@ -49,6 +49,8 @@ class TriggerPoller:
         self._pollers: dict[str, asyncio.Task[None]] = {}
         self._enabled: dict[str, bool] = {}
         self._polled: dict[str, float] = {}
+        self._busy: set[str] = set()
+        self._enable_changes = 0
         self._launches: set[asyncio.Task[None]] = set()
         self._sync_task: Optional[asyncio.Task[None]] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None
@@ -127,6 +129,7 @@ class TriggerPoller:
         """Apply an enable flag at once in this runner (the store keeps it for the others)."""
         if trigger_name in self._enabled:
             self._enabled[trigger_name] = enabled
+            self._enable_changes += 1
 
     def last_poll(self, trigger_name: str) -> Optional[float]:
         """The newest poll time of this runner not yet written to the store."""
@@ -157,16 +160,25 @@ class TriggerPoller:
 
     async def _poll(self, definition: TriggerDefinition) -> Optional[TriggerResult]:
         """Call the trigger once; any failure is logged and counts as no fire."""
+        name = definition.name
+        if name in self._busy:
+            return None  # its previous call timed out and still runs: never pile up calls
         try:
             async with deadline(self.poll_timeout):
                 if definition.is_async:
                     outcome = await definition.function()
                 else:
+                    self._busy.add(name)
                     outcome = await anyio.to_thread.run_sync(
-                        definition.function, abandon_on_cancel=True, limiter=self._limiter
+                        self._call_sync, definition, abandon_on_cancel=True, limiter=self._limiter
                     )
         except TimeoutError:
-            log.error("cloaca: trigger '%s' poll timed out after %gs", definition.name, self.poll_timeout)
+            log.error("cloaca: trigger '%s' poll timed out after %gs", name, self.poll_timeout)
+            return None
+        except asyncio.CancelledError:
+            if cancelled_from_outside():
+                raise
+            log.error("cloaca: trigger '%s' raised CancelledError", name)
             return None
         except Exception as exc:
             log.error("cloaca: trigger '%s' raised %s: %s", definition.name, type(exc).__name__, exc)
@@ -180,6 +192,13 @@ class TriggerPoller:
             definition.name, type(outcome).__name__,
         )
         return None
+
+    def _call_sync(self, definition: TriggerDefinition) -> Any:
+        """Runs in a worker thread; the trigger counts as busy until its function returns."""
+        try:
+            return definition.function()
+        finally:
+            self._busy.discard(definition.name)
 
     # ------------------------------------------------------------------ firing
     def _launch(self, definition: TriggerDefinition, data: Optional[dict[str, Any]]) -> None:
@@ -243,7 +262,10 @@ class TriggerPoller:
             await self.store.record_trigger_polls(list(polls.items()))
 
     async def _refresh_enabled(self) -> None:
+        changes = self._enable_changes
         records = await self.store.list_trigger_schedules(False, 1_000_000, 0)
+        if changes != self._enable_changes:
+            return  # a local change raced this read: the next sync sees it in the store
         for record in records:
             if record.trigger_name in self._enabled:
                 self._enabled[record.trigger_name] = record.enabled

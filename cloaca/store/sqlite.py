@@ -53,9 +53,13 @@ class SQLiteStore(Store):
     # lifecycle ----------------------------------------------------------------------
     async def open(self) -> None:
         try:
-            self._conn = await aiosqlite.connect(
+            connection = aiosqlite.connect(
                 self.path, isolation_level=None, uri=self.path.startswith("file:")
             )
+            # A daemon thread: an application whose loop ends without shutting the runner
+            # down must still be able to exit (the data is committed already).
+            connection._thread.daemon = True
+            self._conn = await connection
             await self._conn._execute(_prepare, self._conn._conn)
         except (sqlite3.Error, OSError) as exc:
             await self.close()

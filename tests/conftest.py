@@ -1,0 +1,69 @@
+"""Shared fixtures of the test-suite.
+
+The task and workflow registry is process-wide: every test must register workflows under
+names of its own. `wf_name` gives names that are unique per test (and per call).
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from typing import Callable, Iterator
+
+import pytest
+
+from cloaca import DefaultRunner, DefaultRunnerConfig
+
+_counter = itertools.count()
+
+
+def unique_name(prefix: str) -> str:
+    """A workflow name no other test (or call) uses: `<prefix>_<n>`, safe as an identifier."""
+    return f"{re.sub(r'[^0-9A-Za-z_]', '_', prefix)}_{next(_counter)}"
+
+
+@pytest.fixture
+def wf_name(request: pytest.FixtureRequest) -> Callable[[str], str]:
+    """`wf_name()` / `wf_name("suffix")`: a workflow name prefixed by the test's name."""
+
+    def make(suffix: str = "wf") -> str:
+        return unique_name(f"{request.node.name}_{suffix}")
+
+    return make
+
+
+@pytest.fixture
+def runner() -> Iterator[DefaultRunner]:
+    """A sync-mode runner on a private in-memory database, shut down at teardown.
+
+    Its workflow timeout is lowered from one hour to 60 s so that a run that hangs because
+    of a bug fails the test instead of stalling the suite.
+    """
+    r = DefaultRunner.with_config(":memory:", DefaultRunnerConfig(workflow_timeout_seconds=60))
+    try:
+        yield r
+    finally:
+        r.shutdown()
+
+
+@pytest.fixture
+def db_url(tmp_path) -> str:
+    """A SQLite file URL in the test's temporary directory (the file does not exist yet)."""
+    return f"sqlite:///{tmp_path}/cloaca.db"
+
+
+@pytest.fixture
+def runner_factory() -> Iterator[Callable[..., DefaultRunner]]:
+    """`runner_factory(url=":memory:", **config)`: a sync-mode runner with DefaultRunnerConfig
+    fields `config` (workflow timeout 60 s unless given), shut down at teardown."""
+    made: list[DefaultRunner] = []
+
+    def make(url: str = ":memory:", **config: object) -> DefaultRunner:
+        config.setdefault("workflow_timeout_seconds", 60)
+        r = DefaultRunner.with_config(url, DefaultRunnerConfig(**config))  # type: ignore[arg-type]
+        made.append(r)
+        return r
+
+    yield make
+    for r in reversed(made):
+        r.shutdown()
