@@ -1,0 +1,455 @@
+"""The PostgreSQL store (asyncpg): several runner processes, on several hosts, share one database.
+
+Work is distributed by run: a run belongs to the runner that started it, under a lease it
+renews; a runner takes over runs whose lease expired (`claim_orphans`, `FOR UPDATE SKIP
+LOCKED`, so two runners never claim the same run). Every store call is one statement where
+the SQL allows it (so one round trip, atomic without an explicit transaction), or one
+transaction otherwise.
+
+With `schema`, every table lives in that PostgreSQL schema: it is created if missing, the
+migrations run inside it, and every pooled connection has it as its `search_path`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import urllib.parse
+import uuid
+from typing import Any, Optional, Sequence
+
+import asyncpg
+
+from . import postgres_queries as q
+from .base import (
+    CronScheduleRecord,
+    CronSlotClaim,
+    CronStats,
+    ExecutionRecord,
+    FireRequest,
+    OpenFire,
+    ScheduleExecutionRecord,
+    Store,
+    StoredRun,
+    TaskRecord,
+    TriggerScheduleRecord,
+)
+from ..tenancy import RESERVED_SCHEMAS, check_identifier
+
+POOL_MIN_SIZE = 1
+POOL_MAX_SIZE = 10
+CONNECT_TIMEOUT_SECONDS = 10.0
+CLOSE_TIMEOUT_SECONDS = 10.0
+
+
+class SchemaTooNew(Exception):
+    """The database was migrated by a newer cloaca than this one."""
+
+
+class PostgresStore(Store):
+    """A PostgreSQL database (optionally one schema of it) shared by any number of runners."""
+
+    def __init__(self, url: str, schema: Optional[str] = None) -> None:
+        if schema is not None:
+            check_identifier("schema", schema, RESERVED_SCHEMAS)
+        self.url = url
+        self.schema = schema
+        self.target = describe_url(url)
+        self.description = f"PostgreSQL database {self.target}" + (
+            f", schema '{schema}'" if schema is not None else ""
+        )
+        self._secrets = url_secrets(url)
+        self._pool: Optional[asyncpg.Pool] = None
+
+    # lifecycle ----------------------------------------------------------------------
+    async def open(self) -> None:
+        settings = {"search_path": q.quote_ident(self.schema)} if self.schema is not None else {}
+        try:
+            self._pool = await asyncpg.create_pool(
+                self.url, min_size=POOL_MIN_SIZE, max_size=POOL_MAX_SIZE,
+                server_settings=settings, timeout=CONNECT_TIMEOUT_SECONDS,
+            )
+            async with self._pool.acquire() as conn:
+                async with conn.transaction():
+                    await apply_migrations(conn, self.schema)
+        except SchemaTooNew as exc:
+            await self.close()
+            raise RuntimeError(f"Cannot open {self.description}: {exc}") from None
+        except Exception as exc:
+            await self.close()
+            raise RuntimeError(
+                f"Cannot open {self.description}: {scrub(describe_error(exc), self._secrets)}"
+            ) from None
+
+    async def close(self) -> None:
+        if self._pool is None:
+            return
+        pool, self._pool = self._pool, None
+        try:
+            await asyncio.wait_for(pool.close(), CLOSE_TIMEOUT_SECONDS)
+        except (asyncio.TimeoutError, asyncpg.PostgresError, OSError):
+            pool.terminate()
+
+    def _require_pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise RuntimeError(f"{self.description} is closed")
+        return self._pool
+
+    # runs ---------------------------------------------------------------------------
+    async def create_execution(
+        self,
+        execution: ExecutionRecord,
+        tasks: Sequence[TaskRecord],
+        owner: str,
+        lease_until: float,
+        fire: Optional[FireRequest] = None,
+        link_fire_id: Optional[str] = None,
+    ) -> bool:
+        params = (
+            *_task_arrays(tasks), *_execution_row(execution), owner, lease_until, link_fire_id,
+        )
+        pool = self._require_pool()
+        if fire is None:
+            await pool.execute(q.CREATE_EXECUTION, *params)
+            return True
+        async with pool.acquire() as conn:
+            async with conn.transaction():
+                if fire.deduplicate:
+                    # Dedup is decided here, race-free across processes: a transaction-level
+                    # advisory lock on (schema, trigger, context hash) serialises the check
+                    # and the insert of identical fires; the check runs after the lock is
+                    # granted, so it sees the fire of whoever held it (committed). A partial
+                    # unique index could not express the contract: an open fire blocks a
+                    # deduplicated one whether or not that open fire was itself deduplicated.
+                    await conn.execute(
+                        q.ADVISORY_XACT_LOCK,
+                        f"{q.DEDUP_LOCK_KEY}{self.schema or ''}:{fire.trigger_name}:{fire.context_hash}",
+                    )
+                    if await conn.fetchval(q.OPEN_FIRE_EXISTS, fire.trigger_name, fire.context_hash):
+                        return False
+                await conn.execute(
+                    q.INSERT_TRIGGER_FIRE, str(uuid.uuid4()), fire.context_hash,
+                    execution.started_at, execution.id, None, fire.trigger_name,
+                )
+                await conn.execute(q.CREATE_EXECUTION, *params)
+        return True
+
+    async def save_progress(
+        self, tasks: Sequence[TaskRecord], finished: Optional[ExecutionRecord] = None
+    ) -> None:
+        pool = self._require_pool()
+        if finished is None:
+            if tasks:
+                await pool.execute(q.UPDATE_TASKS, *_task_arrays(tasks))
+            return
+        await pool.execute(
+            q.SAVE_AND_FINISH, *_task_arrays(tasks), finished.status, finished.final_context,
+            finished.error_message, finished.completed_at, finished.id,
+        )
+
+    async def claim_orphans(
+        self, owner: str, now: float, lease_until: float, workflow_names: Sequence[str]
+    ) -> list[StoredRun]:
+        if not workflow_names:
+            return []
+        async with self._require_pool().acquire() as conn:
+            rows = await conn.fetch(q.CLAIM_ORPHANS, now, list(workflow_names), owner, lease_until)
+            if not rows:
+                return []
+            runs = {r["id"]: StoredRun(ExecutionRecord(*r)) for r in rows}
+            # Read after the claim committed: these runs are ours now, nobody else writes them.
+            for t in await conn.fetch(q.SELECT_TASKS_OF, list(runs)):
+                runs[t["execution_id"]].tasks.append(TaskRecord(*t))
+        return list(runs.values())
+
+    async def renew_leases(self, owner: str, lease_until: float) -> None:
+        await self._require_pool().execute(q.RENEW_LEASES, lease_until, owner)
+
+    async def release_leases(self, owner: str) -> None:
+        await self._require_pool().execute(q.RELEASE_LEASES, owner)
+
+    async def get_run(self, execution_id: str) -> Optional[StoredRun]:
+        async with self._require_pool().acquire() as conn:
+            row = await conn.fetchrow(q.SELECT_EXECUTION, execution_id)
+            if row is None:
+                return None
+            tasks = [TaskRecord(*t) for t in await conn.fetch(q.SELECT_TASKS, execution_id)]
+        return StoredRun(ExecutionRecord(*row), tasks)
+
+    async def list_executions(
+        self, workflow_name: Optional[str], status: Optional[str], limit: int, offset: int
+    ) -> list[ExecutionRecord]:
+        rows = await self._require_pool().fetch(q.LIST_EXECUTIONS, workflow_name, status, limit, offset)
+        return [ExecutionRecord(*r) for r in rows]
+
+    # triggers -----------------------------------------------------------------------
+    async def upsert_trigger_schedule(
+        self, trigger_name: str, workflow_name: str, poll_interval_ms: int,
+        allow_concurrent: bool, now: float,
+    ) -> TriggerScheduleRecord:
+        row = await self._require_pool().fetchrow(
+            q.UPSERT_TRIGGER, str(uuid.uuid4()), trigger_name, workflow_name, poll_interval_ms,
+            bool(allow_concurrent), now,
+        )
+        return TriggerScheduleRecord(*row)
+
+    async def list_trigger_schedules(
+        self, enabled_only: bool, limit: int, offset: int
+    ) -> list[TriggerScheduleRecord]:
+        sql = q.LIST_ENABLED_TRIGGERS if enabled_only else q.LIST_TRIGGERS
+        return [TriggerScheduleRecord(*r) for r in await self._require_pool().fetch(sql, limit, offset)]
+
+    async def get_trigger_schedule(self, trigger_name: str) -> Optional[TriggerScheduleRecord]:
+        row = await self._require_pool().fetchrow(q.SELECT_TRIGGER, trigger_name)
+        return None if row is None else TriggerScheduleRecord(*row)
+
+    async def set_trigger_enabled(self, trigger_name: str, enabled: bool, now: float) -> None:
+        await self._require_pool().execute(q.SET_TRIGGER_ENABLED, bool(enabled), now, trigger_name)
+
+    async def record_trigger_polls(self, polls: Sequence[tuple[str, float]]) -> None:
+        if polls:
+            await self._require_pool().execute(
+                q.RECORD_TRIGGER_POLLS, [name for name, _ in polls], [at for _, at in polls]
+            )
+
+    async def record_unlaunched_fire(self, trigger_name: str, context_hash: str, now: float) -> None:
+        await self._require_pool().execute(
+            q.INSERT_TRIGGER_FIRE, str(uuid.uuid4()), context_hash, now, None, now, trigger_name
+        )
+
+    async def open_trigger_fires(self, now: float) -> list[OpenFire]:
+        return [OpenFire(*r) for r in await self._require_pool().fetch(q.OPEN_TRIGGER_FIRES, now)]
+
+    async def trigger_history(
+        self, trigger_name: str, limit: int, offset: int
+    ) -> list[ScheduleExecutionRecord]:
+        rows = await self._require_pool().fetch(q.TRIGGER_HISTORY, trigger_name, limit, offset)
+        return [ScheduleExecutionRecord(*r) for r in rows]
+
+    # cron ---------------------------------------------------------------------------
+    async def create_cron_schedule(self, record: CronScheduleRecord) -> bool:
+        return await self._require_pool().fetchval(q.INSERT_CRON, *_cron_row(record)) is not None
+
+    async def upsert_cron_instance(self, record: CronScheduleRecord) -> CronScheduleRecord:
+        key = (record.workflow_name, record.instance_name)
+        async with self._require_pool().acquire() as conn:
+            async with conn.transaction():
+                row = await conn.fetchrow(q.SELECT_CRON_INSTANCE_FOR_UPDATE, *key)
+                if row is None:
+                    if await conn.fetchval(q.INSERT_CRON, *_cron_row(record)) is not None:
+                        return record
+                    # A concurrent runner inserted it first (ON CONFLICT waited for its
+                    # commit): update that row instead.
+                    row = await conn.fetchrow(q.SELECT_CRON_INSTANCE_FOR_UPDATE, *key)
+                    if row is None:  # pragma: no cover - the conflict was on the id
+                        raise RuntimeError(f"cron schedule id {record.id} is already taken")
+                existing = CronScheduleRecord(*row)
+                if (existing.cron_expression, existing.timezone) != (record.cron_expression, record.timezone):
+                    existing.next_run_at = record.next_run_at
+                existing.cron_expression, existing.timezone = record.cron_expression, record.timezone
+                existing.params, existing.updated_at = record.params, record.updated_at
+                await conn.execute(
+                    q.UPDATE_CRON_INSTANCE, existing.cron_expression, existing.timezone,
+                    existing.params, existing.next_run_at, existing.updated_at, existing.id,
+                )
+                return existing
+
+    async def get_cron_schedule(self, schedule_id: str) -> Optional[CronScheduleRecord]:
+        row = await self._require_pool().fetchrow(q.SELECT_CRON, schedule_id)
+        return None if row is None else CronScheduleRecord(*row)
+
+    async def list_cron_schedules(
+        self, enabled_only: bool, limit: int, offset: int
+    ) -> list[CronScheduleRecord]:
+        rows = await self._require_pool().fetch(q.LIST_CRON, bool(enabled_only), limit, offset)
+        return [CronScheduleRecord(*r) for r in rows]
+
+    async def update_cron_schedule(
+        self, schedule_id: str, cron_expression: str, timezone: str, next_run_at: float, now: float
+    ) -> bool:
+        found = await self._require_pool().fetchval(
+            q.UPDATE_CRON, cron_expression, timezone, next_run_at, now, schedule_id
+        )
+        return found is not None
+
+    async def set_cron_enabled(self, schedule_id: str, enabled: bool, now: float) -> None:
+        await self._require_pool().execute(q.SET_CRON_ENABLED, bool(enabled), now, schedule_id)
+
+    async def delete_cron_schedule(self, schedule_id: str) -> None:
+        await self._require_pool().execute(q.DELETE_CRON, schedule_id)
+
+    async def due_cron_schedules(self, now: float) -> list[CronScheduleRecord]:
+        return [CronScheduleRecord(*r) for r in await self._require_pool().fetch(q.DUE_CRON, now)]
+
+    async def next_cron_run_at(self) -> Optional[float]:
+        return await self._require_pool().fetchval(q.NEXT_CRON_RUN)
+
+    async def claim_cron_slots(
+        self, claim: CronSlotClaim, now: float
+    ) -> Optional[list[tuple[str, float]]]:
+        async with self._require_pool().acquire() as conn:
+            async with conn.transaction():
+                advanced = await conn.fetchval(
+                    q.ADVANCE_CRON, claim.new_next_run_at, now, claim.schedule_id,
+                    claim.expected_next_run_at,
+                )
+                if advanced is None:
+                    return None
+                if claim.skipped:
+                    await conn.execute(
+                        q.INSERT_CRON_FIRES, [str(uuid.uuid4()) for _ in claim.skipped],
+                        claim.schedule_id, now, now, "skipped", list(claim.skipped),
+                    )
+                if not claim.launch:
+                    return []
+                ids = [str(uuid.uuid4()) for _ in claim.launch]
+                rows = await conn.fetch(
+                    q.INSERT_CRON_FIRES, ids, claim.schedule_id, now, None, None, list(claim.launch),
+                )
+        inserted = {r["id"] for r in rows}
+        return [(fire_id, slot) for fire_id, slot in zip(ids, claim.launch) if fire_id in inserted]
+
+    async def close_schedule_fire(
+        self, fire_id: str, now: float, outcome: str, error: Optional[str]
+    ) -> None:
+        await self._require_pool().execute(q.CLOSE_SCHEDULE_FIRE, now, outcome, error, fire_id)
+
+    async def cron_history(
+        self, schedule_id: str, limit: int, offset: int
+    ) -> list[ScheduleExecutionRecord]:
+        rows = await self._require_pool().fetch(q.CRON_HISTORY, schedule_id, limit, offset)
+        return [ScheduleExecutionRecord(*r) for r in rows]
+
+    async def schedule_stats(self, since: float, lost_before: float) -> CronStats:
+        row = await self._require_pool().fetchrow(q.SCHEDULE_STATS, lost_before, since)
+        return CronStats(row[0], row[1], row[2])
+
+    async def lost_cron_fires(
+        self, lost_before: float, oldest: float, max_attempts: int, now: float
+    ) -> list[tuple[ScheduleExecutionRecord, CronScheduleRecord]]:
+        width = len(q.FIRE_COLUMNS.split(","))
+        async with self._require_pool().acquire() as conn:
+            async with conn.transaction():
+                await conn.execute(q.CLOSE_ENDED_CRON_FIRES, now)
+                await conn.execute(q.ABANDON_LOST_CRON_FIRES, now, lost_before, oldest, max_attempts)
+                rows = await conn.fetch(q.SELECT_LOST_CRON_FIRES, lost_before)
+                if rows:
+                    await conn.execute(q.COUNT_FIRE_ATTEMPTS, now, [r[0] for r in rows])
+        return [
+            (ScheduleExecutionRecord(*tuple(r)[:width]), CronScheduleRecord(*tuple(r)[width:]))
+            for r in rows
+        ]
+
+
+# --------------------------------------------------------------------------------------
+# Migrations (shared with cloaca.admin, which runs them for a new tenant)
+
+
+async def apply_migrations(conn: asyncpg.Connection, schema: Optional[str]) -> None:
+    """Bring `schema` (or the connection's current schema) up to date; call inside a transaction.
+
+    With `schema`, the schema is created if missing and becomes the transaction's
+    search_path. Set-up of one schema is serialised by an advisory lock, so runners that
+    start together on a new database do not race to create the same tables. Raises
+    SchemaTooNew if a newer cloaca migrated the schema.
+    """
+    if schema is not None:
+        check_identifier("schema", schema, RESERVED_SCHEMAS)
+        quoted = q.quote_ident(schema)
+        await conn.execute(q.ADVISORY_XACT_LOCK, q.MIGRATION_LOCK_KEY + schema)
+        # Checked first: CREATE SCHEMA IF NOT EXISTS needs the CREATE privilege on the
+        # database even when the schema exists, and a tenant's role does not have it.
+        if not await conn.fetchval(q.SCHEMA_EXISTS, schema):
+            await conn.execute(q.CREATE_SCHEMA.format(schema=quoted))
+        await conn.execute(q.SET_LOCAL_SEARCH_PATH.format(schema=quoted))
+    else:
+        current = await conn.fetchval(q.CURRENT_SCHEMA)
+        await conn.execute(q.ADVISORY_XACT_LOCK, q.MIGRATION_LOCK_KEY + (current or ""))
+    await conn.execute(q.CREATE_VERSION_TABLE)
+    current_version = await conn.fetchval(q.GET_VERSION) or 0
+    if current_version > q.LATEST_VERSION:
+        raise SchemaTooNew(
+            f"schema version {current_version} is newer than this cloaca understands "
+            f"({q.LATEST_VERSION})"
+        )
+    for version, script in q.MIGRATIONS:
+        if version > current_version:
+            await conn.execute(script)  # no parameters: the simple protocol runs the whole script
+            await conn.execute(q.SET_VERSION, version)
+
+
+# --------------------------------------------------------------------------------------
+# URLs and messages
+
+
+def describe_url(url: str) -> str:
+    """"'database' on host:port" for a postgres URL, without user or password."""
+    parts = urllib.parse.urlsplit(url)
+    query = urllib.parse.parse_qs(parts.query)
+    hostspec = parts.netloc.rpartition("@")[2]
+    if not hostspec and "host" in query:
+        hostspec = query["host"][0]
+        if "port" in query:
+            hostspec += f":{query['port'][0]}"
+    host, port = hostspec, ""
+    if hostspec.startswith("["):  # [IPv6]:port
+        host, _, rest = hostspec.partition("]")
+        host += "]"
+        port = rest[1:] if rest.startswith(":") else ""
+    elif hostspec.count(":") == 1:
+        host, _, port = hostspec.partition(":")
+    host = urllib.parse.unquote(host) or "localhost"
+    database = urllib.parse.unquote(parts.path.lstrip("/"))
+    if not database:
+        database = query.get("dbname", [""])[0] or urllib.parse.unquote(
+            parts.netloc.rpartition("@")[0].partition(":")[0]
+        )
+    return f"'{database}' on {host}:{port or 5432}"
+
+
+def url_secrets(url: str) -> list[str]:
+    """The password of `url` in every spelling an error message might echo, longest first."""
+    parts = urllib.parse.urlsplit(url)
+    userinfo = parts.netloc.rpartition("@")[0]
+    secrets = []
+    if ":" in userinfo:
+        raw = userinfo.partition(":")[2]
+        secrets += [raw, urllib.parse.unquote(raw)]
+    for value in urllib.parse.parse_qs(parts.query).get("password", []):
+        secrets += [value, urllib.parse.quote(value, safe="")]
+    secrets = [s for s in secrets if s]
+    if secrets:
+        secrets.append(url)  # the whole URL, in case it is echoed verbatim
+    return sorted(set(secrets), key=len, reverse=True)
+
+
+def scrub(message: str, secrets: Sequence[str]) -> str:
+    for secret in secrets:
+        message = message.replace(secret, "***")
+    return message
+
+
+def describe_error(exc: BaseException) -> str:
+    text = str(exc).strip()
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+        return f"connection timed out after {CONNECT_TIMEOUT_SECONDS:g}s"
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _execution_row(e: ExecutionRecord) -> tuple[Any, ...]:
+    return (e.id, e.workflow_name, e.workflow_version, e.status, e.input_context, e.started_at,
+            e.final_context, e.error_message, e.completed_at)
+
+
+def _task_arrays(tasks: Sequence[TaskRecord]) -> tuple[list[Any], ...]:
+    """The task rows as ten parallel arrays (the unnest() parameters $1..$10)."""
+    return (
+        [t.execution_id for t in tasks], [t.task_name for t in tasks], [t.status for t in tasks],
+        [t.attempt for t in tasks], [t.not_before for t in tasks], [t.started_at for t in tasks],
+        [t.completed_at for t in tasks], [t.output_context for t in tasks],
+        [t.error_message for t in tasks], [t.finish_seq for t in tasks],
+    )
+
+
+def _cron_row(r: CronScheduleRecord) -> tuple[Any, ...]:
+    return (r.id, r.workflow_name, r.instance_name, r.cron_expression, r.timezone, bool(r.enabled),
+            r.catchup_policy, r.params, r.next_run_at, r.last_run_at, r.created_at, r.updated_at)

@@ -1,0 +1,403 @@
+"""Every SQL statement of the PostgreSQL store, named, in one place.
+
+Parameters are always `$n` placeholders (asyncpg), never formatted into the text. The only
+identifiers ever formatted into SQL are schema and role names, validated by
+`cloaca.tenancy.check_identifier` and quoted by `quote_ident` first.
+
+Times are double precision POSIX seconds, like the SQLite store. Each table that is listed
+newest first has an identity column `seq`, the tie-breaker SQLite's rowid is for SQLite.
+"""
+
+from __future__ import annotations
+
+# Migrations: (version, script). A schema records the highest version applied in
+# cloaca_schema_version. Version numbers match the SQLite store's (same feature set).
+MIGRATIONS: list[tuple[int, str]] = [
+    (
+        1,
+        """
+        CREATE TABLE workflow_executions (
+            seq              BIGINT GENERATED ALWAYS AS IDENTITY,
+            id               TEXT PRIMARY KEY,
+            workflow_name    TEXT NOT NULL,
+            workflow_version TEXT NOT NULL,
+            status           TEXT NOT NULL,
+            input_context    TEXT NOT NULL,
+            final_context    TEXT,
+            error_message    TEXT,
+            started_at       DOUBLE PRECISION NOT NULL,
+            completed_at     DOUBLE PRECISION,
+            owner            TEXT,
+            lease_until      DOUBLE PRECISION
+        );
+        CREATE INDEX ix_executions_started ON workflow_executions (started_at DESC, seq DESC);
+        CREATE INDEX ix_executions_workflow
+            ON workflow_executions (workflow_name, started_at DESC, seq DESC);
+        CREATE INDEX ix_executions_unfinished ON workflow_executions (owner, lease_until)
+            WHERE status IN ('Pending', 'Running');
+
+        CREATE TABLE task_executions (
+            execution_id   TEXT NOT NULL,
+            task_name      TEXT NOT NULL,
+            status         TEXT NOT NULL,
+            attempt        INTEGER NOT NULL DEFAULT 0,
+            not_before     DOUBLE PRECISION,
+            started_at     DOUBLE PRECISION,
+            completed_at   DOUBLE PRECISION,
+            output_context TEXT,
+            error_message  TEXT,
+            finish_seq     INTEGER,
+            PRIMARY KEY (execution_id, task_name)
+        );
+
+        CREATE TABLE trigger_schedules (
+            seq              BIGINT GENERATED ALWAYS AS IDENTITY,
+            id               TEXT PRIMARY KEY,
+            trigger_name     TEXT NOT NULL UNIQUE,
+            workflow_name    TEXT NOT NULL,
+            poll_interval_ms BIGINT NOT NULL,
+            allow_concurrent BOOLEAN NOT NULL,
+            enabled          BOOLEAN NOT NULL DEFAULT TRUE,
+            last_poll_at     DOUBLE PRECISION,
+            created_at       DOUBLE PRECISION NOT NULL,
+            updated_at       DOUBLE PRECISION NOT NULL
+        );
+
+        CREATE TABLE schedule_executions (
+            seq                   BIGINT GENERATED ALWAYS AS IDENTITY,
+            id                    TEXT PRIMARY KEY,
+            schedule_id           TEXT NOT NULL,
+            kind                  TEXT NOT NULL,
+            context_hash          TEXT,
+            scheduled_time        DOUBLE PRECISION,
+            claimed_at            DOUBLE PRECISION NOT NULL,
+            workflow_execution_id TEXT,
+            completed_at          DOUBLE PRECISION,
+            created_at            DOUBLE PRECISION NOT NULL,
+            updated_at            DOUBLE PRECISION NOT NULL
+        );
+        CREATE INDEX ix_fires_schedule ON schedule_executions (schedule_id, created_at);
+        CREATE INDEX ix_fires_open ON schedule_executions (schedule_id, context_hash)
+            WHERE completed_at IS NULL;
+        CREATE INDEX ix_fires_run ON schedule_executions (workflow_execution_id)
+            WHERE completed_at IS NULL;
+        CREATE UNIQUE INDEX ux_fires_cron_slot ON schedule_executions (schedule_id, scheduled_time)
+            WHERE kind = 'cron';
+        """,
+    ),
+    (
+        2,
+        """
+        CREATE TABLE cron_schedules (
+            seq             BIGINT GENERATED ALWAYS AS IDENTITY,
+            id              TEXT PRIMARY KEY,
+            workflow_name   TEXT NOT NULL,
+            instance_name   TEXT,
+            cron_expression TEXT NOT NULL,
+            timezone        TEXT NOT NULL,
+            enabled         BOOLEAN NOT NULL DEFAULT TRUE,
+            catchup_policy  TEXT NOT NULL DEFAULT 'skip',
+            params          TEXT,
+            next_run_at     DOUBLE PRECISION NOT NULL,
+            last_run_at     DOUBLE PRECISION,
+            created_at      DOUBLE PRECISION NOT NULL,
+            updated_at      DOUBLE PRECISION NOT NULL
+        );
+        CREATE UNIQUE INDEX ux_cron_instance ON cron_schedules (workflow_name, instance_name)
+            WHERE instance_name IS NOT NULL;
+        CREATE INDEX ix_cron_due ON cron_schedules (next_run_at) WHERE enabled;
+        ALTER TABLE schedule_executions ADD COLUMN outcome TEXT;
+        ALTER TABLE schedule_executions ADD COLUMN error TEXT;
+        ALTER TABLE schedule_executions ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
+        CREATE INDEX ix_fires_lost ON schedule_executions (claimed_at)
+            WHERE completed_at IS NULL AND kind = 'cron';
+        """,
+    ),
+]
+
+LATEST_VERSION = max(version for version, _ in MIGRATIONS)
+
+# Schema set-up and migrations (run in one transaction, under MIGRATION_LOCK) ----------
+MIGRATION_LOCK_KEY = "cloaca.migrate:"
+"""Prefix of the advisory lock key (the schema name follows) serialising set-up of one schema."""
+ADVISORY_XACT_LOCK = "SELECT 1 FROM pg_advisory_xact_lock(hashtextextended($1::text, 0))"
+SCHEMA_EXISTS = "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1::text)"
+CREATE_SCHEMA = "CREATE SCHEMA IF NOT EXISTS {schema}"  # {schema}: quote_ident() of a checked name
+SET_LOCAL_SEARCH_PATH = "SET LOCAL search_path TO {schema}"
+CURRENT_SCHEMA = "SELECT current_schema()"
+CREATE_VERSION_TABLE = "CREATE TABLE IF NOT EXISTS cloaca_schema_version (version INTEGER NOT NULL)"
+GET_VERSION = "SELECT MAX(version) FROM cloaca_schema_version"
+SET_VERSION = "INSERT INTO cloaca_schema_version (version) VALUES ($1)"
+
+# runs -------------------------------------------------------------------------------
+EXECUTION_COLUMNS = (
+    "id, workflow_name, workflow_version, status, input_context, started_at, "
+    "final_context, error_message, completed_at"
+)
+TASK_COLUMNS = (
+    "execution_id, task_name, status, attempt, not_before, started_at, completed_at, "
+    "output_context, error_message, finish_seq"
+)
+_TASK_ARRAYS = (
+    "$1::text[], $2::text[], $3::text[], $4::int[], $5::float8[], $6::float8[], $7::float8[], "
+    "$8::text[], $9::text[], $10::int[]"
+)
+
+# One statement (so one round trip, atomic without an explicit transaction): the run, its
+# task rows ($1..$10 as parallel arrays), and the link of an existing (cron) fire ($22,
+# NULL for none). The trigger fire, if any, is inserted first by INSERT_TRIGGER_FIRE in
+# the same transaction.
+CREATE_EXECUTION = f"""
+    WITH run AS (
+        INSERT INTO workflow_executions ({EXECUTION_COLUMNS}, owner, lease_until)
+        VALUES ($11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)
+    ), link AS (
+        UPDATE schedule_executions SET workflow_execution_id = $11, updated_at = $16
+         WHERE id = $22::text
+    )
+    INSERT INTO task_executions ({TASK_COLUMNS})
+    SELECT * FROM unnest({_TASK_ARRAYS})
+"""
+DEDUP_LOCK_KEY = "cloaca.fire:"
+"""Prefix of the advisory lock key (schema, trigger and context hash follow) of a dedup check."""
+OPEN_FIRE_EXISTS = """
+    SELECT EXISTS (
+        SELECT 1 FROM schedule_executions f JOIN trigger_schedules t ON f.schedule_id = t.id
+         WHERE t.trigger_name = $1 AND f.context_hash = $2 AND f.completed_at IS NULL)
+"""
+INSERT_TRIGGER_FIRE = """
+    INSERT INTO schedule_executions
+        (id, schedule_id, kind, context_hash, claimed_at, workflow_execution_id, completed_at,
+         created_at, updated_at)
+    SELECT $1, id, 'trigger', $2, $3, $4, $5, $3, $3 FROM trigger_schedules WHERE trigger_name = $6
+"""
+
+UPDATE_TASKS = f"""
+    UPDATE task_executions t
+       SET status = u.status, attempt = u.attempt, not_before = u.not_before,
+           started_at = u.started_at, completed_at = u.completed_at,
+           output_context = u.output_context, error_message = u.error_message,
+           finish_seq = u.finish_seq
+      FROM unnest({_TASK_ARRAYS})
+           AS u (execution_id, task_name, status, attempt, not_before, started_at, completed_at,
+                 output_context, error_message, finish_seq)
+     WHERE t.execution_id = u.execution_id AND t.task_name = u.task_name
+"""
+# Task rows, the end of the run ($11..$15) and the closing of its fires, in one statement.
+SAVE_AND_FINISH = f"""
+    WITH tasks AS ({UPDATE_TASKS}), run AS (
+        UPDATE workflow_executions
+           SET status = $11, final_context = $12, error_message = $13, completed_at = $14,
+               owner = NULL, lease_until = NULL
+         WHERE id = $15
+    )
+    UPDATE schedule_executions SET completed_at = $14, updated_at = $14
+     WHERE workflow_execution_id = $15 AND completed_at IS NULL
+"""
+
+# Two runners never claim the same run: the candidate rows are locked FOR UPDATE and rows
+# locked by a concurrent claimer are skipped; a row whose claim committed meanwhile is
+# re-checked against the WHERE clause (READ COMMITTED) and then has a fresh lease.
+CLAIM_ORPHANS = f"""
+    WITH orphan AS (
+        SELECT id FROM workflow_executions
+         WHERE status IN ('Pending', 'Running')
+           AND (owner IS NULL OR lease_until IS NULL OR lease_until < $1)
+           AND workflow_name = ANY($2::text[])
+         FOR UPDATE SKIP LOCKED
+    )
+    UPDATE workflow_executions e SET owner = $3, lease_until = $4
+      FROM orphan WHERE e.id = orphan.id
+    RETURNING {', '.join('e.' + c.strip() for c in EXECUTION_COLUMNS.split(','))}
+"""
+SELECT_TASKS_OF = f"""
+    SELECT {TASK_COLUMNS} FROM task_executions WHERE execution_id = ANY($1::text[])
+     ORDER BY execution_id, task_name
+"""
+RENEW_LEASES = """
+    UPDATE workflow_executions SET lease_until = $1
+     WHERE owner = $2 AND status IN ('Pending', 'Running')
+"""
+RELEASE_LEASES = """
+    UPDATE workflow_executions SET owner = NULL, lease_until = NULL
+     WHERE owner = $1 AND status IN ('Pending', 'Running')
+"""
+SELECT_EXECUTION = f"SELECT {EXECUTION_COLUMNS} FROM workflow_executions WHERE id = $1"
+SELECT_TASKS = f"SELECT {TASK_COLUMNS} FROM task_executions WHERE execution_id = $1 ORDER BY task_name"
+LIST_EXECUTIONS = f"""
+    SELECT {EXECUTION_COLUMNS} FROM workflow_executions
+     WHERE ($1::text IS NULL OR workflow_name = $1) AND ($2::text IS NULL OR status = $2)
+     ORDER BY started_at DESC, seq DESC
+     LIMIT $3 OFFSET $4
+"""
+
+# triggers ---------------------------------------------------------------------------
+TRIGGER_COLUMNS = (
+    "id, trigger_name, workflow_name, poll_interval_ms, allow_concurrent, enabled, "
+    "last_poll_at, created_at, updated_at"
+)
+UPSERT_TRIGGER = f"""
+    INSERT INTO trigger_schedules
+        (id, trigger_name, workflow_name, poll_interval_ms, allow_concurrent, enabled,
+         created_at, updated_at)
+    VALUES ($1, $2, $3, $4, $5, TRUE, $6, $6)
+    ON CONFLICT (trigger_name) DO UPDATE SET
+        workflow_name = excluded.workflow_name,
+        poll_interval_ms = excluded.poll_interval_ms,
+        allow_concurrent = excluded.allow_concurrent,
+        updated_at = excluded.updated_at
+    RETURNING {TRIGGER_COLUMNS}
+"""
+SELECT_TRIGGER = f"SELECT {TRIGGER_COLUMNS} FROM trigger_schedules WHERE trigger_name = $1"
+LIST_TRIGGERS = f"""
+    SELECT {TRIGGER_COLUMNS} FROM trigger_schedules
+     ORDER BY created_at DESC, seq DESC LIMIT $1 OFFSET $2
+"""
+LIST_ENABLED_TRIGGERS = f"""
+    SELECT {TRIGGER_COLUMNS} FROM trigger_schedules WHERE enabled
+     ORDER BY created_at, seq LIMIT $1 OFFSET $2
+"""
+SET_TRIGGER_ENABLED = """
+    UPDATE trigger_schedules SET enabled = $1, updated_at = $2 WHERE trigger_name = $3
+"""
+RECORD_TRIGGER_POLLS = """
+    UPDATE trigger_schedules t SET last_poll_at = p.at
+      FROM unnest($1::text[], $2::float8[]) AS p (trigger_name, at)
+     WHERE t.trigger_name = p.trigger_name
+"""
+
+FIRE_COLUMNS = (
+    "id, schedule_id, kind, context_hash, scheduled_time, claimed_at, "
+    "workflow_execution_id, completed_at, created_at, updated_at, outcome, error, attempts"
+)
+_F_FIRE_COLUMNS = ", ".join("f." + c.strip() for c in FIRE_COLUMNS.split(","))
+# Closing and listing in one statement: the SELECT sees the rows as they were before the
+# UPDATE (one snapshot), so the rows it closes are excluded explicitly.
+OPEN_TRIGGER_FIRES = """
+    WITH closed AS (
+        UPDATE schedule_executions SET completed_at = $1, updated_at = $1
+         WHERE completed_at IS NULL AND kind = 'trigger' AND workflow_execution_id IS NOT NULL
+           AND NOT EXISTS (
+               SELECT 1 FROM workflow_executions e
+                WHERE e.id = schedule_executions.workflow_execution_id
+                  AND e.status IN ('Pending', 'Running'))
+        RETURNING id
+    )
+    SELECT f.id, t.trigger_name, f.context_hash, f.workflow_execution_id
+      FROM schedule_executions f JOIN trigger_schedules t ON f.schedule_id = t.id
+     WHERE f.completed_at IS NULL AND f.kind = 'trigger'
+       AND f.id NOT IN (SELECT id FROM closed)
+     ORDER BY f.created_at, f.seq
+"""
+TRIGGER_HISTORY = f"""
+    SELECT {_F_FIRE_COLUMNS}
+      FROM schedule_executions f JOIN trigger_schedules t ON f.schedule_id = t.id
+     WHERE t.trigger_name = $1
+     ORDER BY f.created_at DESC, f.seq DESC LIMIT $2 OFFSET $3
+"""
+
+# cron -------------------------------------------------------------------------------
+CRON_COLUMNS = (
+    "id, workflow_name, instance_name, cron_expression, timezone, enabled, catchup_policy, "
+    "params, next_run_at, last_run_at, created_at, updated_at"
+)
+INSERT_CRON = f"""
+    INSERT INTO cron_schedules ({CRON_COLUMNS})
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+    ON CONFLICT DO NOTHING
+    RETURNING id
+"""
+SELECT_CRON = f"SELECT {CRON_COLUMNS} FROM cron_schedules WHERE id = $1"
+SELECT_CRON_INSTANCE_FOR_UPDATE = f"""
+    SELECT {CRON_COLUMNS} FROM cron_schedules WHERE workflow_name = $1 AND instance_name = $2
+       FOR UPDATE
+"""
+UPDATE_CRON_INSTANCE = """
+    UPDATE cron_schedules
+       SET cron_expression = $1, timezone = $2, params = $3, next_run_at = $4, updated_at = $5
+     WHERE id = $6
+"""
+LIST_CRON = f"""
+    SELECT {CRON_COLUMNS} FROM cron_schedules WHERE (NOT $1::boolean OR enabled)
+     ORDER BY created_at DESC, seq DESC LIMIT $2 OFFSET $3
+"""
+UPDATE_CRON = """
+    UPDATE cron_schedules SET cron_expression = $1, timezone = $2, next_run_at = $3, updated_at = $4
+     WHERE id = $5
+    RETURNING id
+"""
+SET_CRON_ENABLED = "UPDATE cron_schedules SET enabled = $1, updated_at = $2 WHERE id = $3"
+DELETE_CRON = """
+    WITH fires AS (DELETE FROM schedule_executions WHERE schedule_id = $1 AND kind = 'cron')
+    DELETE FROM cron_schedules WHERE id = $1
+"""
+DUE_CRON = f"""
+    SELECT {CRON_COLUMNS} FROM cron_schedules WHERE enabled AND next_run_at <= $1
+     ORDER BY next_run_at, seq
+"""
+NEXT_CRON_RUN = "SELECT MIN(next_run_at) FROM cron_schedules WHERE enabled"
+# A concurrent claimer of the same slots waits for this row lock, then re-checks
+# `next_run_at = expected` against the committed row and updates nothing: slots fire once.
+ADVANCE_CRON = """
+    UPDATE cron_schedules SET next_run_at = $1, last_run_at = $2, updated_at = $2
+     WHERE id = $3 AND next_run_at = $4 AND enabled
+    RETURNING id
+"""
+INSERT_CRON_FIRES = """
+    INSERT INTO schedule_executions
+        (id, schedule_id, kind, scheduled_time, claimed_at, completed_at, outcome,
+         created_at, updated_at)
+    SELECT s.id, $2, 'cron', s.slot, $3, $4, $5, $3, $3
+      FROM unnest($1::text[], $6::float8[]) WITH ORDINALITY AS s (id, slot, n)
+     ORDER BY s.n
+    ON CONFLICT DO NOTHING
+    RETURNING id, scheduled_time
+"""
+CLOSE_SCHEDULE_FIRE = """
+    UPDATE schedule_executions SET completed_at = $1, updated_at = $1, outcome = $2, error = $3
+     WHERE id = $4
+"""
+CRON_HISTORY = f"""
+    SELECT {FIRE_COLUMNS} FROM schedule_executions WHERE schedule_id = $1 AND kind = 'cron'
+     ORDER BY scheduled_time DESC, seq DESC LIMIT $2 OFFSET $3
+"""
+SCHEDULE_STATS = """
+    SELECT COUNT(*),
+           COUNT(*) FILTER (WHERE workflow_execution_id IS NOT NULL),
+           COUNT(*) FILTER (WHERE workflow_execution_id IS NULL AND outcome IS NULL
+                              AND claimed_at < $1)
+      FROM schedule_executions WHERE claimed_at >= $2
+"""
+CLOSE_ENDED_CRON_FIRES = """
+    UPDATE schedule_executions SET completed_at = $1, updated_at = $1
+     WHERE completed_at IS NULL AND kind = 'cron' AND workflow_execution_id IS NOT NULL
+       AND NOT EXISTS (
+           SELECT 1 FROM workflow_executions e
+            WHERE e.id = schedule_executions.workflow_execution_id
+              AND e.status IN ('Pending', 'Running'))
+"""
+ABANDON_LOST_CRON_FIRES = """
+    UPDATE schedule_executions SET completed_at = $1, updated_at = $1, outcome = 'abandoned',
+           error = 'hand-off lost: no run was started for this slot'
+     WHERE completed_at IS NULL AND kind = 'cron' AND workflow_execution_id IS NULL
+       AND claimed_at < $2 AND (created_at < $3 OR attempts >= $4)
+"""
+# SKIP LOCKED: two runners recovering at once never re-fire the same lost slot.
+SELECT_LOST_CRON_FIRES = f"""
+    SELECT {_F_FIRE_COLUMNS},
+           {', '.join('s.' + c.strip() for c in CRON_COLUMNS.split(','))}
+      FROM schedule_executions f JOIN cron_schedules s ON f.schedule_id = s.id
+     WHERE f.completed_at IS NULL AND f.kind = 'cron' AND f.workflow_execution_id IS NULL
+       AND f.claimed_at < $1
+     ORDER BY f.claimed_at, f.seq
+       FOR UPDATE OF f SKIP LOCKED
+"""
+COUNT_FIRE_ATTEMPTS = """
+    UPDATE schedule_executions SET attempts = attempts + 1, claimed_at = $1, updated_at = $1
+     WHERE id = ANY($2::text[])
+"""
+
+
+def quote_ident(name: str) -> str:
+    """`name` as a quoted SQL identifier (names are validated before they get here)."""
+    return '"' + name.replace('"', '""') + '"'
