@@ -1,5 +1,6 @@
 """cloaca: an asyncio-native, embeddable workflow engine (the Cloacina `cloaca` Python API)."""
 
+from .admin import DatabaseAdmin, TenantConfig, TenantCredentials
 from .config import DefaultRunnerConfig
 from .context import Context
 from .declarations import (
@@ -22,6 +23,7 @@ from .workflow import Workflow, WorkflowBuilder, register_workflow_constructor
 __all__ = [
     "BackoffStrategy",
     "Context",
+    "DatabaseAdmin",
     "DefaultRunner",
     "DefaultRunnerConfig",
     "RetryCondition",
@@ -30,6 +32,8 @@ __all__ = [
     "TaskDecorator",
     "TaskHandle",
     "TaskNamespace",
+    "TenantConfig",
+    "TenantCredentials",
     "TriggerDecorator",
     "TriggerResult",
     "Workflow",

@@ -625,7 +625,7 @@ def test_loop_closed_without_shutdown_gives_clear_error_and_process_exits(tmp_pa
     try:
         done = subprocess.run(
             [sys.executable, "-c", FORGOTTEN_SHUTDOWN, str(tmp_path / "forgotten.db")],
-            capture_output=True, text=True, timeout=6,
+            capture_output=True, text=True, timeout=20,
         )
     except subprocess.TimeoutExpired as exc:
         output = exc.stdout.decode() if isinstance(exc.stdout, bytes) else exc.stdout or ""
