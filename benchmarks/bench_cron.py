@@ -73,7 +73,7 @@ async def measure(schedules: int, seconds: float, warmup: float, database: str) 
 
         for schedule in await runner.alist_cron_schedules(limit=schedules):
             await runner.aset_cron_schedule_enabled(schedule["id"], False)
-        await asyncio.sleep(1.0)  # let the last runs end (and the re-armed scheduler settle)
+        await asyncio.sleep(1.0)  # let the last runs end
 
     with sqlite3.connect(database) as conn:
         claimed, skipped, duplicates = conn.execute(

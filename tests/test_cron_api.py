@@ -9,7 +9,6 @@ fires unless a test moves the clock and calls the scheduler's `fire_due()`.
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections import defaultdict
 from datetime import datetime, timezone
@@ -92,12 +91,6 @@ async def fire(runner: DefaultRunner) -> None:
         await asyncio.gather(*list(runner._cron._launches), return_exceptions=True)
 
 
-async def let_scheduler_settle() -> None:
-    """Work around the shutdown hang of a scheduler re-armed just before it is cancelled
-    (see test_cron_scheduling.py::test_shutdown_right_after_a_rearm_does_not_hang)."""
-    await asyncio.sleep(0.05)
-
-
 class SyncCalls:
     """`api.method(...)` runs the blocking `runner.method(...)` in a worker thread."""
 
@@ -135,7 +128,6 @@ def clock() -> FakeClock:
 async def runner(tmp_path, clock):
     async with DefaultRunner(f"sqlite:///{tmp_path}/cron_api.db", _clock=clock) as r:
         yield r
-        await let_scheduler_settle()
 
 
 @pytest.fixture(params=sorted(MODES))
@@ -544,4 +536,3 @@ def test_scenario_27_flow_on_a_thread_owned_runner(tmp_path):
             runner.get_cron_schedule("invalid-uuid")
         with pytest.raises(ValueError, match="Invalid datetime format"):
             runner.get_cron_execution_stats(datetime.now().isoformat())
-        time.sleep(0.05)  # see let_scheduler_settle
