@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from .context import Context
@@ -93,10 +93,11 @@ class TriggerDefinition:
     allow_concurrent: bool
     cron: Optional[str] = None
     timezone: Optional[str] = None
+    is_async: bool = field(init=False)
 
-    @property
-    def is_async(self) -> bool:
-        return inspect.iscoroutinefunction(self.function)
+    def __post_init__(self) -> None:
+        # Read at every poll: computed once.
+        object.__setattr__(self, "is_async", inspect.iscoroutinefunction(self.function))
 
 
 class TriggerDecorator:

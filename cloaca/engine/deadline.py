@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import sys
 from contextlib import asynccontextmanager
-from typing import AsyncContextManager, AsyncIterator
+from typing import Any, AsyncContextManager, AsyncIterator, Awaitable, Callable, TypeVar
+
+T = TypeVar("T")
 
 import anyio
 
@@ -36,3 +38,31 @@ def deadline(seconds: float) -> AsyncContextManager[None]:
     if sys.version_info >= (3, 11):
         return asyncio.timeout(seconds)
     return _anyio_deadline(seconds)
+
+
+async def call_with_deadline(function: Callable[[], Awaitable[T]], seconds: float) -> T:
+    """`await function()`, raising TimeoutError after `seconds`.
+
+    The hot path of async trigger polls: a bare timer handle, about a third of the cost of
+    `asyncio.timeout`'s state machine (needs `Task.uncancel`, Python 3.11+).
+    """
+    task: Any = asyncio.current_task()
+    if not hasattr(task, "uncancel"):
+        async with deadline(seconds):
+            return await function()
+    expired = False
+
+    def expire() -> None:
+        nonlocal expired
+        expired = True
+        task.cancel()
+
+    timer = asyncio.get_running_loop().call_later(seconds, expire)
+    try:
+        return await function()
+    except asyncio.CancelledError:
+        if expired and task.uncancel() == 0:
+            raise TimeoutError from None
+        raise
+    finally:
+        timer.cancel()

@@ -21,7 +21,7 @@ from ..registry import Registry
 from ..result import rfc3339
 from ..store.base import FireRequest, Store
 from ..trigger import TriggerDefinition, TriggerResult
-from .deadline import cancelled_from_outside, deadline
+from .deadline import call_with_deadline, cancelled_from_outside, deadline
 from .dedup import InflightFires
 from .executor import Engine, Run
 
@@ -164,10 +164,10 @@ class TriggerPoller:
         if name in self._busy:
             return None  # its previous call timed out and still runs: never pile up calls
         try:
-            async with deadline(self.poll_timeout):
-                if definition.is_async:
-                    outcome = await definition.function()
-                else:
+            if definition.is_async:
+                outcome = await call_with_deadline(definition.function, self.poll_timeout)
+            else:
+                async with deadline(self.poll_timeout):
                     self._busy.add(name)
                     outcome = await anyio.to_thread.run_sync(
                         self._call_sync, definition, abandon_on_cancel=True, limiter=self._limiter
