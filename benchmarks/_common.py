@@ -8,7 +8,7 @@ import sqlite3
 import statistics
 import sys
 import time
-from typing import Any, Callable, Iterable, Optional, Sequence
+from typing import Any, Iterable, Optional, Sequence
 
 perf = time.perf_counter
 
@@ -105,12 +105,3 @@ def table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
 def log(message: str) -> None:
     """Progress on stderr (stdout carries the markdown)."""
     print(message, file=sys.stderr, flush=True)
-
-
-def interleaved(reps: int, runners: dict[str, Callable[[], float]]) -> dict[str, list[float]]:
-    """Call each runner once per repetition, in turn, so drift on a noisy machine hits all."""
-    out: dict[str, list[float]] = {name: [] for name in runners}
-    for _ in range(reps):
-        for name, fn in runners.items():
-            out[name].append(fn())
-    return out

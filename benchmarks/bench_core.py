@@ -274,11 +274,13 @@ async def memory_workload(url: str, total: int, batch: int = 1000) -> tuple[list
     marks = sorted({0, 1_000, 10_000, total // 2, total} & set(range(0, total + 1, batch)))
     rss_at: dict[int, float] = {}
     points: list[list[str]] = []
+    last = [0, 0.0]  # runs done and elapsed seconds at the previous mark
 
     def mark(done: int, elapsed: float) -> None:
         gc.collect()
         rss = rss_at[done] = rss_mib()
-        rate = fmt(done / elapsed) if elapsed else "—"
+        rate = fmt((done - last[0]) / (elapsed - last[1])) if elapsed > last[1] else "—"
+        last[:] = [done, elapsed]
         points.append([f"{done:,}", fmt(rss), f"{len(gc.get_objects()):,}", rate])
         log(f"core/memory: {done:,} runs, RSS {fmt(rss)} MiB")
 
@@ -375,7 +377,7 @@ def main() -> None:
             points, verdict = asyncio.run(memory_workload(url, plan.memory_runs))
             print(f"### (6) {plan.memory_runs:,} single-task runs in one process (SQLite file, batches "
                   f"of 1,000 concurrent `aexecute`, max_concurrent_tasks={ASYNC_CONCURRENCY})\n")
-            print(table(["runs done", "RSS MiB", "live GC objects", "runs/s so far"], points))
+            print(table(["runs done", "RSS MiB", "live GC objects", "runs/s since the previous row"], points))
             print(f"\n{verdict}.\n")
             summary["memory"] = {"runs": plan.memory_runs, "points": points, "verdict": verdict}
         if args.json:

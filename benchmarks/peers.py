@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Awaitable, Callable, Optional
+from typing import Any, Awaitable, Callable
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PEERS = ("dbos", "prefect")

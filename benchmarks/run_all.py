@@ -109,6 +109,8 @@ def main() -> None:
     quick = ["--quick"] if args.quick else []
     timeout = 1800.0 if args.quick else 5400.0
     started = datetime.datetime.now(datetime.timezone.utc)
+    commit_at_start = _git("rev-parse", "--short", "HEAD")
+    dirty_at_start = bool(_git("status", "--porcelain", "--", "../cloaca"))
     sections: list[str] = []
     timings: list[list[str]] = []
     core_summary: dict = {}
@@ -144,8 +146,11 @@ def main() -> None:
         timings.append([name, problem or "ok", f"{seconds:.0f} s"])
 
     facts = machine_facts()
-    commit = _git("rev-parse", "--short", "HEAD")
-    dirty = " (with uncommitted changes)" if _git("status", "--porcelain", "--", "../cloaca") else ""
+    commit = commit_at_start or "unknown"
+    dirty = " with uncommitted changes under cloaca/" if dirty_at_start else ""
+    commit_at_end = _git("rev-parse", "--short", "HEAD")
+    if commit_at_end and commit_at_end != commit_at_start:
+        dirty += f" (HEAD moved to {commit_at_end} during the run)"
     doc = [
         "# cloaca benchmark results\n",
         f"- Date: {started:%Y-%m-%d %H:%M} UTC",
@@ -154,7 +159,7 @@ def main() -> None:
         f"- Machine: {_nproc()} cores (nproc), CPU {facts['cpu']}, {facts['os']}",
         f"- Python {facts['python']}, SQLite {facts['sqlite']}, aiosqlite {facts['aiosqlite']}, "
         f"anyio {facts['anyio']}",
-        f"- cloaca commit: {commit or 'unknown'}{dirty}",
+        f"- cloaca commit at the start: {commit}{dirty}",
         "- The machine is shared and noisy: compare figures within one run (every baseline is "
         "measured in the same run, interleaved with the engine), not across runs.\n",
         "## Summary: cloaca against the targets\n",
