@@ -18,10 +18,31 @@ def _quoted(parts: tuple[str, ...]) -> str:
     return ", ".join(repr(part) for part in parts)
 
 
-class TaskNamespace:
-    """The four-part identity `tenant::package::workflow::task` of a task (value object)."""
+class _Namespace:
+    """A value made of `::`-joined string parts: str, repr, equality and hash by value."""
 
     __slots__ = ("_parts",)
+    _parts: tuple[str, ...]
+
+    def __str__(self) -> str:
+        return _SEPARATOR.join(self._parts)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({_quoted(self._parts)})"
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return self._parts == other._parts  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash(self._parts)
+
+
+class TaskNamespace(_Namespace):
+    """The four-part identity `tenant::package::workflow::task` of a task (value object)."""
+
+    __slots__ = ()
 
     def __init__(self, tenant_id: str, package_name: str, workflow_id: str, task_id: str) -> None:
         self._parts: tuple[str, str, str, str] = _checked_parts(  # type: ignore[assignment]
@@ -78,25 +99,11 @@ class TaskNamespace:
             and self.task_id != other.task_id
         )
 
-    def __str__(self) -> str:
-        return _SEPARATOR.join(self._parts)
 
-    def __repr__(self) -> str:
-        return f"TaskNamespace({_quoted(self._parts)})"
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, TaskNamespace):
-            return NotImplemented
-        return self._parts == other._parts
-
-    def __hash__(self) -> int:
-        return hash(self._parts)
-
-
-class WorkflowContext:
+class WorkflowContext(_Namespace):
     """The three-part namespace `tenant::package::workflow` that tasks are declared in."""
 
-    __slots__ = ("_parts",)
+    __slots__ = ()
 
     def __init__(self, tenant_id: str, package_name: str, workflow_id: str) -> None:
         self._parts: tuple[str, str, str] = _checked_parts(  # type: ignore[assignment]
@@ -130,17 +137,3 @@ class WorkflowContext:
     def contains_namespace(self, namespace: TaskNamespace) -> bool:
         """Whether `namespace` lies in this workflow."""
         return namespace._parts[:3] == self._parts
-
-    def __str__(self) -> str:
-        return _SEPARATOR.join(self._parts)
-
-    def __repr__(self) -> str:
-        return f"WorkflowContext({_quoted(self._parts)})"
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, WorkflowContext):
-            return NotImplemented
-        return self._parts == other._parts
-
-    def __hash__(self) -> int:
-        return hash(self._parts)
