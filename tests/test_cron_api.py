@@ -21,6 +21,7 @@ import pytest_asyncio
 import cloaca
 from cloaca import Context, DefaultRunner, DefaultRunnerConfig
 from cloaca.store.base import CronSlotClaim
+from support import MODES
 
 UTC = timezone.utc
 
@@ -91,32 +92,6 @@ async def fire(runner: DefaultRunner) -> None:
         await asyncio.gather(*list(runner._cron._launches), return_exceptions=True)
 
 
-class SyncCalls:
-    """`api.method(...)` runs the blocking `runner.method(...)` in a worker thread."""
-
-    def __init__(self, runner: DefaultRunner) -> None:
-        self._runner = runner
-
-    def __getattr__(self, name: str) -> Callable[..., Any]:
-        method = getattr(self._runner, name)
-
-        async def call(*args: Any, **kwargs: Any) -> Any:
-            return await asyncio.to_thread(method, *args, **kwargs)
-
-        return call
-
-
-class AsyncCalls:
-    """`api.method(...)` awaits the twin `runner.amethod(...)`."""
-
-    def __init__(self, runner: DefaultRunner) -> None:
-        self._runner = runner
-
-    def __getattr__(self, name: str) -> Callable[..., Any]:
-        return getattr(self._runner, "a" + name)
-
-
-MODES = {"sync": SyncCalls, "async": AsyncCalls}
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import textwrap
 from collections import defaultdict
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -25,6 +25,7 @@ import cloaca
 from cloaca import Context, DefaultRunner, DefaultRunnerConfig
 from cloaca.registry import REGISTRY
 from cloaca.store.base import CronSlotClaim
+from support import wait_until
 
 UTC = timezone.utc
 NEW_YORK = ZoneInfo("America/New_York")
@@ -59,21 +60,6 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
-
-
-async def wait_until(predicate: Callable[[], Any], what: str, timeout: float = 15.0) -> Any:
-    """Poll `predicate` (sync or async) until it returns something true, and return it."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        value = predicate()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 async def fire(runner: DefaultRunner) -> None:

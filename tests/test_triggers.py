@@ -28,6 +28,7 @@ import cloaca
 from cloaca import Context, DefaultRunner, DefaultRunnerConfig, TriggerResult
 from cloaca.registry import REGISTRY
 from cloaca.runner import _LIVE_RUNNERS
+from support import MODES, wait_until
 
 SCHEDULE_KEYS = {
     "id", "trigger_name", "workflow_name", "poll_interval_ms", "allow_concurrent", "enabled",
@@ -56,21 +57,6 @@ def ts(text: str) -> datetime:
     value = datetime.fromisoformat(text)
     assert value.utcoffset() is not None, text
     return value
-
-
-async def wait_until(predicate: Callable[[], Any], what: str, timeout: float = WAIT_SECONDS) -> Any:
-    """Poll `predicate` (sync, or returning an awaitable) until truthy; fail naming `what`."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        value = predicate()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 def wait_until_sync(predicate: Callable[[], Any], what: str, timeout: float = WAIT_SECONDS) -> Any:
@@ -152,32 +138,6 @@ def other_live_runners() -> list[DefaultRunner]:
     ]
 
 
-class SyncCalls:
-    """`api.method(...)` runs the blocking `runner.method(...)` in a worker thread."""
-
-    def __init__(self, runner: DefaultRunner) -> None:
-        self._runner = runner
-
-    def __getattr__(self, name: str) -> Callable[..., Any]:
-        method = getattr(self._runner, name)
-
-        async def call(*args: Any, **kwargs: Any) -> Any:
-            return await asyncio.to_thread(method, *args, **kwargs)
-
-        return call
-
-
-class AsyncCalls:
-    """`api.method(...)` awaits the twin `runner.amethod(...)`."""
-
-    def __init__(self, runner: DefaultRunner) -> None:
-        self._runner = runner
-
-    def __getattr__(self, name: str) -> Callable[..., Any]:
-        return getattr(self._runner, "a" + name)
-
-
-MODES = {"sync": SyncCalls, "async": AsyncCalls}
 
 
 # ====================================================================== fixtures

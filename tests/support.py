@@ -1,0 +1,52 @@
+"""Helpers shared by the test modules (plain functions and classes, not fixtures)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Callable
+
+from cloaca import DefaultRunner
+
+
+async def wait_until(predicate: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
+    """Poll `predicate` (sync, or returning an awaitable) until truthy; fail naming `what`."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = predicate()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+class SyncCalls:
+    """`api.method(...)` runs the blocking `runner.method(...)` in a worker thread."""
+
+    def __init__(self, runner: DefaultRunner) -> None:
+        self._runner = runner
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        method = getattr(self._runner, name)
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            return await asyncio.to_thread(method, *args, **kwargs)
+
+        return call
+
+
+class AsyncCalls:
+    """`api.method(...)` awaits the twin `runner.amethod(...)`."""
+
+    def __init__(self, runner: DefaultRunner) -> None:
+        self._runner = runner
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        return getattr(self._runner, "a" + name)
+
+
+MODES = {"sync": SyncCalls, "async": AsyncCalls}
+"""Both ways of calling the runner API, for parametrized tests."""
