@@ -313,10 +313,12 @@ class Engine:
             slot.close()
             self._start_queued()
         if ok:
-            await self._call(definition.on_success, definition.id, Context._from_trusted(json.loads(output_json)))
+            if definition.on_success is not None:
+                await self._call(definition.on_success, definition.id, _context(output_json))
             await self._complete(run, state, output_json)
         else:
-            await self._call(definition.on_failure, definition.id, error, Context._from_trusted(json.loads(input_json)))
+            if definition.on_failure is not None:
+                await self._call(definition.on_failure, definition.id, error, _context(input_json))
             await self._fail_attempt(run, state, error, transient)
 
     async def _attempt(
@@ -524,6 +526,11 @@ class Engine:
 
     def active_run(self, execution_id: str) -> Optional[Run]:
         return self._runs.get(execution_id)
+
+
+def _context(text: str) -> Context:
+    """A fresh Context of JSON text (parsed only when a callback will see it)."""
+    return Context._from_trusted(json.loads(text))
 
 
 def _later(a: TaskRecord, b: TaskRecord) -> bool:
