@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any, Callable
 
 from cloaca import DefaultRunner
@@ -21,6 +22,18 @@ async def wait_until(predicate: Callable[[], Any], what: str, timeout: float = 2
         if loop.time() > deadline:
             raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
         await asyncio.sleep(0.02)
+
+
+def poll_until(predicate: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
+    """Blocking `wait_until`, for sync tests."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(0.02)
 
 
 class SyncCalls:

@@ -12,7 +12,7 @@ import time
 import uuid
 import warnings
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
@@ -32,6 +32,7 @@ from cloaca import (
     task_skipped,
     task_success,
 )
+from support import poll_until
 
 FAST_FAIL = {"retry_attempts": 1}
 FAST_RETRY = {"retry_delay_ms": 1, "retry_jitter": False}
@@ -48,17 +49,6 @@ def by_task(result: WorkflowResult) -> dict[str, dict[str, Any]]:
 
 def statuses(result: WorkflowResult) -> dict[str, str]:
     return {name: r["status"] for name, r in by_task(result).items()}
-
-
-def poll_until(predicate: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 class Calls:

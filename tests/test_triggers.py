@@ -28,7 +28,7 @@ import cloaca
 from cloaca import Context, DefaultRunner, DefaultRunnerConfig, TriggerResult
 from cloaca.registry import REGISTRY
 from cloaca.runner import _LIVE_RUNNERS
-from support import MODES, wait_until
+from support import MODES, poll_until as wait_until_sync, wait_until
 
 SCHEDULE_KEYS = {
     "id", "trigger_name", "workflow_name", "poll_interval_ms", "allow_concurrent", "enabled",
@@ -57,17 +57,6 @@ def ts(text: str) -> datetime:
     value = datetime.fromisoformat(text)
     assert value.utcoffset() is not None, text
     return value
-
-
-def wait_until_sync(predicate: Callable[[], Any], what: str, timeout: float = WAIT_SECONDS) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.02)
 
 
 class Probe:
