@@ -51,7 +51,7 @@ class DefaultRunner(CronAPI, TriggerAPI):
         if _config is not None and not isinstance(_config, DefaultRunnerConfig):
             raise TypeError(f"config must be a DefaultRunnerConfig, got {type(_config).__name__}")
         self._config = _config or DefaultRunnerConfig.default()
-        self._store: Store = store_for_url(database_url, _schema)
+        self._store: Store = store_for_url(database_url, _schema, self._config.db_pool_size)
         self._state = "new"  # new -> running -> closed
         self._lock = threading.Lock()
         self._loop: Optional[asyncio.AbstractEventLoop] = None
@@ -145,6 +145,7 @@ class DefaultRunner(CronAPI, TriggerAPI):
             task_timeout_seconds=config.task_timeout_seconds,
             lease_seconds=config.lease_seconds,
             enable_recovery=config.enable_recovery,
+            poll_interval_seconds=config.scheduler_poll_interval_ms / 1000.0,
         )
         self._engine = Engine(self._store, REGISTRY, settings, self._owner)
         self._poller = TriggerPoller(

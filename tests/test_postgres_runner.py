@@ -25,6 +25,7 @@ import cloaca
 from cloaca import Context, DefaultRunner
 from cloaca.admin import DatabaseAdmin, TenantConfig, TenantCredentials, _scram_verifier
 from cloaca.registry import REGISTRY
+from cloaca.store.postgres_queries import LATEST_VERSION
 
 POSTGRES_URL = os.environ.get("CLOACA_TEST_POSTGRES_URL")
 needs_postgres = pytest.mark.skipif(not POSTGRES_URL, reason="CLOACA_TEST_POSTGRES_URL is not set")
@@ -533,7 +534,7 @@ async def test_admin_async_twins_create_and_remove(tenants):
     try:
         assert await conn.fetchval("SELECT current_user") == username
         assert await conn.fetchval(
-            f'SELECT MAX(version) FROM "{schema_name}".cloaca_schema_version') == 2
+            f'SELECT MAX(version) FROM "{schema_name}".cloaca_schema_version') == LATEST_VERSION
     finally:
         await conn.close()
     await admin.aremove_tenant(schema_name, username)

@@ -30,7 +30,6 @@ from cloaca.store.base import (
 from cloaca.store.sqlite import SQLiteStore
 
 POSTGRES_URL = os.environ.get("CLOACA_TEST_POSTGRES_URL")
-MIGRATION_COUNT = 2
 T0 = 1_700_000_000.25
 
 pytestmark = pytest.mark.asyncio
@@ -53,6 +52,7 @@ class Backend:
 
 class SQLiteBackend(Backend):
     name = "sqlite"
+    migrations = 2
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -75,6 +75,7 @@ class SQLiteBackend(Backend):
 
 class PostgresBackend(Backend):
     name = "postgres"
+    migrations = 3  # version 3: per-task claims (PostgreSQL shares work by task)
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -504,7 +505,7 @@ async def test_reopening_keeps_data_and_applies_no_migration_twice(backend):
     finally:
         await second.close()
     versions = await backend.raw("SELECT version FROM cloaca_schema_version ORDER BY version")
-    assert [v for (v,) in versions] == list(range(1, MIGRATION_COUNT + 1))
+    assert [v for (v,) in versions] == list(range(1, backend.migrations + 1))
 
 
 async def test_stores_opening_a_new_database_together_both_succeed(backend):
@@ -517,7 +518,7 @@ async def test_stores_opening_a_new_database_together_both_succeed(backend):
         for s in stores:
             await s.close()
     versions = await backend.raw("SELECT version FROM cloaca_schema_version ORDER BY version")
-    assert [v for (v,) in versions] == list(range(1, MIGRATION_COUNT + 1))
+    assert [v for (v,) in versions] == list(range(1, backend.migrations + 1))
 
 
 async def test_a_schema_version_newer_than_known_is_a_runtime_error(backend):

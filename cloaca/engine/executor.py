@@ -2,8 +2,15 @@
 
 A run lives in memory only while this runner executes it; the store holds the truth. Each
 step (a task finished, so its dependents became ready, maybe the run ended) is written in
-one store call, awaited before anything that depends on it starts. A task's switch to
-Running is written without waiting: on recovery Ready and Running tasks are both re-run.
+one store call, awaited before anything that depends on it starts.
+
+How runners share a database is the store's `WorkSharing`:
+- BY_RUN: the runner holding a run's lease executes all its tasks; tasks beyond the free
+  slots wait in a local queue, and their switch to Running is written without waiting
+  (on recovery Ready and Running tasks are both re-run).
+- BY_TASK: tasks beyond the free slots are left Ready in the store for any runner to claim
+  (`claims.TaskClaims`); each step is a compare-and-set on the run's version, recomputed
+  from the stored run when another runner wrote first.
 """
 
 from __future__ import annotations
@@ -26,10 +33,13 @@ from ..registry import Registry
 from ..rules import evaluate_rule
 from ..task import TaskDefinition, TaskHandle
 from ..workflow import Workflow
-from ..store.base import ExecutionRecord, FireRequest, Store, StoredRun, TaskRecord
+from ..store.base import (
+    ClaimedWork, ExecutionRecord, FireRequest, Store, StoredRun, TaskRecord, WorkSharing,
+)
 from .callbacks import run_callback
 from .deadline import cancelled_from_outside, deadline
 from .merge import merge_contexts
+from .claims import TaskClaims
 from .slots import SlotPool, TaskSlot
 
 log = logging.getLogger("cloaca")
@@ -50,6 +60,8 @@ class EngineSettings:
     task_timeout_seconds: float = 300.0
     lease_seconds: float = 5.0
     enable_recovery: bool = True
+    poll_interval_seconds: float = 0.1
+    """BY_TASK: how often to look for claimable work when the store cannot push notices."""
 
 
 @dataclass(eq=False)
@@ -81,6 +93,13 @@ class Run:
     open_tasks: int = 0
     next_seq: int = 1
     on_finish: list[Callable[[Run], None]] = field(default_factory=list)
+    version: int = 0
+    watched: bool = False
+    """Started here: someone may wait for its end, which another runner may write (BY_TASK)."""
+    active: int = 0
+    """Task bodies of this run executing in this runner."""
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    """BY_TASK: held while a step is computed and written, and while claimed rows land."""
 
     @property
     def id(self) -> str:
@@ -107,11 +126,17 @@ class Engine:
         self._lease_task: Optional[asyncio.Task[None]] = None
         self._stopping = False
         self.resumed_listeners: list[Callable[[Run], None]] = []
+        self._active_tasks: set[tuple[str, str]] = set()
+        self.claims: Optional[TaskClaims] = None
+        if store.work_sharing is WorkSharing.BY_TASK:
+            self.claims = TaskClaims(self, settings.poll_interval_seconds)
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
-        """Resume orphaned runs of registered workflows and start renewing leases."""
-        if self.settings.enable_recovery:
+        """Resume orphaned runs (or claim ready tasks) of registered workflows; renew leases."""
+        if self.claims is not None:
+            await self.claims.start()
+        elif self.settings.enable_recovery:
             await self.recover()
         self._lease_task = asyncio.get_running_loop().create_task(self._keep_leases())
 
@@ -124,6 +149,8 @@ class Engine:
         self._stopping = True
         if self._lease_task is not None:
             self._lease_task.cancel()
+        if self.claims is not None:
+            await self.claims.stop()
         self._queue.clear()
         if self._bodies:
             await asyncio.wait(set(self._bodies), timeout=grace_seconds)
@@ -187,6 +214,7 @@ class Engine:
                 self._abandon(step)
         if not created:
             return None
+        run.watched = True
         self._runs[run.id] = run
         await self._after_step(run, step)
         return run
@@ -262,12 +290,16 @@ class Engine:
     async def _after_step(self, run: Run, step: _Step) -> None:
         """Once a step is committed: start or queue what became runnable, or finish the run."""
         for state in step.to_start:
-            self._spawn(self._run_task(run, state, TaskSlot(self.slots, held=True, on_release=self._start_queued)))
-        if step.to_queue:
+            self._start_body(run, state)
+        if step.to_queue and self.claims is None:  # BY_TASK: left Ready in the store for anyone
             self._queue.extend((run, state) for state in step.to_queue)
             self._start_queued()
         if run.open_tasks == 0:
             await self._finish(run, step.now)
+
+    def _start_body(self, run: Run, state: _TaskState) -> None:
+        """Execute a task that holds a slot and is Running under this runner."""
+        self._spawn(self._run_task(run, state, TaskSlot(self.slots, held=True, on_release=self._start_queued)))
 
     def _spawn(self, coro: Any, background: bool = False) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -277,6 +309,9 @@ class Engine:
 
     def _start_queued(self) -> None:
         """Hand free slots to queued tasks (their switch to Running is written lazily)."""
+        if self.claims is not None:
+            self.claims.slot_freed()
+            return
         while self._queue and not self._stopping and self.slots.try_acquire():
             run, state = self._queue.popleft()
             if run.id not in self._runs:
@@ -284,25 +319,45 @@ class Engine:
                 continue
             self._mark_running(state.record, time.time())
             state.pending_write = self._write_soon(state.record)
-            self._spawn(self._run_task(run, state, TaskSlot(self.slots, held=True, on_release=self._start_queued)))
+            self._start_body(run, state)
 
     def _write_soon(self, record: TaskRecord) -> asyncio.Future[Any]:
-        snapshot = TaskRecord(**record.__dict__)
+        snapshot = _copy(record)
         future = asyncio.ensure_future(self.store.save_progress([snapshot]))
         future.add_done_callback(_log_write_error)
         return future
 
     # ------------------------------------------------------------------ one attempt
     async def _run_task(self, run: Run, state: _TaskState, slot: TaskSlot) -> None:
+        key = (run.id, state.record.task_name)
+        run.active += 1
+        self._active_tasks.add(key)
         try:
             await self._run_task_steps(run, state, slot)
-        except Exception as exc:  # the store failed: the run cannot go on in this process
-            log.error("cloaca: run %s stopped: could not persist its progress: %s", run.id, exc)
-            self._runs.pop(run.id, None)
-            if not run.done.done():
-                run.done.set_exception(
-                    ValueError(f"Workflow execution failed: could not persist progress: {exc}")
-                )
+        except Exception as exc:
+            self._persist_failed(run, exc)
+        finally:
+            run.active -= 1
+            self._active_tasks.discard(key)
+            if self.claims is not None and not run.watched and run.active == 0:
+                self._forget(run)
+
+    def _persist_failed(self, run: Run, exc: Exception) -> None:
+        if self.claims is not None:
+            # The task's lease is no longer renewed: a runner takes it over when it expires.
+            log.error("cloaca: could not persist a step of run %s (its task will be retried "
+                      "when its lease expires): %s", run.id, exc)
+            return
+        log.error("cloaca: run %s stopped: could not persist its progress: %s", run.id, exc)
+        self._runs.pop(run.id, None)
+        if not run.done.done():
+            run.done.set_exception(
+                ValueError(f"Workflow execution failed: could not persist progress: {exc}")
+            )
+
+    def _forget(self, run: Run) -> None:
+        if self._runs.get(run.id) is run:
+            del self._runs[run.id]
 
     async def _run_task_steps(self, run: Run, state: _TaskState, slot: TaskSlot) -> None:
         definition = state.definition
@@ -374,49 +429,71 @@ class Engine:
     # ------------------------------------------------------------------ outcomes
     async def _complete(self, run: Run, state: _TaskState, output_json: str) -> None:
         now = time.time()
-        record = state.record
-        record.status = "Completed"
-        record.completed_at = now
-        record.output_context = output_json
-        record.error_message = None
-        record.finish_seq = run.next_seq
-        run.next_seq += 1
-        await self._settle(run, state, now)
+        outcome = _copy(state.record)
+        outcome.status = "Completed"
+        outcome.completed_at = now
+        outcome.output_context = output_json
+        outcome.error_message = None
+        await self._settle(run, state, outcome)
 
     async def _fail_attempt(self, run: Run, state: _TaskState, error: str, transient: bool) -> None:
         now = time.time()
-        record = state.record
-        record.error_message = error
+        outcome = _copy(state.record)
+        outcome.error_message = error
         policy = state.definition.retry_policy
-        if not self._stopping and policy._should_retry_error(record.attempt, error, transient):
-            delay = policy.calculate_delay(record.attempt)
-            record.status = "Ready"
-            record.not_before = now + delay
-            await self._write([record], None, state)
-            asyncio.get_running_loop().call_later(delay, self._retry, run, state)
+        if not self._stopping and policy._should_retry_error(outcome.attempt, error, transient):
+            delay = policy.calculate_delay(outcome.attempt)
+            outcome.status = "Ready"
+            outcome.not_before = now + delay
+            if await self._settle(run, state, outcome):
+                asyncio.get_running_loop().call_later(delay, self._retry, run, state)
             return
-        record.status = "Failed"
-        record.completed_at = now
-        record.finish_seq = run.next_seq
-        run.next_seq += 1
-        await self._settle(run, state, now)
+        outcome.status = "Failed"
+        outcome.completed_at = now
+        await self._settle(run, state, outcome)
 
     def _retry(self, run: Run, state: _TaskState) -> None:
-        if run.id in self._runs and not self._stopping:
+        if self.claims is not None:
+            self.claims.wake()  # the task is Ready in the store: whoever is free claims it
+        elif run.id in self._runs and not self._stopping:
             self._queue.append((run, state))
             self._start_queued()
 
-    async def _settle(self, run: Run, state: _TaskState, now: float) -> None:
-        """Write a terminal task with what it unblocked (and the run's end); then go on."""
+    def _adopt(self, run: Run, state: _TaskState, outcome: TaskRecord) -> None:
+        """Make an attempt's outcome the task's record (numbered if the task is over)."""
+        state.record = _copy(outcome)
+        if outcome.status in TERMINAL:
+            state.record.finish_seq = run.next_seq
+            run.next_seq += 1
+
+    def _outcome_step(self, run: Run, state: _TaskState, outcome: TaskRecord) -> tuple[_Step, Optional[ExecutionRecord]]:
+        """Adopt an outcome and compute what it changes: unblocked tasks, maybe the run's end."""
+        self._adopt(run, state, outcome)
+        now = outcome.completed_at or time.time()
         step = _Step(now, [state.record])
-        self._task_terminal(run, state, step)
-        finished = self._finished_record(run, now) if run.open_tasks == 0 else None
-        try:
-            await self._write(step.changed, finished, state)
-        except Exception:
-            self._abandon(step)
-            raise
+        finished = None
+        if outcome.status in TERMINAL:
+            self._task_terminal(run, state, step)
+            if run.open_tasks == 0:
+                finished = self._finished_record(run, now)
+        return step, finished
+
+    async def _settle(self, run: Run, state: _TaskState, outcome: TaskRecord) -> bool:
+        """Write an attempt's outcome with the step it causes, then go on; False if the task
+        was lost to another runner (BY_TASK: its lease expired and it was taken over)."""
+        if self.claims is not None:
+            step = await self._commit_shared(run, state, outcome)
+            if step is None:
+                return False
+        else:
+            step, finished = self._outcome_step(run, state, outcome)
+            try:
+                await self._write(step.changed, finished, state)
+            except Exception:
+                self._abandon(step)
+                raise
         await self._after_step(run, step)
+        return True
 
     async def _write(
         self, records: list[TaskRecord], finished: Optional[ExecutionRecord], state: _TaskState
@@ -425,6 +502,38 @@ class Engine:
             await asyncio.shield(state.pending_write)
             state.pending_write = None
         await self.store.save_progress(records, finished)
+
+    async def _commit_shared(self, run: Run, state: _TaskState, outcome: TaskRecord) -> Optional[_Step]:
+        """BY_TASK: write the step against the run's version, recomputing it from the stored
+        run each time another runner wrote first. None if the task is no longer ours."""
+        async with run.lock:
+            while True:
+                step, finished = self._outcome_step(run, state, outcome)
+                try:
+                    committed = await self.store.commit_step(
+                        run.id, run.version, self.owner, time.time() + self.settings.lease_seconds,
+                        step.changed, finished,
+                    )
+                except Exception:
+                    self._abandon(step)
+                    raise
+                if committed:
+                    run.version += 1
+                    return step
+                self._abandon(step)
+                stored = await self.store.get_run(run.id)
+                if stored is None or stored.execution.status not in ("Pending", "Running"):
+                    log.warning("cloaca: run %s ended elsewhere; dropping the result of task '%s'",
+                                run.id, outcome.task_name)
+                    return None
+                self._load(run, stored)
+                current = state.record
+                if current.status != "Running" or current.attempt != outcome.attempt:
+                    log.warning(
+                        "cloaca: task '%s' of run %s was taken over by another runner (its lease "
+                        "expired); dropping this attempt's result", outcome.task_name, run.id,
+                    )
+                    return None
 
     def _finished_record(self, run: Run, now: float) -> ExecutionRecord:
         execution = run.execution
@@ -446,12 +555,20 @@ class Engine:
 
     async def _finish(self, run: Run, now: float) -> None:
         if run.execution.completed_at is None:  # e.g. every task was skipped at submission
-            await self.store.save_progress([], self._finished_record(run, now))
-        self._runs.pop(run.id, None)
+            finished = self._finished_record(run, now)
+            if self.claims is None:
+                await self.store.save_progress([], finished)
+            elif await self.store.commit_step(run.id, run.version, self.owner, now, [], finished):
+                run.version += 1
+        self.finished(run, run.snapshot())
+
+    def finished(self, run: Run, stored: StoredRun) -> None:
+        """The run has ended (here, or in another runner): tell its listeners and waiters."""
+        self._forget(run)
         for listener in run.on_finish:
             listener(run)
         if not run.done.done():
-            run.done.set_result(run.snapshot())
+            run.done.set_result(stored)
 
     # ------------------------------------------------------------------ contexts
     def _input_json(self, run: Run, state: _TaskState) -> str:
@@ -484,16 +601,7 @@ class Engine:
         if workflow is None or stored.execution.id in self._runs:
             return
         run = self._new_run(stored.execution, workflow)
-        by_name = {t.task_name: t for t in stored.tasks}
-        for name, state in run.tasks.items():
-            if name in by_name:
-                state.record = by_name[name]
-        run.next_seq = 1 + max((t.finish_seq or 0 for t in stored.tasks), default=0)
-        run.open_tasks = sum(1 for s in run.tasks.values() if s.record.status not in TERMINAL)
-        for state in run.tasks.values():
-            state.remaining = sum(
-                1 for d in set(state.definition.dependencies) if run.tasks[d].record.status not in TERMINAL
-            )
+        self._load(run, stored)
         self._runs[run.id] = run
         for listener in self.resumed_listeners:
             listener(run)
@@ -513,24 +621,86 @@ class Engine:
         log.info("cloaca: resumed run %s of workflow '%s'", run.id, run.execution.workflow_name)
         await self._after_step(run, step)
 
+    def _load(self, run: Run, stored: StoredRun) -> None:
+        """Make the run in memory what the store holds (its records, counters and version)."""
+        run.execution = stored.execution
+        run.version = stored.version
+        by_name = {t.task_name: t for t in stored.tasks}
+        for name, state in run.tasks.items():
+            if name in by_name:
+                state.record = by_name[name]
+        run.next_seq = 1 + max((t.finish_seq or 0 for t in stored.tasks), default=0)
+        run.open_tasks = sum(1 for s in run.tasks.values() if s.record.status not in TERMINAL)
+        for state in run.tasks.values():
+            state.remaining = sum(
+                1 for d in set(state.definition.dependencies) if run.tasks[d].record.status not in TERMINAL
+            )
+
+    async def start_claimed(self, work: ClaimedWork) -> int:
+        """BY_TASK: execute tasks claimed from the store, one slot already taken for each.
+
+        Returns how many were started; the caller gives back the slots of the others.
+        """
+        run = self._runs.get(work.execution_id)
+        if run is None:
+            stored = work.run or await self.store.get_run(work.execution_id)  # forgotten meanwhile
+            workflow = None if stored is None else self.registry.get_workflow(stored.execution.workflow_name)
+            if stored is None or workflow is None:
+                return 0  # the claims lapse with their lease and are taken over
+            run = self._runs.get(work.execution_id)
+            if run is None:
+                run = self._new_run(stored.execution, workflow)
+                self._load(run, stored)
+                self._runs[run.id] = run
+        started = 0
+        async with run.lock:
+            if work.run is not None and work.run.version > run.version:
+                self._load(run, work.run)
+            for record in work.tasks:
+                state = run.tasks.get(record.task_name)
+                if state is None:
+                    log.error("cloaca: claimed task '%s' is not in workflow '%s' as registered here",
+                              record.task_name, run.execution.workflow_name)
+                    continue
+                state.record = record
+                self._start_body(run, state)
+                started += 1
+        return started
+
     async def _keep_leases(self) -> None:
         interval = self.settings.lease_seconds / 3
         while True:
             await asyncio.sleep(interval)
             try:
-                await self.store.renew_leases(self.owner, time.time() + self.settings.lease_seconds)
+                lease_until = time.time() + self.settings.lease_seconds
+                if self.claims is not None:
+                    await self.store.renew_task_leases(self.owner, list(self._active_tasks), lease_until)
+                    continue
+                await self.store.renew_leases(self.owner, lease_until)
                 if self.settings.enable_recovery:
                     await self.recover()
             except Exception as exc:
                 log.error("cloaca: lease renewal or recovery failed: %s", exc)
 
     def active_run(self, execution_id: str) -> Optional[Run]:
-        return self._runs.get(execution_id)
+        """The run as this runner executes it, if it alone writes it (BY_RUN)."""
+        return self._runs.get(execution_id) if self.claims is None else None
+
+    def watched_runs(self) -> list[Run]:
+        """BY_TASK: runs started here that no body of this runner is executing now."""
+        return [r for r in self._runs.values() if r.watched and r.active == 0]
+
+    def cached_versions(self) -> dict[str, int]:
+        return {run_id: run.version for run_id, run in self._runs.items()}
 
 
 def _context(text: str) -> Context:
     """A fresh Context of JSON text (parsed only when a callback will see it)."""
     return Context._from_trusted(json.loads(text))
+
+
+def _copy(record: TaskRecord) -> TaskRecord:
+    return TaskRecord(**record.__dict__)
 
 
 def _later(a: TaskRecord, b: TaskRecord) -> bool:

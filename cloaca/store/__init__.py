@@ -14,12 +14,15 @@ _MEMORY_URLS = (":memory:", "sqlite://:memory:", "sqlite:///:memory:")
 _SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 
 
-def store_for_url(url: str, schema: str | None = None) -> Store:
-    """The store for a database URL (SPEC §3.1); ValueError for a URL no backend serves."""
+def store_for_url(url: str, schema: str | None = None, pool_size: int = 10) -> Store:
+    """The store for a database URL (SPEC §3.1); ValueError for a URL no backend serves.
+
+    `pool_size` bounds the connections of a PostgreSQL store (SQLite uses one).
+    """
     if not isinstance(url, str):
         raise TypeError(f"database URL must be a str, got {type(url).__name__}")
     if url.startswith(("postgres://", "postgresql://")):
-        return _postgres_store(url, schema)
+        return _postgres_store(url, schema, pool_size)
     if schema is not None:
         raise ValueError("Schema isolation requires PostgreSQL (a postgres:// or postgresql:// URL)")
     if url in _MEMORY_URLS:
@@ -63,11 +66,11 @@ def _sqlite_store(url: str) -> Store:
     )
 
 
-def _postgres_store(url: str, schema: str | None) -> Store:
+def _postgres_store(url: str, schema: str | None, pool_size: int) -> Store:
     try:
         from .postgres import PostgresStore
     except ImportError as exc:
         raise RuntimeError(
             f"PostgreSQL support needs the 'postgres' extra (pip install 'cloaca[postgres]'): {exc}"
         ) from None
-    return PostgresStore(url, schema=schema)
+    return PostgresStore(url, schema=schema, pool_size=pool_size)

@@ -10,8 +10,20 @@ Times are POSIX timestamps (float seconds, UTC); contexts are JSON text.
 from __future__ import annotations
 
 import abc
+import enum
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import Callable, Mapping, Optional, Sequence
+
+
+class WorkSharing(enum.Enum):
+    """How the runners sharing one database divide the work of runs between them."""
+
+    BY_RUN = "by_run"
+    """A run's tasks all execute in the runner that holds the run's lease; a dead runner's
+    runs are taken over whole."""
+    BY_TASK = "by_task"
+    """Any runner claims any ready task of any run; a dead runner's tasks are taken over one
+    by one. Each scheduling step is written against the run's `version` (compare-and-set)."""
 
 
 @dataclass
@@ -51,6 +63,18 @@ class StoredRun:
 
     execution: ExecutionRecord
     tasks: list[TaskRecord] = field(default_factory=list)
+    version: int = 0
+    """Bumped by every scheduling step written under `WorkSharing.BY_TASK` (0 otherwise)."""
+
+
+@dataclass
+class ClaimedWork:
+    """Tasks of one run claimed by a runner (their rows as claimed: Running, attempt counted)."""
+
+    execution_id: str
+    tasks: list[TaskRecord]
+    run: Optional[StoredRun]
+    """The whole run as read after the claim; None when the claimer already knows its version."""
 
 
 @dataclass
@@ -139,11 +163,22 @@ class OpenFire:
     workflow_execution_id: Optional[str]
 
 
+@dataclass(frozen=True)
+class Notice:
+    """A hint pushed by a `BY_TASK` store: new claimable work, or the end of a run."""
+
+    work: bool = False
+    ended_run: Optional[str] = None
+
+
 class Store(abc.ABC):
     """Persistence for runs, tasks, trigger schedules and fires."""
 
     description: str = "store"
     """Where the data lives (a file path, or host and database), for messages."""
+
+    work_sharing: WorkSharing = WorkSharing.BY_RUN
+    """How runners on this store share work; `BY_TASK` stores implement the task-claim methods."""
 
     # lifecycle ----------------------------------------------------------------------
     @abc.abstractmethod
@@ -190,7 +225,53 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def release_leases(self, owner: str) -> None:
-        """Give up `owner`'s unfinished runs so that another runner may resume them at once."""
+        """Give up `owner`'s unfinished runs (and, `BY_TASK`, its running tasks, back to Ready)
+        so that another runner may take them over at once."""
+
+    # runs shared by task (WorkSharing.BY_TASK) --------------------------------------
+    async def claim_tasks(
+        self, owner: str, now: float, lease_until: float, workflow_names: Sequence[str],
+        limit: int, take_over: bool, known_versions: Mapping[str, int],
+    ) -> list[ClaimedWork]:
+        """Claim up to `limit` tasks of running runs of these workflows for `owner`.
+
+        A task is claimable when it is Ready (and its `not_before` has passed) or, with
+        `take_over`, Running under an expired lease. A claimed task becomes Running under
+        `owner` until `lease_until`, its attempt counted; a take-over bumps its run's
+        version. Two concurrent claimers never get the same task. A run whose version is in
+        `known_versions` (the claimer holds it in memory at that version) is not read back.
+        """
+        raise NotImplementedError(f"{type(self).__name__} shares work by run, not by task")
+
+    async def commit_step(
+        self, execution_id: str, version: int, owner: str, lease_until: float,
+        tasks: Sequence[TaskRecord], finished: Optional[ExecutionRecord] = None,
+    ) -> bool:
+        """Write one scheduling step of a run if its version is still `version`, bumping it.
+
+        Running rows are written as claimed by `owner` until `lease_until`, other rows as
+        unclaimed; `finished` also ends the run and closes its fires. False, writing nothing,
+        when the version moved on (another runner wrote a step, or took a task over).
+        """
+        raise NotImplementedError(f"{type(self).__name__} shares work by run, not by task")
+
+    async def renew_task_leases(
+        self, owner: str, tasks: Sequence[tuple[str, str]], lease_until: float
+    ) -> None:
+        """Extend `owner`'s claim on these (execution id, task name) tasks still Running."""
+        raise NotImplementedError(f"{type(self).__name__} shares work by run, not by task")
+
+    async def ended_runs(self, execution_ids: Sequence[str]) -> list[str]:
+        """Those of these runs that have ended or do not exist."""
+        raise NotImplementedError(f"{type(self).__name__} shares work by run, not by task")
+
+    async def listen(self, on_notice: Callable[[Notice], None]) -> bool:
+        """Push notices of new work and ended runs to `on_notice` (on the calling loop).
+
+        False when the backend cannot push (callers poll instead). Notices may be lost when
+        a connection drops: they are hints, the data is read back from the store.
+        """
+        return False
 
     @abc.abstractmethod
     async def get_run(self, execution_id: str) -> Optional[StoredRun]:

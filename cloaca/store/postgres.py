@@ -1,10 +1,15 @@
 """The PostgreSQL store (asyncpg): several runner processes, on several hosts, share one database.
 
-Work is distributed by run: a run belongs to the runner that started it, under a lease it
-renews; a runner takes over runs whose lease expired (`claim_orphans`, `FOR UPDATE SKIP
-LOCKED`, so two runners never claim the same run). Every store call is one statement where
-the SQL allows it (so one round trip, atomic without an explicit transaction), or one
-transaction otherwise.
+Work is shared by task (`WorkSharing.BY_TASK`): any runner claims any ready task of any run
+(`claim_tasks`, `FOR UPDATE SKIP LOCKED`, so two runners never claim the same task) under a
+lease it renews, and takes over tasks whose lease expired. Each scheduling step of a run is
+one compare-and-set on the run's version (`commit_step`), so a step computed from a stale
+view of the run, or by a runner whose task was taken over, is refused and nothing is
+completed twice. New work and ended runs are announced with NOTIFY on a channel per
+schema; runners LISTEN on one dedicated connection and poll as a fallback.
+
+Every store call is one statement where the SQL allows it (so one round trip, atomic
+without an explicit transaction), or one transaction otherwise.
 
 With `schema`, every table lives in that PostgreSQL schema: it is created if missing, the
 migrations run inside it, and every pooled connection has it as its `search_path`.
@@ -13,32 +18,40 @@ migrations run inside it, and every pooled connection has it as its `search_path
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import logging
 import urllib.parse
 import uuid
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import asyncpg
 
 from . import postgres_queries as q
 from .base import (
+    ClaimedWork,
     CronScheduleRecord,
     CronSlotClaim,
     CronStats,
     ExecutionRecord,
     FireRequest,
+    Notice,
     OpenFire,
     ScheduleExecutionRecord,
     Store,
     StoredRun,
     TaskRecord,
     TriggerScheduleRecord,
+    WorkSharing,
 )
 from ..tenancy import RESERVED_SCHEMAS, check_identifier
 
+log = logging.getLogger("cloaca")
+
 POOL_MIN_SIZE = 1
-POOL_MAX_SIZE = 10
+DEFAULT_POOL_SIZE = 10
 CONNECT_TIMEOUT_SECONDS = 10.0
 CLOSE_TIMEOUT_SECONDS = 10.0
+RELISTEN_DELAY_SECONDS = 1.0
 
 
 class SchemaTooNew(Exception):
@@ -48,11 +61,17 @@ class SchemaTooNew(Exception):
 class PostgresStore(Store):
     """A PostgreSQL database (optionally one schema of it) shared by any number of runners."""
 
-    def __init__(self, url: str, schema: Optional[str] = None) -> None:
+    work_sharing = WorkSharing.BY_TASK
+
+    def __init__(self, url: str, schema: Optional[str] = None, pool_size: int = DEFAULT_POOL_SIZE) -> None:
         if schema is not None:
             check_identifier("schema", schema, RESERVED_SCHEMAS)
         self.url = url
         self.schema = schema
+        self.pool_size = pool_size
+        # One channel per schema (a hash: channel names are limited to 63 bytes).
+        self.channel = "cloaca_" + hashlib.sha256((schema or "").encode()).hexdigest()[:16]
+        self._listener: Optional[asyncio.Task[None]] = None
         self.target = describe_url(url)
         self.description = f"PostgreSQL database {self.target}" + (
             f", schema '{schema}'" if schema is not None else ""
@@ -61,12 +80,14 @@ class PostgresStore(Store):
         self._pool: Optional[asyncpg.Pool] = None
 
     # lifecycle ----------------------------------------------------------------------
+    def _server_settings(self) -> dict[str, str]:
+        return {"search_path": q.quote_ident(self.schema)} if self.schema is not None else {}
+
     async def open(self) -> None:
-        settings = {"search_path": q.quote_ident(self.schema)} if self.schema is not None else {}
         try:
             self._pool = await asyncpg.create_pool(
-                self.url, min_size=POOL_MIN_SIZE, max_size=POOL_MAX_SIZE,
-                server_settings=settings, timeout=CONNECT_TIMEOUT_SECONDS,
+                self.url, min_size=POOL_MIN_SIZE, max_size=self.pool_size,
+                server_settings=self._server_settings(), timeout=CONNECT_TIMEOUT_SECONDS,
             )
             async with self._pool.acquire() as conn:
                 async with conn.transaction():
@@ -81,6 +102,10 @@ class PostgresStore(Store):
             ) from None
 
     async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            await asyncio.gather(self._listener, return_exceptions=True)
+            self._listener = None
         if self._pool is None:
             return
         pool, self._pool = self._pool, None
@@ -110,7 +135,16 @@ class PostgresStore(Store):
         pool = self._require_pool()
         if fire is None:
             await pool.execute(q.CREATE_EXECUTION, *params)
-            return True
+        elif not await self._create_fired_execution(pool, execution, params, fire):
+            return False
+        if any(_claimable(t) for t in tasks):
+            await pool.execute(q.NOTIFY, self.channel, "w")
+        return True
+
+    async def _create_fired_execution(
+        self, pool: asyncpg.Pool, execution: ExecutionRecord, params: tuple[Any, ...],
+        fire: FireRequest,
+    ) -> bool:
         async with pool.acquire() as conn:
             async with conn.transaction():
                 if fire.deduplicate:
@@ -165,15 +199,108 @@ class PostgresStore(Store):
         await self._require_pool().execute(q.RENEW_LEASES, lease_until, owner)
 
     async def release_leases(self, owner: str) -> None:
-        await self._require_pool().execute(q.RELEASE_LEASES, owner)
+        pool = self._require_pool()
+        if await pool.fetchval(q.RELEASE_LEASES, owner):
+            await pool.execute(q.NOTIFY, self.channel, "w")
 
     async def get_run(self, execution_id: str) -> Optional[StoredRun]:
+        runs = await self._read_runs([execution_id])
+        return runs[0] if runs else None
+
+    async def _read_runs(self, execution_ids: Sequence[str]) -> list[StoredRun]:
+        """Runs with their tasks and versions, read in one snapshot."""
         async with self._require_pool().acquire() as conn:
-            row = await conn.fetchrow(q.SELECT_EXECUTION, execution_id)
-            if row is None:
-                return None
-            tasks = [TaskRecord(*t) for t in await conn.fetch(q.SELECT_TASKS, execution_id)]
-        return StoredRun(ExecutionRecord(*row), tasks)
+            async with conn.transaction(isolation="repeatable_read", readonly=True):
+                rows = await conn.fetch(q.SELECT_EXECUTIONS, list(execution_ids))
+                if not rows:
+                    return []
+                runs = {r["id"]: StoredRun(ExecutionRecord(*tuple(r)[:-1]), [], r["version"]) for r in rows}
+                for t in await conn.fetch(q.SELECT_TASKS_OF, list(runs)):
+                    runs[t["execution_id"]].tasks.append(TaskRecord(*t))
+        return [runs[i] for i in execution_ids if i in runs]
+
+    # runs shared by task ------------------------------------------------------------
+    async def claim_tasks(
+        self, owner: str, now: float, lease_until: float, workflow_names: Sequence[str],
+        limit: int, take_over: bool, known_versions: Mapping[str, int],
+    ) -> list[ClaimedWork]:
+        if not workflow_names or limit <= 0:
+            return []
+        pool = self._require_pool()
+        rows = await pool.fetch(q.CLAIM_TASKS, now, owner, list(workflow_names), limit, take_over, lease_until)
+        if not rows:
+            return []
+        claimed: dict[str, list[TaskRecord]] = {}
+        for r in rows:
+            claimed.setdefault(r["execution_id"], []).append(TaskRecord(*r))
+        # Read after the claim committed: the claimed rows are ours until the lease ends.
+        versions = dict(await pool.fetch(q.SELECT_VERSIONS, list(claimed)))
+        stale = [i for i in claimed if i in versions and known_versions.get(i) != versions[i]]
+        runs = {run.execution.id: run for run in await self._read_runs(stale)} if stale else {}
+        return [ClaimedWork(i, tasks, runs.get(i)) for i, tasks in claimed.items() if i in versions]
+
+    async def commit_step(
+        self, execution_id: str, version: int, owner: str, lease_until: float,
+        tasks: Sequence[TaskRecord], finished: Optional[ExecutionRecord] = None,
+    ) -> bool:
+        end = (None, None, None, None) if finished is None else (
+            finished.status, finished.final_context, finished.error_message, finished.completed_at
+        )
+        row = await self._require_pool().fetchrow(
+            q.COMMIT_STEP, *_task_arrays(tasks), execution_id, version, owner, lease_until, *end,
+            any(_claimable(t) for t in tasks), self.channel,
+        )
+        return bool(row[0])
+
+    async def renew_task_leases(
+        self, owner: str, tasks: Sequence[tuple[str, str]], lease_until: float
+    ) -> None:
+        if tasks:
+            await self._require_pool().execute(
+                q.RENEW_TASK_LEASES, lease_until, owner, [e for e, _ in tasks], [t for _, t in tasks]
+            )
+
+    async def ended_runs(self, execution_ids: Sequence[str]) -> list[str]:
+        if not execution_ids:
+            return []
+        return [r[0] for r in await self._require_pool().fetch(q.ENDED_RUNS, list(execution_ids))]
+
+    async def listen(self, on_notice: Callable[[Notice], None]) -> bool:
+        self._require_pool()
+        connected = asyncio.get_running_loop().create_future()
+        self._listener = asyncio.get_running_loop().create_task(self._listen_forever(on_notice, connected))
+        return await connected
+
+    async def _listen_forever(self, on_notice: Callable[[Notice], None], connected: asyncio.Future[bool]) -> None:
+        """Keep one connection LISTENing; reconnect after a drop (notices meanwhile are lost)."""
+        def deliver(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
+            on_notice(Notice(ended_run=payload[1:]) if payload.startswith("d") else Notice(work=True))
+
+        while True:
+            conn: Optional[asyncpg.Connection] = None
+            try:
+                conn = await asyncpg.connect(
+                    self.url, server_settings=self._server_settings(), timeout=CONNECT_TIMEOUT_SECONDS
+                )
+                dropped = asyncio.get_running_loop().create_future()
+                conn.add_termination_listener(lambda _c: dropped.done() or dropped.set_result(None))
+                await conn.add_listener(self.channel, deliver)
+                if not connected.done():
+                    connected.set_result(True)
+                else:
+                    on_notice(Notice(work=True))  # notices may have been missed while away
+                await dropped
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if not connected.done():
+                    connected.set_result(False)
+                log.warning("cloaca: LISTEN on %s failed (polling meanwhile): %s", self.description,
+                            scrub(describe_error(exc), self._secrets))
+            finally:
+                if conn is not None and not conn.is_closed():
+                    await conn.close(timeout=CLOSE_TIMEOUT_SECONDS)
+            await asyncio.sleep(RELISTEN_DELAY_SECONDS)
 
     async def list_executions(
         self, workflow_name: Optional[str], status: Optional[str], limit: int, offset: int
@@ -438,6 +565,11 @@ def describe_error(exc: BaseException) -> str:
 def _execution_row(e: ExecutionRecord) -> tuple[Any, ...]:
     return (e.id, e.workflow_name, e.workflow_version, e.status, e.input_context, e.started_at,
             e.final_context, e.error_message, e.completed_at)
+
+
+def _claimable(task: TaskRecord) -> bool:
+    """A row that any runner may claim at once."""
+    return task.status == "Ready" and task.not_before is None
 
 
 def _task_arrays(tasks: Sequence[TaskRecord]) -> tuple[list[Any], ...]:

@@ -113,6 +113,18 @@ MIGRATIONS: list[tuple[int, str]] = [
             WHERE completed_at IS NULL AND kind = 'cron';
         """,
     ),
+    (
+        # PostgreSQL only (SQLite shares work by run): per-task claims and run versions.
+        3,
+        """
+        ALTER TABLE workflow_executions ADD COLUMN version BIGINT NOT NULL DEFAULT 0;
+        ALTER TABLE task_executions ADD COLUMN owner TEXT;
+        ALTER TABLE task_executions ADD COLUMN lease_until DOUBLE PRECISION;
+        CREATE INDEX ix_tasks_claimable ON task_executions (status, not_before)
+            WHERE status IN ('Ready', 'Running');
+        CREATE INDEX ix_tasks_owner ON task_executions (owner) WHERE owner IS NOT NULL;
+        """,
+    ),
 ]
 
 LATEST_VERSION = max(version for version, _ in MIGRATIONS)
@@ -138,10 +150,15 @@ TASK_COLUMNS = (
     "execution_id, task_name, status, attempt, not_before, started_at, completed_at, "
     "output_context, error_message, finish_seq"
 )
+_T_TASK_COLUMNS = ", ".join("t." + c.strip() for c in TASK_COLUMNS.split(","))
 _TASK_ARRAYS = (
     "$1::text[], $2::text[], $3::text[], $4::int[], $5::float8[], $6::float8[], $7::float8[], "
     "$8::text[], $9::text[], $10::int[]"
 )
+
+# A task row written Running is claimed by the writer; any other row is unclaimed.
+_OWNER_IF_RUNNING = "CASE WHEN u.status = 'Running' THEN {}::text END"
+_LEASE_IF_RUNNING = "CASE WHEN u.status = 'Running' THEN {}::float8 END"
 
 # One statement (so one round trip, atomic without an explicit transaction): the run, its
 # task rows ($1..$10 as parallel arrays), and the link of an existing (cron) fire ($22,
@@ -155,8 +172,9 @@ CREATE_EXECUTION = f"""
         UPDATE schedule_executions SET workflow_execution_id = $11, updated_at = $16
          WHERE id = $22::text
     )
-    INSERT INTO task_executions ({TASK_COLUMNS})
-    SELECT * FROM unnest({_TASK_ARRAYS})
+    INSERT INTO task_executions ({TASK_COLUMNS}, owner, lease_until)
+    SELECT u.*, {_OWNER_IF_RUNNING.format("$20")}, {_LEASE_IF_RUNNING.format("$21")}
+      FROM unnest({_TASK_ARRAYS}) AS u ({TASK_COLUMNS})
 """
 DEDUP_LOCK_KEY = "cloaca.fire:"
 """Prefix of the advisory lock key (schema, trigger and context hash follow) of a dedup check."""
@@ -218,11 +236,107 @@ RENEW_LEASES = """
     UPDATE workflow_executions SET lease_until = $1
      WHERE owner = $2 AND status IN ('Pending', 'Running')
 """
+# Running tasks go back to Ready (their runs' versions move on, so a late step of the
+# releasing runner is refused); the count says whether there is new work to announce.
 RELEASE_LEASES = """
-    UPDATE workflow_executions SET owner = NULL, lease_until = NULL
-     WHERE owner = $1 AND status IN ('Pending', 'Running')
+    WITH tasks AS (
+        UPDATE task_executions SET status = 'Ready', owner = NULL, lease_until = NULL
+         WHERE owner = $1 AND status = 'Running'
+        RETURNING execution_id
+    ), runs AS (
+        UPDATE workflow_executions
+           SET owner = CASE WHEN owner = $1 THEN NULL ELSE owner END,
+               lease_until = CASE WHEN owner = $1 THEN NULL ELSE lease_until END,
+               version = version + CASE WHEN id IN (SELECT execution_id FROM tasks) THEN 1 ELSE 0 END
+         WHERE status IN ('Pending', 'Running')
+           AND (owner = $1 OR id IN (SELECT execution_id FROM tasks))
+    )
+    SELECT count(*) FROM tasks
 """
-SELECT_EXECUTION = f"SELECT {EXECUTION_COLUMNS} FROM workflow_executions WHERE id = $1"
+
+# --- work shared by task ------------------------------------------------------------
+# Oldest runs first. Rows locked by a concurrent claimer are skipped; a row whose claim
+# committed meanwhile is re-checked against the WHERE clause (READ COMMITTED), so two
+# claimers never get the same task. Taking over a task whose lease expired bumps its run's
+# version in the same statement: a late step of the old claimer is then refused.
+CLAIM_TASKS = f"""
+    WITH pick AS (
+        SELECT t.execution_id, t.task_name, t.status AS was
+          FROM task_executions t JOIN workflow_executions e ON e.id = t.execution_id
+         WHERE t.status IN ('Ready', 'Running')
+           AND e.status = 'Running' AND e.workflow_name = ANY($3::text[])
+           AND ((t.status = 'Ready' AND (t.not_before IS NULL OR t.not_before <= $1))
+                OR ($5::boolean AND t.status = 'Running'
+                    AND (t.lease_until IS NULL OR t.lease_until < $1)))
+         ORDER BY e.started_at, e.seq, t.task_name
+         LIMIT $4
+           FOR UPDATE OF t SKIP LOCKED
+    ), claimed AS (
+        UPDATE task_executions t
+           SET status = 'Running', attempt = t.attempt + 1, started_at = $1, not_before = NULL,
+               owner = $2, lease_until = $6
+          FROM pick WHERE t.execution_id = pick.execution_id AND t.task_name = pick.task_name
+        RETURNING {_T_TASK_COLUMNS}, pick.was
+    ), bumped AS (
+        UPDATE workflow_executions SET version = version + 1
+         WHERE id IN (SELECT execution_id FROM claimed WHERE was = 'Running')
+    )
+    SELECT {TASK_COLUMNS} FROM claimed
+"""
+SELECT_VERSIONS = "SELECT id, version FROM workflow_executions WHERE id = ANY($1::text[])"
+# One scheduling step, compare-and-set on the run's version ($12): the task rows
+# ($1..$10), claimed by $13 until $14 where Running; the end of the run ($15..$18, NULL
+# status for a run that goes on) with its fires; notices on channel $20 of new work ($19)
+# and of the run's end. Nothing is written when the version moved on (ok = 0).
+COMMIT_STEP = f"""
+    WITH run AS (
+        UPDATE workflow_executions
+           SET version = version + 1,
+               status = COALESCE($15::text, status),
+               final_context = CASE WHEN $15::text IS NULL THEN final_context ELSE $16::text END,
+               error_message = CASE WHEN $15::text IS NULL THEN error_message ELSE $17::text END,
+               completed_at = COALESCE($18::float8, completed_at),
+               owner = CASE WHEN $15::text IS NULL THEN owner END,
+               lease_until = CASE WHEN $15::text IS NULL THEN lease_until END
+         WHERE id = $11::text AND version = $12::bigint AND status = 'Running'
+        RETURNING id
+    ), tasks AS (
+        UPDATE task_executions t
+           SET status = u.status, attempt = u.attempt, not_before = u.not_before,
+               started_at = u.started_at, completed_at = u.completed_at,
+               output_context = u.output_context, error_message = u.error_message,
+               finish_seq = u.finish_seq,
+               owner = {_OWNER_IF_RUNNING.format("$13")}, lease_until = {_LEASE_IF_RUNNING.format("$14")}
+          FROM unnest({_TASK_ARRAYS}) AS u ({TASK_COLUMNS}), run
+         WHERE t.execution_id = u.execution_id AND t.task_name = u.task_name
+    ), fires AS (
+        UPDATE schedule_executions SET completed_at = $18::float8, updated_at = $18::float8
+         WHERE $15::text IS NOT NULL AND completed_at IS NULL
+           AND workflow_execution_id IN (SELECT id FROM run)
+    ), work AS (
+        SELECT pg_notify($20::text, 'w') FROM run WHERE $19::boolean
+    ), ended AS (
+        SELECT pg_notify($20::text, 'd' || id) FROM run WHERE $15::text IS NOT NULL
+    )
+    SELECT (SELECT count(*) FROM run), (SELECT count(*) FROM work), (SELECT count(*) FROM ended)
+"""
+RENEW_TASK_LEASES = """
+    UPDATE task_executions t SET lease_until = $1
+      FROM unnest($3::text[], $4::text[]) AS k (execution_id, task_name)
+     WHERE t.execution_id = k.execution_id AND t.task_name = k.task_name
+       AND t.owner = $2 AND t.status = 'Running'
+"""
+ENDED_RUNS = """
+    SELECT i.id FROM unnest($1::text[]) AS i (id)
+     WHERE NOT EXISTS (
+         SELECT 1 FROM workflow_executions e
+          WHERE e.id = i.id AND e.status IN ('Pending', 'Running'))
+"""
+NOTIFY = "SELECT pg_notify($1::text, $2::text)"
+SELECT_EXECUTION = f"SELECT {EXECUTION_COLUMNS}, version FROM workflow_executions WHERE id = $1"
+SELECT_EXECUTIONS = f"""
+    SELECT {EXECUTION_COLUMNS}, version FROM workflow_executions WHERE id = ANY($1::text[])
+"""
 SELECT_TASKS = f"SELECT {TASK_COLUMNS} FROM task_executions WHERE execution_id = $1 ORDER BY task_name"
 LIST_EXECUTIONS = f"""
     SELECT {EXECUTION_COLUMNS} FROM workflow_executions
