@@ -3,9 +3,9 @@
     python postgres_worker_child.py URL SCHEMA LOG_PATH PREFIX RUNS EXPECTED_TOTAL
 
 Starts a runner (lease 1 s) on PostgreSQL schema SCHEMA, executes RUNS runs of a five-task
-workflow (context key `run_key` = PREFIX-rN), then keeps running (taking over the runs of
+workflow (context key `run_key` = PREFIX-rN), then keeps running (taking over the tasks of
 dead runners) until EXPECTED_TOTAL runs of the workflow exist and all have ended. Every
-task body appends "run_key:task" to LOG_PATH once its work is done. Exits 0 when every run
+task body appends "run_key:task@PREFIX" to LOG_PATH once its work is done. Exits 0 when every run
 completed, 1 if one did not complete, 2 on timeout.
 """
 
@@ -24,10 +24,11 @@ TASK_SECONDS = 0.25
 WAIT_SECONDS = 60.0
 
 LOG_FD: int = -1
+PREFIX = ""
 
 
 def _log(context: Context, task_name: str) -> None:
-    os.write(LOG_FD, f"{context.get('run_key')}:{task_name}\n".encode())  # O_APPEND: atomic
+    os.write(LOG_FD, f"{context.get('run_key')}:{task_name}@{PREFIX}\n".encode())  # O_APPEND: atomic
 
 
 def _make_task(task_name: str, dependencies: list[str]) -> None:
@@ -67,5 +68,6 @@ async def main(url: str, schema: str, prefix: str, runs: int, expected_total: in
 
 if __name__ == "__main__":
     _url, _schema, _log_path, _prefix, _runs, _expected = sys.argv[1:7]
+    PREFIX = _prefix
     LOG_FD = os.open(_log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     sys.exit(asyncio.run(main(_url, _schema, _prefix, int(_runs), int(_expected))))

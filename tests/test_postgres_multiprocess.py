@@ -2,8 +2,8 @@
 
 Three processes (tests/postgres_worker_child.py) each execute runs of a five-task fan-out
 workflow. Once the victim's runs are all in the database and one of its tasks has done its
-work, the victim is killed. The survivors must take its runs over when its lease (1 s)
-expires and finish them: every run completes, each task has exactly one row, completed
+work, the victim is killed. The survivors must take its tasks over when their lease (1 s)
+expires and finish its runs: every run completes, each task has exactly one row, completed
 once (finish_seq is a permutation), and every task's side effect happened at least once.
 """
 
@@ -92,7 +92,7 @@ def test_killed_runners_runs_are_taken_over_and_every_task_completes_once(schema
             assert time.monotonic() < deadline, "the victim never got going"
             assert victim.poll() is None, f"the victim exited early: {victim.communicate()}"
             logged = log.read_text().splitlines()
-            if any(line.startswith("c0-") for line in logged):
+            if any(line.endswith("@c0") for line in logged):
                 stored = run(_runs(schema))
                 if sum(run_key(r).startswith("c0-") for r in stored) == RUNS_PER_PROCESS:
                     break
@@ -130,7 +130,11 @@ def test_killed_runners_runs_are_taken_over_and_every_task_completes_once(schema
         assert all(final.get(f"done_{name}") for name in TASKS), final
 
     # At least once per task: every task of every run left its side effect.
-    effects = Counter(log.read_text().splitlines())
+    lines = log.read_text().splitlines()
+    effects = Counter(line.partition("@")[0] for line in lines)
+    # The survivors finished the victim's interrupted runs.
+    rescued = {line.partition("@")[0] for line in lines if not line.endswith("@c0")}
+    assert all(any(e.startswith(f"{key}:") for e in rescued) for key in interrupted), interrupted
     expected = {f"{key}:{name}" for key in keys for name in TASKS}
     assert expected <= set(effects), sorted(expected - set(effects))
     assert set(effects) <= expected

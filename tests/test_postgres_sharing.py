@@ -1,0 +1,135 @@
+"""Runners on one PostgreSQL schema share the work of a run task by task (issue 7).
+
+Each runner here lives in its own thread with its own event loop, as in separate
+processes; async task bodies run on their runner's loop thread, which tells who ran them.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from typing import Iterator
+
+import pytest
+
+import cloaca
+from cloaca import Context, DefaultRunner, DefaultRunnerConfig
+
+from support import poll_until
+
+POSTGRES_URL = os.environ.get("CLOACA_TEST_POSTGRES_URL")
+pytestmark = pytest.mark.skipif(not POSTGRES_URL, reason="CLOACA_TEST_POSTGRES_URL is not set")
+
+LEAVES = [f"leaf{i}" for i in range(6)]
+FANOUT = "pg_sharing_fanout_wf"
+STALL = "pg_sharing_stall_wf"
+
+executed_on: dict[str, list[int]] = {}
+"""run key -> loop thread ids that ran a leaf of that run."""
+stall_calls: list[int] = []
+second_attempt_started = threading.Event()
+
+with cloaca.WorkflowBuilder(FANOUT):
+
+    @cloaca.task(id="root")
+    async def _root(context: Context) -> Context:
+        return context
+
+    def _leaf(name: str) -> None:
+        @cloaca.task(id=name, dependencies=["root"])
+        async def leaf(context: Context) -> Context:
+            import asyncio
+
+            executed_on.setdefault(context.get("key"), []).append(threading.get_ident())
+            await asyncio.sleep(0.3)
+            context.set(name, True)
+            return context
+
+    for _name in LEAVES:
+        _leaf(_name)
+
+with cloaca.WorkflowBuilder(STALL):
+
+    @cloaca.task(id="stall")
+    async def _stall(context: Context) -> Context:
+        stall_calls.append(threading.get_ident())
+        if len(stall_calls) == 1:
+            # The first attempt blocks its runner's whole loop, as a stalled process would:
+            # no lease renewal, until another runner has taken the task over.
+            second_attempt_started.wait(60)
+            context.set("by", "first attempt")
+        else:
+            second_attempt_started.set()
+            context.set("by", "second attempt")
+        return context
+
+
+@pytest.fixture
+def schema() -> Iterator[str]:
+    import asyncio
+
+    import asyncpg
+
+    name = f"cloaca_share_{uuid.uuid4().hex[:10]}"
+    yield name
+
+    async def drop() -> None:
+        conn = await asyncpg.connect(POSTGRES_URL)
+        try:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+        finally:
+            await conn.close()
+
+    asyncio.run(drop())
+
+
+def runner(schema: str, **config: object) -> DefaultRunner:
+    settings = DefaultRunnerConfig(enable_cron_scheduling=False, **config)  # type: ignore[arg-type]
+    return DefaultRunner(POSTGRES_URL, _config=settings, _schema=schema)  # type: ignore[arg-type]
+
+
+def test_ready_tasks_of_a_run_are_executed_by_other_runners(schema):
+    submitter = runner(schema, max_concurrent_tasks=1)
+    helper = runner(schema, max_concurrent_tasks=4)
+    try:
+        result = submitter.execute(FANOUT, Context({"key": "shared"}))
+        assert result.status == "Completed", result.error_message
+        assert {t["task_name"].rsplit("::", 1)[-1]: t["status"] for t in result.task_results} == {
+            name: "Completed" for name in ["root", *LEAVES]
+        }
+        threads = executed_on["shared"]
+        assert len(threads) == len(LEAVES)  # each leaf ran once
+        # The submitter has one slot: the leaves it could not start were claimed by the helper.
+        assert helper._thread.ident in threads, threads
+        stored = helper.get_execution(result.execution_id)
+        assert stored is not None and stored.status == "Completed"
+        assert sorted(t["attempt_count"] for t in stored.task_results) == [1] * (len(LEAVES) + 1)
+    finally:
+        submitter.shutdown()
+        helper.shutdown()
+
+
+def test_a_stalled_runners_task_is_taken_over_and_its_late_result_is_refused(schema):
+    stalled = runner(schema, lease_seconds=0.5)
+    rescuer = runner(schema, lease_seconds=0.5)
+    try:
+        result = stalled.execute(STALL, Context({"key": "stall"}))
+        # At least once: both attempts ran; exactly one completed the task in the store.
+        assert len(stall_calls) == 2
+        assert stall_calls == [stalled._thread.ident, rescuer._thread.ident]
+        assert result.status == "Completed", result.error_message
+        assert result.final_context.get("by") == "second attempt"
+        [task] = result.task_results
+        assert (task["status"], task["attempt_count"]) == ("Completed", 2)
+        stored = poll_until(lambda: rescuer.get_execution(result.execution_id), "the run")
+        assert stored.final_context.get("by") == "second attempt"
+        # The stalled runner's late step, once it woke up, changed nothing.
+        poll_until(lambda: not stalled._engine._active_tasks, "the stalled attempt to end")
+        again = rescuer.get_execution(result.execution_id)
+        assert again is not None and again.final_context.get("by") == "second attempt"
+        assert again.task_results[0]["attempt_count"] == 2
+    finally:
+        second_attempt_started.set()
+        stalled.shutdown()
+        rescuer.shutdown()
