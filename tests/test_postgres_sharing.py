@@ -133,3 +133,79 @@ def test_a_stalled_runners_task_is_taken_over_and_its_late_result_is_refused(sch
         second_attempt_started.set()
         stalled.shutdown()
         rescuer.shutdown()
+
+
+HANDOFF = "pg_sharing_handoff_wf"
+handoff_calls: list[int] = []
+first_handoff_attempt_started = threading.Event()
+
+with cloaca.WorkflowBuilder(HANDOFF):
+
+    @cloaca.task(id="slow")
+    async def _slow(context: Context) -> Context:
+        import asyncio
+
+        handoff_calls.append(threading.get_ident())
+        if len(handoff_calls) == 1:
+            first_handoff_attempt_started.set()
+            await asyncio.sleep(60)  # cancelled by its runner's shutdown
+        context.set("finished_by", threading.get_ident())
+        return context
+
+    @cloaca.task(id="after", dependencies=["slow"])
+    async def _after(context: Context) -> Context:
+        context.set("after", True)
+        return context
+
+
+def test_a_runner_shutting_down_hands_its_running_tasks_to_the_others_at_once(schema):
+    # A lease far longer than the test: only the release on shutdown can hand the task over.
+    leaving = runner(schema, lease_seconds=600.0, shutdown_grace_seconds=0.1)
+    staying = runner(schema, lease_seconds=600.0)
+    errors: list[BaseException] = []
+
+    def execute() -> None:
+        try:
+            leaving.execute(HANDOFF, Context({}))
+        except BaseException as exc:  # the runner shuts down under it
+            errors.append(exc)
+
+    caller = threading.Thread(target=execute)
+    try:
+        caller.start()
+        assert first_handoff_attempt_started.wait(20)
+        [listed] = poll_until(lambda: staying.list_executions(workflow_name=HANDOFF), "the run")
+        leaving.shutdown()
+        caller.join(20)
+        assert errors and "shut down" in str(errors[0])
+        done = poll_until(
+            lambda: (r := staying.get_execution(listed["id"])) is not None and r.status == "Completed" and r,
+            "the other runner to finish the run",
+        )
+        assert done.final_context.get("after") is True
+        assert done.final_context.get("finished_by") == staying._thread.ident
+        attempts = {t["task_name"].rsplit("::", 1)[-1]: t["attempt_count"] for t in done.task_results}
+        assert attempts == {"slow": 2, "after": 1}
+    finally:
+        leaving.shutdown()
+        staying.shutdown()
+
+
+def test_without_listen_runners_still_share_work_by_polling(schema, monkeypatch):
+    from cloaca.store.postgres import PostgresStore
+
+    async def cannot_listen(self, on_notice):  # e.g. a pooler that does not pass LISTEN on
+        return False
+
+    monkeypatch.setattr(PostgresStore, "listen", cannot_listen)
+    submitter = runner(schema, max_concurrent_tasks=1)
+    helper = runner(schema, max_concurrent_tasks=4)
+    try:
+        assert helper._engine.claims is not None and not helper._engine.claims.listening
+        result = submitter.execute(FANOUT, Context({"key": "polled"}))
+        assert result.status == "Completed", result.error_message
+        assert len(executed_on["polled"]) == len(LEAVES)
+        assert helper._thread.ident in executed_on["polled"]
+    finally:
+        submitter.shutdown()
+        helper.shutdown()

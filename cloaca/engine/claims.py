@@ -39,7 +39,6 @@ class TaskClaims:
         self._maybe_work = True
         self._ended: set[str] = set()
         self._task: Optional[asyncio.Task[None]] = None
-        self.claimed = 0  # tasks claimed from the store (benchmarks and tests read it)
 
     async def start(self) -> None:
         """Listen for notices if the store can push them; claim what is ready now."""
@@ -112,7 +111,6 @@ class TaskClaims:
                     engine.slots.release()
                 raise
             got = sum(len(w.tasks) for w in work)
-            self.claimed += got
             started = 0
             for item in work:
                 started += await engine.start_claimed(item)

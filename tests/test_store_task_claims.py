@@ -1,0 +1,559 @@
+"""The store side of work shared by task (`WorkSharing.BY_TASK`), which only PostgreSQL implements.
+
+The contract is the one of cloaca/store/base.py: `claim_tasks`, `commit_step` (compare-and-set
+on the run's `version`), `renew_task_leases`, `release_leases`, `ended_runs` and `listen`.
+Every test runs on a fresh PostgreSQL schema, dropped afterwards, and is skipped when
+CLOACA_TEST_POSTGRES_URL is not set. Runners are played by store instances (several on the
+same schema where two runners matter) and by owner names. Who holds a task (owner, lease) is
+not part of the records the Store API returns, so it is read with plain SQL on the tables.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any, Callable, Optional, Sequence
+
+import pytest
+import pytest_asyncio
+
+from cloaca.store.base import (
+    ClaimedWork,
+    CronSlotClaim,
+    FireRequest,
+    Notice,
+    Store,
+    StoredRun,
+    TaskRecord,
+    WorkSharing,
+)
+from test_store_contract import POSTGRES_URL, T0, PostgresBackend, cron_record, execution, finished
+
+pytestmark = pytest.mark.asyncio
+
+WF = "wf"
+NOTICE_WAIT_SECONDS = 10.0
+
+
+# ====================================================================== fixtures
+@pytest_asyncio.fixture
+async def backend():
+    if not POSTGRES_URL:
+        pytest.skip("CLOACA_TEST_POSTGRES_URL is not set")
+    b = PostgresBackend(POSTGRES_URL)
+    b.schema = f"cloaca_claims_{uuid.uuid4().hex[:12]}"
+    try:
+        yield b
+    finally:
+        await b.cleanup()
+
+
+@pytest_asyncio.fixture
+async def opened(backend):
+    """A factory of opened stores on the test's schema, all closed at teardown."""
+    stores: list[Store] = []
+
+    async def open_one() -> Store:
+        s = backend.make()
+        await s.open()
+        stores.append(s)
+        return s
+
+    yield open_one
+    for s in stores:
+        await s.close()
+
+
+@pytest_asyncio.fixture
+async def store(opened) -> Store:
+    s = await opened()
+    assert s.work_sharing is WorkSharing.BY_TASK
+    return s
+
+
+# ====================================================================== helpers
+def task(run_id: str, name: str, status: str = "Ready", **kw: Any) -> TaskRecord:
+    return TaskRecord(run_id, name, status, **kw)
+
+
+async def add_run(
+    store: Store, run_id: str, tasks: Sequence[TaskRecord], workflow: str = WF,
+    started_at: float = T0, owner: str = "creator", lease_until: float = T0 + 5,
+    fire: Optional[FireRequest] = None, link_fire_id: Optional[str] = None,
+    status: str = "Running",
+) -> None:
+    assert await store.create_execution(
+        execution(run_id, workflow, started_at, status=status), list(tasks), owner, lease_until,
+        fire, link_fire_id,
+    )
+
+
+def claimed_keys(claims: Sequence[ClaimedWork]) -> set[tuple[str, str]]:
+    return {(c.execution_id, t.task_name) for c in claims for t in c.tasks}
+
+
+def claimed_tasks(claims: Sequence[ClaimedWork]) -> dict[tuple[str, str], TaskRecord]:
+    out = {}
+    for c in claims:
+        for t in c.tasks:
+            assert t.execution_id == c.execution_id
+            assert (c.execution_id, t.task_name) not in out, "a task claimed twice in one call"
+            out[(c.execution_id, t.task_name)] = t
+    return out
+
+
+async def tasks_of(store: Store, run_id: str) -> dict[str, TaskRecord]:
+    run = await store.get_run(run_id)
+    assert run is not None
+    return {t.task_name: t for t in run.tasks}
+
+
+async def version_of(store: Store, run_id: str) -> int:
+    run = await store.get_run(run_id)
+    assert run is not None
+    return run.version
+
+
+async def holders(backend: PostgresBackend, run_id: str) -> dict[str, tuple[str, Optional[str], Optional[float]]]:
+    """task name -> (status, owner, lease_until), read with plain SQL."""
+    rows = await backend.raw(
+        "SELECT task_name, status, owner, lease_until FROM task_executions "
+        f"WHERE execution_id = '{run_id}'"
+    )
+    return {name: (status, owner, lease) for name, status, owner, lease in rows}
+
+
+class Notices:
+    """An `on_notice` callback that records notices and lets a test await one."""
+
+    def __init__(self) -> None:
+        self.got: list[Notice] = []
+        self._changed = asyncio.Event()
+
+    def __call__(self, notice: Notice) -> None:
+        assert isinstance(notice, Notice)
+        self.got.append(notice)
+        self._changed.set()
+
+    async def wait_for(self, wanted: Callable[[Notice], bool], since: int) -> None:
+        """Until a notice received at index `since` or later is `wanted` (bounded wait)."""
+
+        async def until() -> None:
+            while not any(wanted(n) for n in self.got[since:]):
+                self._changed.clear()
+                await self._changed.wait()
+
+        try:
+            await asyncio.wait_for(until(), NOTICE_WAIT_SECONDS)
+        except asyncio.TimeoutError:
+            pytest.fail(f"no such notice within {NOTICE_WAIT_SECONDS}s; got {self.got[since:]}")
+
+
+async def listening_sessions(backend: PostgresBackend, store: Any) -> int:
+    rows = await backend.raw(
+        f"SELECT count(*) FROM pg_stat_activity WHERE query = 'LISTEN \"{store.channel}\"'"
+    )
+    return rows[0][0]
+
+
+async def wait_until_sessions(backend: PostgresBackend, store: Any, count: int) -> None:
+    async def until() -> None:
+        while await listening_sessions(backend, store) != count:
+            await asyncio.sleep(0.05)
+
+    await asyncio.wait_for(until(), NOTICE_WAIT_SECONDS)
+
+
+# ====================================================================== claim_tasks
+async def test_claim_tasks_claims_due_ready_tasks_of_running_runs_of_listed_workflows_only(store, backend):
+    await add_run(store, "r1", [
+        task("r1", "ready", attempt=0),
+        task("r1", "not-started", "NotStarted"),
+        task("r1", "done", "Completed", attempt=1, started_at=T0, completed_at=T0 + 1,
+             output_context='{"d": 1}', finish_seq=1),
+        task("r1", "later", attempt=2, not_before=T0 + 100, started_at=T0 - 5),
+    ])
+    await add_run(store, "r2", [task("r2", "retry", attempt=1, started_at=T0 - 1)], started_at=T0 + 1)
+    await add_run(store, "foreign", [task("foreign", "x")], workflow="other_wf")
+    await add_run(store, "ended", [task("ended", "x")])
+    await store.save_progress([], finished("ended", T0 + 2))
+    before_r1 = await tasks_of(store, "r1")
+
+    claims = await store.claim_tasks("me", T0 + 10, T0 + 20, [WF, "also_wf"], 10, False, {})
+    got = claimed_tasks(claims)
+    assert set(got) == {("r1", "ready"), ("r2", "retry")}
+    assert got["r1", "ready"] == task("r1", "ready", "Running", attempt=1, started_at=T0 + 10)
+    assert got["r2", "retry"] == task("r2", "retry", "Running", attempt=2, started_at=T0 + 10)
+    assert sorted(c.execution_id for c in claims) == ["r1", "r2"]  # one ClaimedWork per run
+
+    # The store shows the claims; the rows that were not claimable are untouched.
+    after_r1 = await tasks_of(store, "r1")
+    assert after_r1["ready"] == got["r1", "ready"]
+    assert {n: after_r1[n] for n in ("not-started", "done", "later")} == {
+        n: before_r1[n] for n in ("not-started", "done", "later")}
+    assert (await tasks_of(store, "r2"))["retry"] == got["r2", "retry"]
+    assert (await holders(backend, "r1"))["ready"] == ("Running", "me", T0 + 20)
+    assert (await tasks_of(store, "foreign"))["x"].status == "Ready"
+    assert (await tasks_of(store, "ended"))["x"].status == "Ready"
+
+    # Nothing else is claimable before `later` is due; then `later` is.
+    assert await store.claim_tasks("me", T0 + 99, T0 + 200, [WF], 10, False, {}) == []
+    [later] = await store.claim_tasks("me", T0 + 101, T0 + 200, [WF], 10, False, {})
+    assert later.execution_id == "r1"
+    assert later.tasks == [task("r1", "later", "Running", attempt=3, started_at=T0 + 101)]
+    assert (await tasks_of(store, "r1"))["later"] == later.tasks[0]
+
+    # The task of the finished run is never claimed; the other workflow's only when listed.
+    assert await store.claim_tasks("me", T0 + 1000, T0 + 2000, [WF], 10, False, {}) == []
+    assert claimed_keys(await store.claim_tasks("me", T0 + 1000, T0 + 2000, ["other_wf"], 10, False, {})) == {
+        ("foreign", "x")}
+    assert (await tasks_of(store, "ended"))["x"].status == "Ready"
+
+
+async def test_claim_tasks_with_no_workflow_or_no_room_claims_nothing(store):
+    await add_run(store, "r", [task("r", "a")])
+    assert await store.claim_tasks("me", T0 + 10, T0 + 20, [], 10, True, {}) == []
+    assert await store.claim_tasks("me", T0 + 10, T0 + 20, [WF], 0, True, {}) == []
+    assert (await tasks_of(store, "r"))["a"].status == "Ready"
+
+
+async def test_claim_tasks_respects_the_limit(store):
+    names = [f"t{i}" for i in range(5)]
+    await add_run(store, "r", [task("r", n) for n in names])
+    seen: set[tuple[str, str]] = set()
+    for expected in (2, 2, 1, 0):
+        got = claimed_keys(await store.claim_tasks("me", T0 + 10, T0 + 20, [WF], 2, False, {}))
+        assert len(got) == expected
+        assert not got & seen
+        seen |= got
+    assert seen == {("r", n) for n in names}
+    assert {t.status for t in (await tasks_of(store, "r")).values()} == {"Running"}
+
+
+async def test_running_tasks_are_taken_over_only_with_take_over_once_their_lease_expired(store, backend):
+    await add_run(store, "expired", [task("expired", "t", "Running", attempt=1, started_at=T0)],
+                  owner="old", lease_until=T0 + 5)
+    await add_run(store, "live", [task("live", "t", "Running", attempt=1, started_at=T0)],
+                  owner="old", lease_until=T0 + 100)
+    await add_run(store, "ready", [task("ready", "t")])
+    versions = {r: await version_of(store, r) for r in ("expired", "live", "ready")}
+
+    # Without take_over only the Ready task; claiming it does not move its run's version.
+    assert claimed_keys(await store.claim_tasks("new", T0 + 10, T0 + 60, [WF], 10, False, {})) == {
+        ("ready", "t")}
+    assert {r: await version_of(store, r) for r in versions} == versions
+
+    claims = await store.claim_tasks("new", T0 + 10, T0 + 60, [WF], 10, True, {})
+    got = claimed_tasks(claims)
+    assert set(got) == {("expired", "t")}
+    assert got["expired", "t"] == task("expired", "t", "Running", attempt=2, started_at=T0 + 10)
+    assert (await holders(backend, "expired"))["t"] == ("Running", "new", T0 + 60)
+    assert await version_of(store, "expired") == versions["expired"] + 1
+    assert await version_of(store, "live") == versions["live"]
+    assert await version_of(store, "ready") == versions["ready"]
+    assert (await holders(backend, "live"))["t"] == ("Running", "old", T0 + 100)
+
+    # Now everything is held under a live lease: nobody gets anything until a lease ends.
+    assert await store.claim_tasks("third", T0 + 50, T0 + 500, [WF], 10, True, {}) == []
+    assert claimed_keys(await store.claim_tasks("third", T0 + 70, T0 + 500, [WF], 10, True, {})) == {
+        ("expired", "t"), ("ready", "t")}
+    assert await version_of(store, "expired") == versions["expired"] + 2
+    assert await version_of(store, "ready") == versions["ready"] + 1
+
+
+async def test_a_claim_taken_over_after_its_lease_expired_refuses_the_old_claimers_step(opened):
+    first, second = await opened(), await opened()
+    await add_run(first, "r", [task("r", "a")])
+    [claim] = await first.claim_tasks("A", T0 + 1, T0 + 5, [WF], 10, False, {})
+    version = claim.run.version
+
+    [taken] = await second.claim_tasks("B", T0 + 10, T0 + 60, [WF], 10, True, {})
+    assert taken.tasks == [task("r", "a", "Running", attempt=2, started_at=T0 + 10)]
+    assert taken.run is not None and taken.run.version == version + 1
+
+    late = task("r", "a", "Completed", attempt=1, started_at=T0 + 1, completed_at=T0 + 11,
+                output_context="{}", finish_seq=1)
+    assert await first.commit_step("r", version, "A", T0 + 20, [late]) is False
+    assert (await tasks_of(first, "r"))["a"] == taken.tasks[0]
+
+
+async def test_concurrent_claims_from_two_stores_are_disjoint(opened):
+    first, second = await opened(), await opened()
+    for round_ in range(3):
+        run_ids = [f"r{round_}-{i}" for i in range(10)]
+        everything = {(r, f"t{j}") for r in run_ids for j in range(5)}
+        for i, run_id in enumerate(run_ids):
+            await add_run(first, run_id, [task(run_id, f"t{j}") for j in range(5)], started_at=T0 + i)
+        wf = [WF]
+
+        # Ready tasks.
+        a, b = await asyncio.gather(
+            first.claim_tasks("A", T0 + 1, T0 + 5, wf, 50, False, {}),
+            second.claim_tasks("B", T0 + 1, T0 + 5, wf, 50, False, {}),
+        )
+        got_a, got_b = claimed_keys(a), claimed_keys(b)
+        assert not got_a & got_b
+        assert got_a | got_b == everything
+        assert len(got_a) + len(got_b) == sum(len(c.tasks) for c in a + b)
+
+        # The same tasks once their leases expired, taken over: each claimer's take-over bumps
+        # the version of each run it took tasks of.
+        a, b = await asyncio.gather(
+            first.claim_tasks("A2", T0 + 10, T0 + 10_000, wf, 50, True, {}),
+            second.claim_tasks("B2", T0 + 10, T0 + 10_000, wf, 50, True, {}),
+        )
+        got_a, got_b = claimed_keys(a), claimed_keys(b)
+        assert not got_a & got_b
+        assert got_a | got_b == everything
+        for run_id in run_ids:
+            takers = sum(run_id in {c.execution_id for c in claims} for claims in (a, b))
+            assert await version_of(first, run_id) == takers
+
+
+async def test_known_versions_spare_reading_back_runs_the_claimer_holds(store):
+    await add_run(store, "r", [task("r", "a"), task("r", "b"), task("r", "c")])
+    await add_run(store, "s", [task("s", "x"), task("s", "y")], workflow="wfS")
+    await add_run(store, "old", [task("old", "t", "Running", attempt=1, started_at=T0)],
+                  workflow="wf2", lease_until=T0 + 5)
+
+    # The right version: not read back.
+    [one] = await store.claim_tasks("me", T0 + 1, T0 + 50, [WF], 2, False, {"r": 0})
+    assert one.execution_id == "r" and one.run is None and len(one.tasks) == 2
+
+    # A wrong version, or none: the whole run, as read after the claim, with its version.
+    claims = await store.claim_tasks("me", T0 + 2, T0 + 50, [WF, "wfS"], 10, False, {"r": 7, "s": 0})
+    by_run = {c.execution_id: c for c in claims}
+    assert set(by_run) == {"r", "s"}
+    assert by_run["s"].run is None
+    run = by_run["r"].run
+    assert isinstance(run, StoredRun)
+    assert run.execution == execution("r")
+    assert run.version == 0
+    assert {t.task_name: t for t in run.tasks} == await tasks_of(store, "r")
+    assert [t for t in run.tasks if t.task_name in {u.task_name for u in by_run["r"].tasks}] == by_run["r"].tasks
+    assert {t.status for t in run.tasks} == {"Running"}
+
+    # A take-over moves the version on: the claimer's version is stale, so the run comes back.
+    [taken] = await store.claim_tasks("me", T0 + 10, T0 + 50, ["wf2"], 10, True, {"old": 0})
+    assert taken.run is not None
+    assert taken.run.version == 1
+    assert taken.run.tasks == [task("old", "t", "Running", attempt=2, started_at=T0 + 10)]
+
+
+# ====================================================================== commit_step
+async def test_commit_step_is_compare_and_set_on_the_run_version(store, backend):
+    await add_run(store, "r", [task("r", "a"), task("r", "b"), task("r", "c", "NotStarted")])
+    claims = await store.claim_tasks("A", T0 + 1, T0 + 20, [WF], 10, False, {})
+    assert claimed_keys(claims) == {("r", "a"), ("r", "b")}
+    v0 = await version_of(store, "r")
+
+    step = [
+        task("r", "a", "Completed", attempt=1, started_at=T0 + 1, completed_at=T0 + 2,
+             output_context='{"a": 1}', finish_seq=1),
+        task("r", "b", "Running", attempt=1, started_at=T0 + 1),
+        task("r", "c", "Ready", not_before=T0 + 30, error_message="later"),
+    ]
+    assert await store.commit_step("r", v0, "A", T0 + 40, step) is True
+    run = await store.get_run("r")
+    assert run.version == v0 + 1
+    assert {t.task_name: t for t in run.tasks} == {t.task_name: t for t in step}
+    assert run.execution == execution("r")  # still running
+    assert await holders(backend, "r") == {
+        "a": ("Completed", None, None),
+        "b": ("Running", "A", T0 + 40),
+        "c": ("Ready", None, None),
+    }
+
+    # A step computed from the old version (or a future one) is refused and writes nothing.
+    stale = [task("r", "a", "Failed", attempt=1, error_message="stale"),
+             task("r", "b", "Completed", attempt=1, completed_at=T0 + 3, finish_seq=2),
+             task("r", "c", "Running", attempt=1, started_at=T0 + 3)]
+    before, held = await store.get_run("r"), await holders(backend, "r")
+    assert await store.commit_step("r", v0, "B", T0 + 99, stale) is False
+    assert await store.commit_step("r", v0 + 2, "B", T0 + 99, stale) is False
+    assert await store.commit_step("r", v0, "B", T0 + 99, stale, finished("r", T0 + 3, "Failed")) is False
+    assert await store.commit_step("no-such-run", 0, "B", T0 + 99, []) is False
+    assert await store.get_run("r") == before
+    assert await holders(backend, "r") == held
+    assert await store.ended_runs(["r"]) == []
+
+    # A Running row written by another committer becomes that committer's.
+    assert await store.commit_step("r", v0 + 1, "B", T0 + 50, [
+        task("r", "c", "Running", attempt=1, started_at=T0 + 31)]) is True
+    assert await version_of(store, "r") == v0 + 2
+    assert (await holders(backend, "r"))["c"] == ("Running", "B", T0 + 50)
+    assert (await holders(backend, "r"))["b"] == ("Running", "A", T0 + 40)
+    # Each Running row is held under its writer's lease: taken over only once that lease ends.
+    assert await store.claim_tasks("C", T0 + 39, T0 + 100, [WF], 10, True, {}) == []
+    assert claimed_keys(await store.claim_tasks("C", T0 + 45, T0 + 100, [WF], 10, True, {})) == {("r", "b")}
+
+
+async def test_commit_step_finished_ends_the_run_and_closes_its_fires(store, backend):
+    await store.upsert_trigger_schedule("trig", WF, 1000, False, T0)
+    await add_run(store, "r", [task("r", "a"), task("r", "b", "NotStarted")],
+                  fire=FireRequest("trig", "h1", True))
+    await add_run(store, "other", [task("other", "a", "NotStarted")], fire=FireRequest("trig", "h2", True))
+    await store.claim_tasks("A", T0 + 1, T0 + 20, [WF], 10, False, {})
+    version = await version_of(store, "r")
+
+    last = [task("r", "a", "Completed", attempt=1, started_at=T0 + 1, completed_at=T0 + 3,
+                 output_context='{"a": 1}', finish_seq=1),
+            task("r", "b", "Skipped", finish_seq=2)]
+    end = finished("r", T0 + 3, status="Failed")
+    assert await store.commit_step("r", version, "A", T0 + 20, last, end) is True
+
+    run = await store.get_run("r")
+    assert run.execution == end
+    assert (run.execution.status, run.execution.final_context, run.execution.error_message,
+            run.execution.completed_at) == ("Failed", '{"done": true}', "boom", T0 + 3)
+    assert run.version == version + 1
+    assert {t.task_name: t for t in run.tasks} == {t.task_name: t for t in last}
+    assert await holders(backend, "r") == {"a": ("Completed", None, None), "b": ("Skipped", None, None)}
+    history = {f.workflow_execution_id: f for f in await store.trigger_history("trig", 10, 0)}
+    assert history["r"].completed_at == T0 + 3
+    assert history["other"].completed_at is None
+    assert [f.workflow_execution_id for f in await store.open_trigger_fires(T0 + 4)] == ["other"]
+    assert await store.ended_runs(["r", "other"]) == ["r"]
+
+    # An ended run takes no further step, even at its current version.
+    before = await store.get_run("r")
+    assert await store.commit_step("r", before.version, "A", T0 + 30, [
+        task("r", "a", "Running", attempt=2, started_at=T0 + 4)]) is False
+    assert await store.commit_step("r", before.version, "A", T0 + 30, [],
+                                   finished("r", T0 + 5)) is False
+    assert await store.get_run("r") == before
+
+
+async def test_commit_step_finished_closes_a_linked_cron_fire(store):
+    await store.create_cron_schedule(cron_record("s1", next_run_at=T0))
+    [(fire_id, _)] = await store.claim_cron_slots(CronSlotClaim("s1", T0, T0 + 60, [T0], []), T0)
+    await add_run(store, "r", [task("r", "a")], link_fire_id=fire_id, started_at=T0 + 1)
+    [fire] = await store.cron_history("s1", 10, 0)
+    assert fire.workflow_execution_id == "r" and fire.completed_at is None
+
+    version = await version_of(store, "r")
+    assert await store.commit_step("r", version, "A", T0 + 9, [
+        task("r", "a", "Completed", attempt=1, completed_at=T0 + 2, finish_seq=1)],
+        finished("r", T0 + 2)) is True
+    [fire] = await store.cron_history("s1", 10, 0)
+    assert fire.completed_at == T0 + 2 and fire.outcome is None
+
+
+# ====================================================================== leases of tasks
+async def test_renew_task_leases_extends_only_the_owners_listed_running_tasks(opened, backend):
+    first, second = await opened(), await opened()
+    await add_run(first, "r", [task("r", "x"), task("r", "y"), task("r", "w")], workflow="wfA")
+    await add_run(first, "s", [task("s", "z")], workflow="wfB")
+    assert len(claimed_keys(await first.claim_tasks("A", T0 + 1, T0 + 5, ["wfA"], 10, False, {}))) == 3
+    assert claimed_keys(await second.claim_tasks("B", T0 + 1, T0 + 5, ["wfB"], 10, False, {})) == {("s", "z")}
+    # A row A completed that still names A (a state plain writes of task rows can leave).
+    await backend.raw("UPDATE task_executions SET status = 'Completed' WHERE execution_id = 'r' AND task_name = 'w'")
+
+    await first.renew_task_leases("A", [("r", "x"), ("r", "w"), ("s", "z"), ("r", "nope")], T0 + 100)
+    await first.renew_task_leases("A", [], T0 + 1000)
+    assert await holders(backend, "r") == {
+        "x": ("Running", "A", T0 + 100),
+        "y": ("Running", "A", T0 + 5),
+        "w": ("Completed", "A", T0 + 5),
+    }
+    assert await holders(backend, "s") == {"z": ("Running", "B", T0 + 5)}
+
+    # Only the renewed task survives its old lease.
+    taken = await second.claim_tasks("C", T0 + 50, T0 + 60, ["wfA", "wfB"], 10, True, {})
+    assert claimed_keys(taken) == {("r", "y"), ("s", "z")}
+
+
+async def test_release_leases_hands_running_tasks_back_at_once(opened, backend):
+    first, second = await opened(), await opened()
+    await add_run(first, "r1", [task("r1", "a"), task("r1", "b")], workflow="wfA")
+    await add_run(first, "r2", [task("r2", "c")], workflow="wfB")
+    await add_run(first, "r3", [task("r3", "d", "NotStarted")], workflow="wfA")
+    [mine] = await first.claim_tasks("A", T0 + 1, T0 + 100, ["wfA"], 10, False, {})
+    assert claimed_keys([mine]) == {("r1", "a"), ("r1", "b")}
+    assert claimed_keys(await second.claim_tasks("B", T0 + 1, T0 + 100, ["wfB"], 10, False, {})) == {("r2", "c")}
+    before = {r: await version_of(first, r) for r in ("r1", "r2", "r3")}
+
+    await first.release_leases("A")
+    await first.release_leases("nobody")  # nothing to release
+    assert await holders(backend, "r1") == {"a": ("Ready", None, None), "b": ("Ready", None, None)}
+    assert await holders(backend, "r2") == {"c": ("Running", "B", T0 + 100)}
+    assert await version_of(first, "r1") > before["r1"]
+    assert await version_of(first, "r2") == before["r2"]
+    assert await version_of(first, "r3") == before["r3"]
+
+    # Claimable at once, with every lease still live, and without a take-over.
+    got = await second.claim_tasks("C", T0 + 2, T0 + 100, ["wfA", "wfB"], 10, False, {})
+    assert claimed_keys(got) == {("r1", "a"), ("r1", "b")}
+    # The releasing runner's late step is refused.
+    assert await first.commit_step("r1", mine.run.version, "A", T0 + 100, [
+        task("r1", "a", "Completed", attempt=1, completed_at=T0 + 3, finish_seq=1)]) is False
+    assert (await holders(backend, "r1"))["a"] == ("Running", "C", T0 + 100)
+
+
+# ====================================================================== ended_runs
+async def test_ended_runs_lists_ended_and_unknown_runs_only(store):
+    await add_run(store, "live", [task("live", "a")])
+    await add_run(store, "pending", [task("pending", "a", "NotStarted")], status="Pending")
+    await add_run(store, "done", [task("done", "a")])
+    await add_run(store, "failed", [task("failed", "a")])
+    assert await store.commit_step("done", await version_of(store, "done"), "A", T0 + 5, [
+        task("done", "a", "Completed", attempt=1, completed_at=T0 + 2, finish_seq=1)],
+        finished("done", T0 + 2)) is True
+    await store.save_progress([], finished("failed", T0 + 3, status="Failed"))
+
+    assert sorted(await store.ended_runs(["live", "pending", "done", "failed", "gone"])) == [
+        "done", "failed", "gone"]
+    assert await store.ended_runs(["live", "pending"]) == []
+    assert await store.ended_runs(["gone"]) == ["gone"]
+    assert await store.ended_runs([]) == []
+
+
+# ====================================================================== listen
+async def test_listen_pushes_new_work_and_ended_runs_from_other_stores(opened, backend):
+    listener, writer = await opened(), await opened()
+    notices = Notices()
+    assert await listener.listen(notices) is True
+
+    since = len(notices.got)
+    await add_run(writer, "r", [task("r", "a"), task("r", "b", "NotStarted")])
+    await notices.wait_for(lambda n: n.work, since)
+
+    [claim] = await writer.claim_tasks("A", T0 + 1, T0 + 50, [WF], 10, False, {})
+    since = len(notices.got)
+    assert await writer.commit_step("r", claim.run.version, "A", T0 + 50, [
+        task("r", "a", "Completed", attempt=1, completed_at=T0 + 2, finish_seq=1),
+        task("r", "b", "Ready")]) is True
+    await notices.wait_for(lambda n: n.work, since)
+
+    [claim] = await writer.claim_tasks("A", T0 + 3, T0 + 50, [WF], 10, False, {})
+    since = len(notices.got)
+    await writer.release_leases("A")
+    await notices.wait_for(lambda n: n.work, since)
+
+    [claim] = await writer.claim_tasks("A", T0 + 4, T0 + 50, [WF], 10, False, {})
+    since = len(notices.got)
+    assert await writer.commit_step("r", claim.run.version, "A", T0 + 50, [
+        task("r", "b", "Completed", attempt=2, completed_at=T0 + 5, finish_seq=2)],
+        finished("r", T0 + 5)) is True
+    await notices.wait_for(lambda n: n == Notice(ended_run="r"), since)
+    assert all(n.ended_run in (None, "r") for n in notices.got)
+
+
+async def test_a_fired_run_with_ready_work_is_announced(opened):
+    listener, writer = await opened(), await opened()
+    notices = Notices()
+    assert await listener.listen(notices) is True
+    await writer.upsert_trigger_schedule("trig", WF, 1000, False, T0)
+    since = len(notices.got)
+    assert await writer.create_execution(execution("r"), [task("r", "a")], "creator", T0 + 5,
+                                         FireRequest("trig", "h", True))
+    await notices.wait_for(lambda n: n.work, since)
+
+
+async def test_close_stops_listening(opened, backend):
+    listener = await opened()
+    assert await listener.listen(Notices()) is True
+    await wait_until_sessions(backend, listener, 1)
+    await listener.close()
+    await wait_until_sessions(backend, listener, 0)
+    await listener.close()  # idempotent
