@@ -166,7 +166,13 @@ class DatabaseAdmin:
                     )
                 from .store.postgres import apply_migrations  # the one migration code path
 
+                # The tables are created as (so owned by) the tenant's role: its own runners
+                # can then apply the migrations of a later cloaca to its schema.
+                await conn.execute(f"GRANT {role} TO CURRENT_USER")
+                await conn.execute(f"SET LOCAL ROLE {role}")
                 await apply_migrations(conn, config.schema_name)
+                await conn.execute("RESET ROLE")
+                await conn.execute(f"REVOKE {role} FROM CURRENT_USER")
                 for kind in ("TABLES", "SEQUENCES"):
                     await conn.execute(f"GRANT ALL ON ALL {kind} IN SCHEMA {schema} TO {role}")
         except Exception as exc:

@@ -506,6 +506,9 @@ def test_tenants_are_isolated_with_their_own_credentials(tenants):
     # Nor may a tenant put tables into the shared default schema... or into the other's.
     with pytest.raises(asyncpg.InsufficientPrivilegeError):
         sql(f'CREATE TABLE "{b_schema}".intruder (x int)', url=creds_a.connection_string)
+    # Its tables are its own (so its runners can migrate them), and it can read them.
+    owners = sql("SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = $1", a_schema)
+    assert owners == [(creds_a.username,)]
     # Its own tables it can read directly.
     [(count,)] = sql(f'SELECT count(*) FROM "{a_schema}".workflow_executions', url=creds_a.connection_string)
     assert count == 2
@@ -567,3 +570,22 @@ def test_remove_tenant_surfaces_sql_errors(tenants):
         sql(f'DROP DATABASE "{other_db}"')
     admin.remove_tenant(schema_name, username)
     assert sql("SELECT 1 FROM pg_roles WHERE rolname = $1", username) == []
+
+
+@needs_postgres
+def test_a_tenants_runner_applies_a_later_migration_to_its_own_schema(tenants):
+    admin = DatabaseAdmin(POSTGRES_URL)
+    schema_name, username = unique("tenant_mig"), unique("user_mig")
+    tenants.append((schema_name, username))
+    creds = admin.create_tenant(TenantConfig(schema_name, username, "pw-of-mig"))
+    # Take the schema back to version 2, as a tenant created by an earlier cloaca would be.
+    quoted = f'"{schema_name}"'
+    sql(f"DROP INDEX {quoted}.ix_tasks_claimable")
+    sql(f"ALTER TABLE {quoted}.task_executions DROP COLUMN owner, DROP COLUMN lease_until")
+    sql(f"ALTER TABLE {quoted}.workflow_executions DROP COLUMN version")
+    sql(f"DELETE FROM {quoted}.cloaca_schema_version WHERE version > 2")
+
+    with DefaultRunner.with_schema(creds.connection_string, schema_name) as runner:
+        assert runner.execute(CHAIN, Context({})).status == "Completed"
+    [(version,)] = sql(f"SELECT MAX(version) FROM {quoted}.cloaca_schema_version")
+    assert version == LATEST_VERSION
