@@ -209,3 +209,71 @@ def test_without_listen_runners_still_share_work_by_polling(schema, monkeypatch)
     finally:
         submitter.shutdown()
         helper.shutdown()
+
+
+DEDUPED = "pg_sharing_deduped_wf"
+TICKED = "pg_sharing_ticked_wf"
+deduped_spans: list[tuple[float, float]] = []
+
+with cloaca.WorkflowBuilder(DEDUPED):
+
+    @cloaca.task(id="hold")
+    async def _hold(context: Context) -> Context:
+        import asyncio
+        import time
+
+        start = time.monotonic()
+        await asyncio.sleep(0.2)
+        deduped_spans.append((start, time.monotonic()))
+        return context
+
+with cloaca.WorkflowBuilder(TICKED):
+
+    @cloaca.task(id="tick")
+    async def _tick(context: Context) -> Context:
+        return context
+
+
+def test_two_runners_fire_each_cron_slot_once_and_never_run_a_deduped_trigger_twice_at_once(schema):
+    import time
+
+    from cloaca.registry import REGISTRY
+
+    trigger_name = f"pg_sharing_same_context_{uuid.uuid4().hex[:8]}"
+
+    @cloaca.trigger(workflow=DEDUPED, name=trigger_name, poll_interval="50ms")
+    def always_the_same() -> cloaca.TriggerResult:
+        return cloaca.TriggerResult.fire(Context({"same": 1}))
+
+    first = second = None
+    try:
+        first = DefaultRunner(POSTGRES_URL, _schema=schema)  # type: ignore[arg-type]
+        second = DefaultRunner(POSTGRES_URL, _schema=schema)  # type: ignore[arg-type]
+        schedule_id = first.register_cron_workflow(TICKED, "* * * * * *", "UTC")
+        poll_until(lambda: len(deduped_spans) >= 4, "several trigger runs", timeout=30)
+        poll_until(
+            lambda: len([h for h in second.get_cron_execution_history(schedule_id)
+                         if h["workflow_execution_id"]]) >= 3,
+            "several cron slots", timeout=30,
+        )
+        first.set_trigger_enabled(trigger_name, False)
+        second.set_trigger_enabled(trigger_name, False)
+        first.set_cron_schedule_enabled(schedule_id, False)
+        time.sleep(0.5)  # let runs launched just before the switch-off end
+
+        # Dedup held across the two runners: runs of the same context never overlapped.
+        spans = sorted(deduped_spans)
+        assert all(later[0] >= earlier[1] for earlier, later in zip(spans, spans[1:])), spans
+
+        # Every cron slot fired once: one fire per slot, one run per fire, no other runs.
+        history = first.get_cron_execution_history(schedule_id, limit=1000)
+        slots = [h["scheduled_time"] for h in history]
+        assert len(slots) == len(set(slots))
+        launched = {h["workflow_execution_id"] for h in history if h["workflow_execution_id"]}
+        runs = {r["id"] for r in first.list_executions(workflow_name=TICKED, limit=1000)}
+        assert runs == launched and len(runs) >= 3
+    finally:
+        REGISTRY.remove_trigger(trigger_name)
+        for r in (first, second):
+            if r is not None:
+                r.shutdown()
