@@ -14,6 +14,7 @@ import asyncio
 import uuid
 from typing import Any, Callable, Optional, Sequence
 
+import asyncpg
 import pytest
 import pytest_asyncio
 
@@ -284,30 +285,111 @@ async def test_concurrent_claims_from_two_stores_are_disjoint(opened):
         everything = {(r, f"t{j}") for r in run_ids for j in range(5)}
         for i, run_id in enumerate(run_ids):
             await add_run(first, run_id, [task(run_id, f"t{j}") for j in range(5)], started_at=T0 + i)
-        wf = [WF]
-
-        # Ready tasks.
         a, b = await asyncio.gather(
-            first.claim_tasks("A", T0 + 1, T0 + 5, wf, 50, False, {}),
-            second.claim_tasks("B", T0 + 1, T0 + 5, wf, 50, False, {}),
+            first.claim_tasks("A", T0 + 1, T0 + 10_000, [WF], 50, False, {}),
+            second.claim_tasks("B", T0 + 1, T0 + 10_000, [WF], 50, False, {}),
         )
         got_a, got_b = claimed_keys(a), claimed_keys(b)
         assert not got_a & got_b
         assert got_a | got_b == everything
         assert len(got_a) + len(got_b) == sum(len(c.tasks) for c in a + b)
+        assert {t.status for t in claimed_tasks(a + b).values()} == {"Running"}
+        for run_id in run_ids:
+            assert await version_of(first, run_id) == 0  # claims of Ready tasks
 
-        # The same tasks once their leases expired, taken over: each claimer's take-over bumps
-        # the version of each run it took tasks of.
+
+@pytest.mark.xfail(
+    raises=asyncpg.exceptions.DeadlockDetectedError, strict=False,
+    reason="store bug: two concurrent take-overs of tasks of the same runs can deadlock on "
+           "their version bumps (CLAIM_TASKS updates workflow_executions rows in no fixed order)",
+)
+async def test_concurrent_take_overs_from_two_stores_are_disjoint(opened):
+    first, second = await opened(), await opened()
+    for round_ in range(3):
+        run_ids = [f"r{round_}-{i}" for i in range(10)]
+        everything = {(r, f"t{j}") for r in run_ids for j in range(5)}
+        for i, run_id in enumerate(run_ids):
+            await add_run(first, run_id, [task(run_id, f"t{j}", "Running", attempt=1, started_at=T0)
+                                          for j in range(5)], started_at=T0 + i, owner="dead",
+                          lease_until=T0 + 5)
         a, b = await asyncio.gather(
-            first.claim_tasks("A2", T0 + 10, T0 + 10_000, wf, 50, True, {}),
-            second.claim_tasks("B2", T0 + 10, T0 + 10_000, wf, 50, True, {}),
+            first.claim_tasks("A", T0 + 10, T0 + 10_000, [WF], 50, True, {}),
+            second.claim_tasks("B", T0 + 10, T0 + 10_000, [WF], 50, True, {}),
         )
         got_a, got_b = claimed_keys(a), claimed_keys(b)
         assert not got_a & got_b
         assert got_a | got_b == everything
+        assert {t.attempt for t in claimed_tasks(a + b).values()} == {2}
+        # Each claimer's take-over bumps the version of each run it took tasks of, once.
         for run_id in run_ids:
             takers = sum(run_id in {c.execution_id for c in claims} for claims in (a, b))
             assert await version_of(first, run_id) == takers
+
+
+async def blocked_by(monitor: Any, pids: set[int], count: int) -> list[int]:
+    """The sessions waiting for a lock that one of `pids` holds (or waits for ahead of them),
+    once there are `count` of them (a bounded wait)."""
+    async def until() -> list[int]:
+        while True:
+            rows = await monitor.fetch(
+                "SELECT pid FROM pg_stat_activity WHERE pg_blocking_pids(pid) && $1::int[]",
+                list(pids),
+            )
+            if len(rows) >= count:
+                return [r[0] for r in rows]
+            await asyncio.sleep(0.02)
+
+    return await asyncio.wait_for(until(), NOTICE_WAIT_SECONDS)
+
+
+@pytest.mark.xfail(
+    raises=asyncpg.exceptions.DeadlockDetectedError, strict=True,
+    reason="store bug: COMMIT_STEP locks the run row then the task rows, CLAIM_TASKS (take-over) "
+           "the task rows then the run row, so a step racing a take-over of its task deadlocks",
+)
+async def test_a_step_committed_while_its_task_is_taken_over_has_one_winner(opened, backend):
+    """The old claimer's step and the take-over race; exactly one of them may win.
+
+    A third session holds the run row locked until both calls are waiting, so that the step
+    reaches the run row first and the take-over locks the task row first (the race made
+    deterministic). Then: either the step commits and the take-over finds nothing, or the
+    take-over wins and the step is refused; never an error.
+    """
+    first, second = await opened(), await opened()
+    await add_run(first, "r", [task("r", "a")])
+    [claim] = await first.claim_tasks("A", T0 + 1, T0 + 5, [WF], 10, False, {})
+    version = claim.run.version
+    done = task("r", "a", "Completed", attempt=1, started_at=T0 + 1, completed_at=T0 + 6,
+                output_context="{}", finish_seq=1)
+
+    gate = await asyncpg.connect(backend.url, server_settings={"search_path": backend.schema})
+    monitor = await asyncpg.connect(backend.url)
+    calls: list[asyncio.Future[Any]] = []
+    try:
+        async with gate.transaction():
+            await gate.execute("SELECT 1 FROM workflow_executions WHERE id = 'r' FOR UPDATE")
+            calls.append(asyncio.ensure_future(first.commit_step("r", version, "A", T0 + 50, [done])))
+            [committer] = await blocked_by(monitor, {gate.get_server_pid()}, 1)
+            calls.append(asyncio.ensure_future(
+                second.claim_tasks("B", T0 + 10, T0 + 60, [WF], 10, True, {})))
+            await blocked_by(monitor, {gate.get_server_pid(), committer}, 2)
+    finally:
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        await gate.close()
+        await monitor.close()
+    for r in results:
+        if isinstance(r, BaseException):
+            raise r
+    committed, taken = results
+    stored = (await tasks_of(first, "r"))["a"]
+    if committed:
+        assert taken == []
+        assert stored == done
+        assert await version_of(first, "r") == version + 1
+    else:
+        assert claimed_keys(taken) == {("r", "a")}
+        assert stored == task("r", "a", "Running", attempt=2, started_at=T0 + 10)
+        assert await version_of(first, "r") == version + 1
 
 
 async def test_known_versions_spare_reading_back_runs_the_claimer_holds(store):
