@@ -298,11 +298,6 @@ async def test_concurrent_claims_from_two_stores_are_disjoint(opened):
             assert await version_of(first, run_id) == 0  # claims of Ready tasks
 
 
-@pytest.mark.xfail(
-    raises=asyncpg.exceptions.DeadlockDetectedError, strict=False,
-    reason="store bug: two concurrent take-overs of tasks of the same runs can deadlock on "
-           "their version bumps (CLAIM_TASKS updates workflow_executions rows in no fixed order)",
-)
 async def test_concurrent_take_overs_from_two_stores_are_disjoint(opened):
     first, second = await opened(), await opened()
     for round_ in range(3):
@@ -318,11 +313,16 @@ async def test_concurrent_take_overs_from_two_stores_are_disjoint(opened):
         )
         got_a, got_b = claimed_keys(a), claimed_keys(b)
         assert not got_a & got_b
-        assert got_a | got_b == everything
-        assert {t.attempt for t in claimed_tasks(a + b).values()} == {2}
+        # A take-over passes over runs the other claimer has locked: what is left is taken
+        # by the next claim, never twice.
+        rest = await first.claim_tasks("C", T0 + 10, T0 + 10_000, [WF], 50, True, {})
+        got_rest = claimed_keys(rest)
+        assert not (got_a | got_b) & got_rest
+        assert got_a | got_b | got_rest == everything
+        assert {t.attempt for t in claimed_tasks(a + b + rest).values()} == {2}
         # Each claimer's take-over bumps the version of each run it took tasks of, once.
         for run_id in run_ids:
-            takers = sum(run_id in {c.execution_id for c in claims} for claims in (a, b))
+            takers = sum(run_id in {c.execution_id for c in claims} for claims in (a, b, rest))
             assert await version_of(first, run_id) == takers
 
 
@@ -342,18 +342,12 @@ async def blocked_by(monitor: Any, pids: set[int], count: int) -> list[int]:
     return await asyncio.wait_for(until(), NOTICE_WAIT_SECONDS)
 
 
-@pytest.mark.xfail(
-    raises=asyncpg.exceptions.DeadlockDetectedError, strict=True,
-    reason="store bug: COMMIT_STEP locks the run row then the task rows, CLAIM_TASKS (take-over) "
-           "the task rows then the run row, so a step racing a take-over of its task deadlocks",
-)
-async def test_a_step_committed_while_its_task_is_taken_over_has_one_winner(opened, backend):
-    """The old claimer's step and the take-over race; exactly one of them may win.
+async def test_a_take_over_passes_over_a_run_whose_step_is_in_flight(opened, backend):
+    """A take-over racing the old claimer's step never waits for it (nor deadlocks with it).
 
-    A third session holds the run row locked until both calls are waiting, so that the step
-    reaches the run row first and the take-over locks the task row first (the race made
-    deterministic). Then: either the step commits and the take-over finds nothing, or the
-    take-over wins and the step is refused; never an error.
+    A third session holds the run row locked, as a step in flight does, while the old
+    claimer's step waits behind it: the take-over returns at once without the task. Once the
+    run row is free, the step commits and there is nothing left to take over.
     """
     first, second = await opened(), await opened()
     await add_run(first, "r", [task("r", "a")])
@@ -364,32 +358,52 @@ async def test_a_step_committed_while_its_task_is_taken_over_has_one_winner(open
 
     gate = await asyncpg.connect(backend.url, server_settings={"search_path": backend.schema})
     monitor = await asyncpg.connect(backend.url)
+    step: Optional[asyncio.Future[Any]] = None
+    try:
+        async with gate.transaction():
+            await gate.execute("SELECT 1 FROM workflow_executions WHERE id = 'r' FOR UPDATE")
+            step = asyncio.ensure_future(first.commit_step("r", version, "A", T0 + 50, [done]))
+            await blocked_by(monitor, {gate.get_server_pid()}, 1)
+            taken = await asyncio.wait_for(
+                second.claim_tasks("B", T0 + 10, T0 + 60, [WF], 10, True, {}), 10)
+            assert taken == []
+    finally:
+        committed = await step if step is not None else None
+        await gate.close()
+        await monitor.close()
+    assert committed is True
+    assert (await tasks_of(first, "r"))["a"] == done
+    assert await version_of(first, "r") == version + 1
+    assert await second.claim_tasks("B", T0 + 20, T0 + 60, [WF], 10, True, {}) == []
+
+
+async def test_release_leases_racing_a_step_of_the_same_runner_never_deadlocks(opened, backend):
+    """Both lock the run's row before its task rows: the one queued first wins, no deadlock.
+
+    A third session holds the run row while the step queues behind it, then the release.
+    """
+    store = await opened()
+    await add_run(store, "r", [task("r", "a")])
+    [claim] = await store.claim_tasks("A", T0 + 1, T0 + 50, [WF], 10, False, {})
+    done = task("r", "a", "Completed", attempt=1, started_at=T0 + 1, completed_at=T0 + 6,
+                output_context="{}", finish_seq=1)
+
+    gate = await asyncpg.connect(backend.url, server_settings={"search_path": backend.schema})
+    monitor = await asyncpg.connect(backend.url)
     calls: list[asyncio.Future[Any]] = []
     try:
         async with gate.transaction():
             await gate.execute("SELECT 1 FROM workflow_executions WHERE id = 'r' FOR UPDATE")
-            calls.append(asyncio.ensure_future(first.commit_step("r", version, "A", T0 + 50, [done])))
-            [committer] = await blocked_by(monitor, {gate.get_server_pid()}, 1)
-            calls.append(asyncio.ensure_future(
-                second.claim_tasks("B", T0 + 10, T0 + 60, [WF], 10, True, {})))
-            await blocked_by(monitor, {gate.get_server_pid(), committer}, 2)
+            calls.append(asyncio.ensure_future(store.commit_step("r", claim.run.version, "A", T0 + 50, [done])))
+            [stepper] = await blocked_by(monitor, {gate.get_server_pid()}, 1)
+            calls.append(asyncio.ensure_future(store.release_leases("A")))
+            await blocked_by(monitor, {gate.get_server_pid(), stepper}, 2)
     finally:
         results = await asyncio.gather(*calls, return_exceptions=True)
         await gate.close()
         await monitor.close()
-    for r in results:
-        if isinstance(r, BaseException):
-            raise r
-    committed, taken = results
-    stored = (await tasks_of(first, "r"))["a"]
-    if committed:
-        assert taken == []
-        assert stored == done
-        assert await version_of(first, "r") == version + 1
-    else:
-        assert claimed_keys(taken) == {("r", "a")}
-        assert stored == task("r", "a", "Running", attempt=2, started_at=T0 + 10)
-        assert await version_of(first, "r") == version + 1
+    assert results == [True, None]
+    assert (await tasks_of(store, "r"))["a"] == done
 
 
 async def test_known_versions_spare_reading_back_runs_the_claimer_holds(store):

@@ -200,7 +200,11 @@ class PostgresStore(Store):
 
     async def release_leases(self, owner: str) -> None:
         pool = self._require_pool()
-        if await pool.fetchval(q.RELEASE_LEASES, owner):
+        async with pool.acquire() as conn:
+            async with conn.transaction():
+                await conn.execute(q.LOCK_RUNS_OF_OWNER, owner)
+                released = await conn.fetchval(q.RELEASE_LEASES, owner)
+        if released:
             await pool.execute(q.NOTIFY, self.channel, "w")
 
     async def get_run(self, execution_id: str) -> Optional[StoredRun]:
@@ -227,7 +231,12 @@ class PostgresStore(Store):
         if not workflow_names or limit <= 0:
             return []
         pool = self._require_pool()
-        rows = await pool.fetch(q.CLAIM_TASKS, now, owner, list(workflow_names), limit, take_over, lease_until)
+        names = list(workflow_names)
+        rows = []
+        if take_over:
+            rows = await pool.fetch(q.TAKE_OVER_TASKS, now, owner, names, limit, lease_until)
+        if len(rows) < limit:
+            rows += await pool.fetch(q.CLAIM_READY_TASKS, now, owner, names, limit - len(rows), lease_until)
         if not rows:
             return []
         claimed: dict[str, list[TaskRecord]] = {}

@@ -236,6 +236,15 @@ RENEW_LEASES = """
     UPDATE workflow_executions SET lease_until = $1
      WHERE owner = $2 AND status IN ('Pending', 'Running')
 """
+# Run in one transaction: lock the runs concerned in id order, then RELEASE_LEASES.
+LOCK_RUNS_OF_OWNER = """
+    SELECT id FROM workflow_executions
+     WHERE status IN ('Pending', 'Running')
+       AND (owner = $1 OR id IN (
+           SELECT execution_id FROM task_executions WHERE owner = $1 AND status = 'Running'))
+     ORDER BY id
+       FOR UPDATE
+"""
 # Running tasks go back to Ready (their runs' versions move on, so a late step of the
 # releasing runner is refused); the count says whether there is new work to announce.
 RELEASE_LEASES = """
@@ -255,34 +264,46 @@ RELEASE_LEASES = """
 """
 
 # --- work shared by task ------------------------------------------------------------
-# Oldest runs first. Rows locked by a concurrent claimer are skipped; a row whose claim
-# committed meanwhile is re-checked against the WHERE clause (READ COMMITTED), so two
-# claimers never get the same task. Taking over a task whose lease expired bumps its run's
-# version in the same statement: a late step of the old claimer is then refused.
-CLAIM_TASKS = f"""
+# Locks, everywhere: a run's row before its task rows (COMMIT_STEP updates the run row
+# first; RELEASE_LEASES locks run rows, in id order, first), so no two statements wait for
+# each other in a cycle. Claims wait for no lock at all (SKIP LOCKED): claiming a Ready task
+# locks its row only; taking over a task whose lease expired also locks its run's row, to
+# bump the run's version (a late step of the old claimer is then refused), and so passes
+# over runs whose step is in flight.
+#
+# Oldest runs first. A row whose claim committed meanwhile is re-checked against the WHERE
+# clause (READ COMMITTED), so two claimers never get the same task.
+# $1 now, $2 owner, $3 workflow names, $4 limit, $5 lease until.
+_CLAIM = """
     WITH pick AS (
-        SELECT t.execution_id, t.task_name, t.status AS was
+        SELECT t.execution_id, t.task_name
           FROM task_executions t JOIN workflow_executions e ON e.id = t.execution_id
-         WHERE t.status IN ('Ready', 'Running')
-           AND e.status = 'Running' AND e.workflow_name = ANY($3::text[])
-           AND ((t.status = 'Ready' AND (t.not_before IS NULL OR t.not_before <= $1))
-                OR ($5::boolean AND t.status = 'Running'
-                    AND (t.lease_until IS NULL OR t.lease_until < $1)))
+         WHERE {claimable} AND e.status = 'Running' AND e.workflow_name = ANY($3::text[])
          ORDER BY e.started_at, e.seq, t.task_name
          LIMIT $4
-           FOR UPDATE OF t SKIP LOCKED
+           FOR UPDATE OF {locked} SKIP LOCKED
     ), claimed AS (
         UPDATE task_executions t
            SET status = 'Running', attempt = t.attempt + 1, started_at = $1, not_before = NULL,
-               owner = $2, lease_until = $6
+               owner = $2, lease_until = $5
           FROM pick WHERE t.execution_id = pick.execution_id AND t.task_name = pick.task_name
-        RETURNING {_T_TASK_COLUMNS}, pick.was
-    ), bumped AS (
-        UPDATE workflow_executions SET version = version + 1
-         WHERE id IN (SELECT execution_id FROM claimed WHERE was = 'Running')
-    )
-    SELECT {TASK_COLUMNS} FROM claimed
+        RETURNING {returning}
+    ){bump}
+    SELECT {columns} FROM claimed
 """
+CLAIM_READY_TASKS = _CLAIM.format(
+    claimable="t.status = 'Ready' AND (t.not_before IS NULL OR t.not_before <= $1)",
+    locked="t", bump="", returning=_T_TASK_COLUMNS, columns=TASK_COLUMNS,
+)
+TAKE_OVER_TASKS = _CLAIM.format(
+    claimable="t.status = 'Running' AND (t.lease_until IS NULL OR t.lease_until < $1)",
+    locked="t, e", returning=_T_TASK_COLUMNS, columns=TASK_COLUMNS,
+    bump="""
+    , bumped AS (
+        UPDATE workflow_executions SET version = version + 1
+         WHERE id IN (SELECT execution_id FROM claimed)
+    )""",
+)
 SELECT_VERSIONS = "SELECT id, version FROM workflow_executions WHERE id = ANY($1::text[])"
 # One scheduling step, compare-and-set on the run's version ($12): the task rows
 # ($1..$10), claimed by $13 until $14 where Running; the end of the run ($15..$18, NULL
