@@ -23,6 +23,7 @@ from cloaca.store.base import (
     CronSlotClaim,
     ExecutionRecord,
     FireRequest,
+    RunLost,
     Store,
     StoredRun,
     TaskRecord,
@@ -226,6 +227,32 @@ async def test_save_progress_writes_task_rows_and_leaves_the_run_open(store):
     assert run.execution.status == "Running" and run.execution.completed_at is None
     # Still leased, so still owned: another runner cannot take it over before the lease ends.
     assert await store.claim_orphans("o2", T0 + 1, T0 + 10, ["wf"]) == []
+
+
+async def test_save_progress_for_an_owner_writes_nothing_once_the_run_was_taken_over(store):
+    await new_run(store, "r", owner="stalled", lease_until=T0 + 5)
+    mine = TaskRecord("r", "a", "Running", attempt=1, started_at=T0 + 1)
+    await store.save_progress([mine], None, "stalled")  # still its owner: written
+    assert {t.task_name: t for t in (await store.get_run("r")).tasks}["a"] == mine
+
+    assert ids([r.execution for r in await store.claim_orphans("rescuer", T0 + 6, T0 + 20, ["wf"])]) == ["r"]
+    late = TaskRecord("r", "a", "Completed", attempt=1, completed_at=T0 + 7, output_context="{}",
+                      finish_seq=1)
+    with pytest.raises(RunLost) as caught:
+        await store.save_progress([late], None, "stalled")
+    assert caught.value.execution_id == "r"
+    with pytest.raises(RunLost):
+        await store.save_progress([], finished("r", T0 + 7), "stalled")
+    with pytest.raises(RunLost):  # a run that does not exist is nobody's
+        await store.save_progress([TaskRecord("gone", "a", "Completed")], None, "stalled")
+    after = await store.get_run("r")
+    assert after.execution.status == "Running"
+    assert {t.task_name: t for t in after.tasks}["a"] == mine
+
+    await store.save_progress([late], finished("r", T0 + 8), "rescuer")  # the new owner writes
+    after = await store.get_run("r")
+    assert after.execution.status == "Completed"
+    assert {t.task_name: t for t in after.tasks}["a"] == late
 
 
 async def test_save_progress_finished_closes_the_run_and_only_its_fires(store):

@@ -34,7 +34,7 @@ from ..rules import evaluate_rule
 from ..task import TaskDefinition, TaskHandle
 from ..workflow import Workflow
 from ..store.base import (
-    ClaimedWork, ExecutionRecord, FireRequest, Store, StoredRun, TaskRecord, WorkSharing,
+    ClaimedWork, ExecutionRecord, FireRequest, RunLost, Store, StoredRun, TaskRecord, WorkSharing,
 )
 from .callbacks import run_callback
 from .deadline import cancelled_from_outside, deadline
@@ -323,7 +323,7 @@ class Engine:
 
     def _write_soon(self, record: TaskRecord) -> asyncio.Future[Any]:
         snapshot = _copy(record)
-        future = asyncio.ensure_future(self.store.save_progress([snapshot]))
+        future = asyncio.ensure_future(self.store.save_progress([snapshot], None, self.owner))
         future.add_done_callback(_log_write_error)
         return future
 
@@ -343,6 +343,9 @@ class Engine:
                 self._forget(run)
 
     def _persist_failed(self, run: Run, exc: Exception) -> None:
+        if isinstance(exc, RunLost):
+            self._lost(run)
+            return
         if self.claims is not None:
             # The task's lease is no longer renewed: a runner takes it over when it expires.
             log.error("cloaca: could not persist a step of run %s (its task will be retried "
@@ -354,6 +357,28 @@ class Engine:
             run.done.set_exception(
                 ValueError(f"Workflow execution failed: could not persist progress: {exc}")
             )
+
+    def _lost(self, run: Run) -> None:
+        """BY_RUN: another runner took the run over while this one stalled past its lease."""
+        if self._runs.get(run.id) is not run:
+            return  # already known
+        del self._runs[run.id]
+        log.warning("cloaca: run %s was taken over by another runner while this one stalled past "
+                    "its lease; this runner's late results are dropped", run.id)
+        self._spawn(self._await_end_elsewhere(run), background=True)
+
+    async def _await_end_elsewhere(self, run: Run) -> None:
+        """Tell the run's waiters and listeners how it ends, in whichever runner ends it."""
+        while True:
+            await asyncio.sleep(self.settings.lease_seconds / 3)
+            try:
+                stored = await self.store.get_run(run.id)
+            except Exception as exc:
+                log.warning("cloaca: could not read run %s: %s", run.id, exc)
+                continue
+            if stored is None or stored.execution.status not in ("Pending", "Running"):
+                self.finished(run, stored or run.snapshot())
+                return
 
     def _forget(self, run: Run) -> None:
         if self._runs.get(run.id) is run:
@@ -501,7 +526,7 @@ class Engine:
         if state.pending_write is not None:
             await asyncio.shield(state.pending_write)
             state.pending_write = None
-        await self.store.save_progress(records, finished)
+        await self.store.save_progress(records, finished, self.owner)
 
     async def _commit_shared(self, run: Run, state: _TaskState, outcome: TaskRecord) -> Optional[_Step]:
         """BY_TASK: write the step against the run's version, recomputing it from the stored
@@ -557,7 +582,7 @@ class Engine:
         if run.execution.completed_at is None:  # e.g. every task was skipped at submission
             finished = self._finished_record(run, now)
             if self.claims is None:
-                await self.store.save_progress([], finished)
+                await self.store.save_progress([], finished, self.owner)
             elif await self.store.commit_step(run.id, run.version, self.owner, now, [], finished):
                 run.version += 1
         self.finished(run, run.snapshot())
@@ -614,7 +639,7 @@ class Engine:
             elif status == "NotStarted" and state.remaining == 0:
                 self._make_eligible(run, state, step)
         try:
-            await self.store.save_progress(step.changed)
+            await self.store.save_progress(step.changed, None, self.owner)
         except Exception:
             self._abandon(step)
             raise

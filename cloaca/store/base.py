@@ -163,6 +163,22 @@ class OpenFire:
     workflow_execution_id: Optional[str]
 
 
+class RunLost(Exception):
+    """A runner wrote to a run that another runner has taken over (its lease had expired)."""
+
+    def __init__(self, execution_id: str) -> None:
+        super().__init__(f"run {execution_id} is no longer held by this runner (taken over after its lease expired)")
+        self.execution_id = execution_id
+
+
+def runs_written(tasks: Sequence[TaskRecord], finished: Optional[ExecutionRecord]) -> set[str]:
+    """The ids of the runs that a `save_progress` call writes to."""
+    ids = {t.execution_id for t in tasks}
+    if finished is not None:
+        ids.add(finished.id)
+    return ids
+
+
 @dataclass(frozen=True)
 class Notice:
     """A hint pushed by a `BY_TASK` store: new claimable work, or the end of a run."""
@@ -209,9 +225,15 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def save_progress(
-        self, tasks: Sequence[TaskRecord], finished: Optional[ExecutionRecord] = None
+        self, tasks: Sequence[TaskRecord], finished: Optional[ExecutionRecord] = None,
+        owner: Optional[str] = None,
     ) -> None:
-        """Write task rows; with `finished`, also close that run and the fires linked to it."""
+        """Write task rows; with `finished`, also close that run and the fires linked to it.
+
+        With `owner`, RunLost (writing nothing) unless `owner` still holds every run written:
+        a runner whose lease expired while it stalled cannot overwrite the runner that took
+        its run over.
+        """
 
     @abc.abstractmethod
     async def claim_orphans(

@@ -36,6 +36,8 @@ from .base import (
     FireRequest,
     Notice,
     OpenFire,
+    RunLost,
+    runs_written,
     ScheduleExecutionRecord,
     Store,
     StoredRun,
@@ -168,17 +170,30 @@ class PostgresStore(Store):
         return True
 
     async def save_progress(
-        self, tasks: Sequence[TaskRecord], finished: Optional[ExecutionRecord] = None
+        self, tasks: Sequence[TaskRecord], finished: Optional[ExecutionRecord] = None,
+        owner: Optional[str] = None,
     ) -> None:
-        pool = self._require_pool()
         if finished is None:
-            if tasks:
-                await pool.execute(q.UPDATE_TASKS, *_task_arrays(tasks))
+            if not tasks:
+                return
+            sql, params = q.UPDATE_TASKS, _task_arrays(tasks)
+        else:
+            sql, params = q.SAVE_AND_FINISH, (
+                *_task_arrays(tasks), finished.status, finished.final_context,
+                finished.error_message, finished.completed_at, finished.id,
+            )
+        pool = self._require_pool()
+        if owner is None:
+            await pool.execute(sql, *params)
             return
-        await pool.execute(
-            q.SAVE_AND_FINISH, *_task_arrays(tasks), finished.status, finished.final_context,
-            finished.error_message, finished.completed_at, finished.id,
-        )
+        ids = sorted(runs_written(tasks, finished))
+        async with pool.acquire() as conn:
+            async with conn.transaction():
+                held = dict(await conn.fetch(q.LOCK_RUN_OWNERS, ids))
+                for execution_id in ids:
+                    if held.get(execution_id, None) != owner:
+                        raise RunLost(execution_id)
+                await conn.execute(sql, *params)
 
     async def claim_orphans(
         self, owner: str, now: float, lease_until: float, workflow_names: Sequence[str]

@@ -190,6 +190,9 @@ INSERT_TRIGGER_FIRE = """
     SELECT $1, id, 'trigger', $2, $3, $4, $5, $3, $3 FROM trigger_schedules WHERE trigger_name = $6
 """
 
+LOCK_RUN_OWNERS = """
+    SELECT id, owner FROM workflow_executions WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE
+"""
 UPDATE_TASKS = f"""
     UPDATE task_executions t
        SET status = u.status, attempt = u.attempt, not_before = u.not_before,

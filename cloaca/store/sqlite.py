@@ -25,6 +25,8 @@ from .base import (
     ExecutionRecord,
     FireRequest,
     OpenFire,
+    RunLost,
+    runs_written,
     ScheduleExecutionRecord,
     Store,
     StoredRun,
@@ -142,9 +144,15 @@ class SQLiteStore(Store):
         return await self._write(op)
 
     async def save_progress(
-        self, tasks: Sequence[TaskRecord], finished: Optional[ExecutionRecord] = None
+        self, tasks: Sequence[TaskRecord], finished: Optional[ExecutionRecord] = None,
+        owner: Optional[str] = None,
     ) -> None:
         def op(cur: sqlite3.Cursor) -> None:
+            if owner is not None:
+                for execution_id in runs_written(tasks, finished):
+                    row = cur.execute(q.SELECT_RUN_OWNER, (execution_id,)).fetchone()
+                    if row is None or row[0] != owner:
+                        raise RunLost(execution_id)
             cur.executemany(q.UPDATE_TASK, [_task_update_row(t) for t in tasks])
             if finished is not None:
                 cur.execute(

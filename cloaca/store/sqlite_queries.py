@@ -120,6 +120,7 @@ INSERT_EXECUTION = f"""
     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 INSERT_TASK = f"INSERT INTO task_executions ({TASK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+SELECT_RUN_OWNER = "SELECT owner FROM workflow_executions WHERE id = ?"
 UPDATE_TASK = """
     UPDATE task_executions
        SET status = ?, attempt = ?, not_before = ?, started_at = ?, completed_at = ?,
