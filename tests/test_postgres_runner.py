@@ -573,19 +573,25 @@ def test_remove_tenant_surfaces_sql_errors(tenants):
 
 
 @needs_postgres
-def test_a_tenants_runner_applies_a_later_migration_to_its_own_schema(tenants):
+def test_a_tenants_runner_applies_a_later_migration_to_its_own_schema(tenants, monkeypatch):
+    from cloaca.store import postgres_queries
+
     admin = DatabaseAdmin(POSTGRES_URL)
     schema_name, username = unique("tenant_mig"), unique("user_mig")
     tenants.append((schema_name, username))
     creds = admin.create_tenant(TenantConfig(schema_name, username, "pw-of-mig"))
-    # Take the schema back to version 2, as a tenant created by an earlier cloaca would be.
-    quoted = f'"{schema_name}"'
-    sql(f"DROP INDEX {quoted}.ix_tasks_claimable")
-    sql(f"ALTER TABLE {quoted}.task_executions DROP COLUMN owner, DROP COLUMN lease_until")
-    sql(f"ALTER TABLE {quoted}.workflow_executions DROP COLUMN version")
-    sql(f"DELETE FROM {quoted}.cloaca_schema_version WHERE version > 2")
+    # A later cloaca, with one more migration that alters a table.
+    later = LATEST_VERSION + 1
+    monkeypatch.setattr(postgres_queries, "MIGRATIONS", [
+        *postgres_queries.MIGRATIONS,
+        (later, "ALTER TABLE task_executions ADD COLUMN later_column TEXT"),
+    ])
+    monkeypatch.setattr(postgres_queries, "LATEST_VERSION", later)
 
     with DefaultRunner.with_schema(creds.connection_string, schema_name) as runner:
         assert runner.execute(CHAIN, Context({})).status == "Completed"
+    quoted = f'"{schema_name}"'
     [(version,)] = sql(f"SELECT MAX(version) FROM {quoted}.cloaca_schema_version")
-    assert version == LATEST_VERSION
+    assert version == later
+    assert sql("SELECT 1 FROM information_schema.columns WHERE table_schema = $1 "
+               "AND table_name = 'task_executions' AND column_name = 'later_column'", schema_name)

@@ -407,29 +407,37 @@ async def test_release_leases_racing_a_step_of_the_same_runner_never_deadlocks(o
 
 
 async def test_known_versions_spare_reading_back_runs_the_claimer_holds(store):
-    await add_run(store, "r", [task("r", "a"), task("r", "b"), task("r", "c")])
+    await add_run(store, "r", [task("r", "a"), task("r", "b"), task("r", "c"),
+                               task("r", "d", "NotStarted")])
     await add_run(store, "s", [task("s", "x"), task("s", "y")], workflow="wfS")
     await add_run(store, "old", [task("old", "t", "Running", attempt=1, started_at=T0)],
                   workflow="wf2", lease_until=T0 + 5)
 
-    # The right version: not read back.
-    [one] = await store.claim_tasks("me", T0 + 1, T0 + 50, [WF], 2, False, {"r": 0})
-    assert one.execution_id == "r" and one.run is None and len(one.tasks) == 2
+    # The current version: not read back.
+    [one] = await store.claim_tasks("me", T0 + 1, T0 + 50, [WF], 1, False, {"r": 0})
+    assert one.execution_id == "r" and one.run is None and [t.task_name for t in one.tasks] == ["a"]
 
-    # A wrong version, or none: the whole run, as read after the claim, with its version.
-    claims = await store.claim_tasks("me", T0 + 2, T0 + 50, [WF, "wfS"], 10, False, {"r": 7, "s": 0})
+    # A step moves r on (version 1, rows a and d): a claimer that knew version 0 gets those
+    # rows back; a run it did not know comes back whole.
+    a_done = task("r", "a", "Completed", attempt=1, started_at=T0 + 1, completed_at=T0 + 2,
+                  output_context="{}", finish_seq=1)
+    d_ready = task("r", "d", "Ready")
+    assert await store.commit_step("r", 0, "me", T0 + 50, [a_done, d_ready]) is True
+    claims = await store.claim_tasks("me", T0 + 3, T0 + 50, [WF, "wfS"], 10, False, {"r": 0})
     by_run = {c.execution_id: c for c in claims}
-    assert set(by_run) == {"r", "s"}
-    assert by_run["s"].run is None
-    run = by_run["r"].run
-    assert isinstance(run, StoredRun)
-    assert run.execution == execution("r")
-    assert run.version == 0
-    assert {t.task_name: t for t in run.tasks} == await tasks_of(store, "r")
-    assert [t for t in run.tasks if t.task_name in {u.task_name for u in by_run["r"].tasks}] == by_run["r"].tasks
-    assert {t.status for t in run.tasks} == {"Running"}
+    assert {k: sorted(t.task_name for t in c.tasks) for k, c in by_run.items()} == {
+        "r": ["b", "c", "d"], "s": ["x", "y"]}
+    changed = by_run["r"].run
+    assert isinstance(changed, StoredRun)
+    assert changed.execution == execution("r") and changed.version == 1
+    # Read after the claim: d as this claim left it (the step had made it Ready).
+    assert changed.tasks == [a_done, {t.task_name: t for t in by_run["r"].tasks}["d"]]
+    whole = by_run["s"].run
+    assert whole is not None and whole.version == 0
+    assert {t.task_name: t for t in whole.tasks} == await tasks_of(store, "s")
+    assert {t.status for t in whole.tasks} == {"Running"}  # read after the claim
 
-    # A take-over moves the version on: the claimer's version is stale, so the run comes back.
+    # A take-over moves the version on and marks the rows it took as changed.
     [taken] = await store.claim_tasks("me", T0 + 10, T0 + 50, ["wf2"], 10, True, {"old": 0})
     assert taken.run is not None
     assert taken.run.version == 1
@@ -437,6 +445,62 @@ async def test_known_versions_spare_reading_back_runs_the_claimer_holds(store):
 
 
 # ====================================================================== commit_step
+async def test_commit_step_locked_computes_from_what_changed_and_cannot_lose(opened):
+    mine, theirs = await opened(), await opened()
+    await add_run(mine, "r", [task("r", "a"), task("r", "b"), task("r", "c"),
+                              task("r", "d", "NotStarted")])
+    [claim] = await mine.claim_tasks("me", T0 + 1, T0 + 50, [WF], 1, False, {})
+    [other] = await theirs.claim_tasks("them", T0 + 1, T0 + 50, [WF], 1, False, {})
+    assert (claim.tasks[0].task_name, other.tasks[0].task_name) == ("a", "b")
+    b_done = task("r", "b", "Completed", attempt=1, started_at=T0 + 1, completed_at=T0 + 2,
+                  output_context="{}", finish_seq=1)
+    assert await theirs.commit_step("r", 0, "them", T0 + 50, [b_done]) is True
+    a_done = task("r", "a", "Completed", attempt=1, started_at=T0 + 1, completed_at=T0 + 3,
+                  output_context="{}", finish_seq=2)
+    assert await mine.commit_step("r", 0, "me", T0 + 50, [a_done]) is False  # stale
+
+    seen: list[StoredRun] = []
+
+    def compute(stored: StoredRun):
+        seen.append(stored)
+        return [a_done], None
+
+    assert await mine.commit_step_locked("r", 0, ["a"], "me", T0 + 50, compute) is True
+    [stored] = seen
+    assert stored.version == 1 and stored.execution.status == "Running"
+    # b changed after version 0; a was asked for by name (as stored: still Running, claimed).
+    assert [t.task_name for t in stored.tasks] == ["a", "b"]
+    assert stored.tasks[1] == b_done and stored.tasks[0].status == "Running"
+    assert await version_of(mine, "r") == 2
+    assert (await tasks_of(mine, "r"))["a"] == a_done
+
+    # compute may decline: nothing is written. An unknown run: compute is not called.
+    assert await mine.commit_step_locked("r", 2, [], "me", T0 + 50, lambda stored: None) is False
+    assert await version_of(mine, "r") == 2
+    assert await mine.commit_step_locked("nope", 0, [], "me", T0 + 50, compute) is False
+    assert len(seen) == 1
+
+    # Concurrent locked steps on one run are serialised: both win, each seeing the other's.
+    c_ready, d_ready = task("r", "c", "Ready", not_before=T0 + 99), task("r", "d", "Ready")
+    versions: list[int] = []
+
+    def writes(row: TaskRecord):
+        def compute_one(stored: StoredRun):
+            versions.append(stored.version)
+            return [row], None
+        return compute_one
+
+    results = await asyncio.gather(
+        mine.commit_step_locked("r", 2, [], "me", T0 + 50, writes(c_ready)),
+        theirs.commit_step_locked("r", 2, [], "them", T0 + 50, writes(d_ready)),
+    )
+    assert results == [True, True]
+    assert sorted(versions) == [2, 3]
+    assert await version_of(mine, "r") == 4
+    rows = await tasks_of(mine, "r")
+    assert (rows["c"], rows["d"]) == (c_ready, d_ready)
+
+
 async def test_commit_step_is_compare_and_set_on_the_run_version(store, backend):
     await add_run(store, "r", [task("r", "a"), task("r", "b"), task("r", "c", "NotStarted")])
     claims = await store.claim_tasks("A", T0 + 1, T0 + 20, [WF], 10, False, {})

@@ -101,10 +101,11 @@ class TaskClaims:
                 self._maybe_work = True  # look again when a slot frees up
                 return
             now = time.time()
+            known = engine.cached_versions()
             try:
                 work = await engine.store.claim_tasks(
                     engine.owner, now, now + engine.settings.lease_seconds,
-                    engine.registry.workflow_names(), taken, take_over, engine.cached_versions(),
+                    engine.registry.workflow_names(), taken, take_over, known,
                 )
             except BaseException:
                 for _ in range(taken):
@@ -113,7 +114,7 @@ class TaskClaims:
             got = sum(len(w.tasks) for w in work)
             started = 0
             for item in work:
-                started += await engine.start_claimed(item)
+                started += await engine.start_claimed(item, known)
             for _ in range(taken - started):
                 engine.slots.release()
             if got < taken:

@@ -23,7 +23,7 @@ import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import anyio
 import anyio.to_thread
@@ -529,36 +529,60 @@ class Engine:
         await self.store.save_progress(records, finished, self.owner)
 
     async def _commit_shared(self, run: Run, state: _TaskState, outcome: TaskRecord) -> Optional[_Step]:
-        """BY_TASK: write the step against the run's version, recomputing it from the stored
-        run each time another runner wrote first. None if the task is no longer ours."""
+        """BY_TASK: write the step against the run's version; if another runner wrote first,
+        compute it again under the run's row lock. None if the task is no longer ours."""
         async with run.lock:
-            while True:
-                step, finished = self._outcome_step(run, state, outcome)
-                try:
-                    committed = await self.store.commit_step(
-                        run.id, run.version, self.owner, time.time() + self.settings.lease_seconds,
-                        step.changed, finished,
-                    )
-                except Exception:
-                    self._abandon(step)
-                    raise
-                if committed:
-                    run.version += 1
-                    return step
+            step, finished = self._outcome_step(run, state, outcome)
+            try:
+                committed = await self.store.commit_step(
+                    run.id, run.version, self.owner, time.time() + self.settings.lease_seconds,
+                    step.changed, finished,
+                )
+            except Exception:
                 self._abandon(step)
-                stored = await self.store.get_run(run.id)
-                if stored is None or stored.execution.status not in ("Pending", "Running"):
-                    log.warning("cloaca: run %s ended elsewhere; dropping the result of task '%s'",
-                                run.id, outcome.task_name)
-                    return None
-                self._load(run, stored)
-                current = state.record
-                if current.status != "Running" or current.attempt != outcome.attempt:
-                    log.warning(
-                        "cloaca: task '%s' of run %s was taken over by another runner (its lease "
-                        "expired); dropping this attempt's result", outcome.task_name, run.id,
-                    )
-                    return None
+                raise
+            if committed:
+                run.version += 1
+                return step
+            self._abandon(step)
+            return await self._commit_locked(run, state, outcome, [r.task_name for r in step.changed])
+
+    async def _commit_locked(
+        self, run: Run, state: _TaskState, outcome: TaskRecord, undone: list[str]
+    ) -> Optional[_Step]:
+        """Recompute the step from what others changed (and the rows of `undone`, which the
+        refused step changed in memory only) while the run's row is locked."""
+        computed: list[_Step] = []
+
+        def compute(stored: StoredRun) -> Optional[tuple[list[TaskRecord], Optional[ExecutionRecord]]]:
+            self._load(run, stored)
+            if stored.execution.status not in ("Pending", "Running"):
+                log.warning("cloaca: run %s ended elsewhere; dropping the result of task '%s'",
+                            run.id, outcome.task_name)
+                return None
+            if state.record.status != "Running" or state.record.attempt != outcome.attempt:
+                log.warning("cloaca: task '%s' of run %s was taken over by another runner (its "
+                            "lease expired); dropping this attempt's result", outcome.task_name, run.id)
+                return None
+            step, finished = self._outcome_step(run, state, outcome)
+            computed.append(step)
+            return step.changed, finished
+
+        try:
+            committed = await self.store.commit_step_locked(
+                run.id, run.version, undone, self.owner,
+                time.time() + self.settings.lease_seconds, compute,
+            )
+        except Exception:
+            for step in computed:
+                self._abandon(step)
+            raise
+        if not committed:
+            for step in computed:
+                self._abandon(step)
+            return None
+        run.version += 1
+        return computed[0]
 
     def _finished_record(self, run: Run, now: float) -> ExecutionRecord:
         execution = run.execution
@@ -647,28 +671,33 @@ class Engine:
         await self._after_step(run, step)
 
     def _load(self, run: Run, stored: StoredRun) -> None:
-        """Make the run in memory what the store holds (its records, counters and version)."""
+        """Bring the run in memory up to what the store holds: the run's record and version,
+        the task rows given (all of them, or those changed since the run's version), and the
+        counters that follow from them."""
         run.execution = stored.execution
         run.version = stored.version
-        by_name = {t.task_name: t for t in stored.tasks}
-        for name, state in run.tasks.items():
-            if name in by_name:
-                state.record = by_name[name]
-        run.next_seq = 1 + max((t.finish_seq or 0 for t in stored.tasks), default=0)
+        for record in stored.tasks:
+            state = run.tasks.get(record.task_name)
+            if state is not None:
+                state.record = record
+        run.next_seq = 1 + max((s.record.finish_seq or 0 for s in run.tasks.values()), default=0)
         run.open_tasks = sum(1 for s in run.tasks.values() if s.record.status not in TERMINAL)
         for state in run.tasks.values():
             state.remaining = sum(
                 1 for d in set(state.definition.dependencies) if run.tasks[d].record.status not in TERMINAL
             )
 
-    async def start_claimed(self, work: ClaimedWork) -> int:
+    async def start_claimed(self, work: ClaimedWork, known: Mapping[str, int]) -> int:
         """BY_TASK: execute tasks claimed from the store, one slot already taken for each.
 
-        Returns how many were started; the caller gives back the slots of the others.
+        `known` are the run versions the claim was made with (`work.run` holds only what
+        changed since, for those). Returns how many were started; the caller gives back the
+        slots of the others.
         """
         run = self._runs.get(work.execution_id)
         if run is None:
-            stored = work.run or await self.store.get_run(work.execution_id)  # forgotten meanwhile
+            whole = work.run if work.execution_id not in known else None
+            stored = whole or await self.store.get_run(work.execution_id)  # forgotten meanwhile
             workflow = None if stored is None else self.registry.get_workflow(stored.execution.workflow_name)
             if stored is None or workflow is None:
                 return 0  # the claims lapse with their lease and are taken over

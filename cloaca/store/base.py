@@ -74,7 +74,9 @@ class ClaimedWork:
     execution_id: str
     tasks: list[TaskRecord]
     run: Optional[StoredRun]
-    """The whole run as read after the claim; None when the claimer already knows its version."""
+    """The run as read after the claim: None when the claimer knows its current version;
+    for a run in `known_versions`, only the task rows changed after the known version;
+    otherwise every row."""
 
 
 @dataclass
@@ -187,6 +189,10 @@ class Notice:
     ended_run: Optional[str] = None
 
 
+StepFunction = Callable[[StoredRun], Optional[tuple[Sequence[TaskRecord], Optional[ExecutionRecord]]]]
+"""Computes a step from the stored run: (task rows to write, the run's end or None), or None."""
+
+
 class Store(abc.ABC):
     """Persistence for runs, tasks, trigger schedules and fires."""
 
@@ -260,8 +266,8 @@ class Store(abc.ABC):
         A task is claimable when it is Ready (and its `not_before` has passed) or, with
         `take_over`, Running under an expired lease. A claimed task becomes Running under
         `owner` until `lease_until`, its attempt counted; a take-over bumps its run's
-        version. Two concurrent claimers never get the same task. A run whose version is in
-        `known_versions` (the claimer holds it in memory at that version) is not read back.
+        version. Two concurrent claimers never get the same task. `known_versions` are the
+        versions of runs the claimer holds in memory: what changed since is read back.
         """
         raise NotImplementedError(f"{type(self).__name__} shares work by run, not by task")
 
@@ -274,6 +280,21 @@ class Store(abc.ABC):
         Running rows are written as claimed by `owner` until `lease_until`, other rows as
         unclaimed; `finished` also ends the run and closes its fires. False, writing nothing,
         when the version moved on (another runner wrote a step, or took a task over).
+        """
+        raise NotImplementedError(f"{type(self).__name__} shares work by run, not by task")
+
+    async def commit_step_locked(
+        self, execution_id: str, since_version: int, task_names: Sequence[str], owner: str,
+        lease_until: float, compute: StepFunction,
+    ) -> bool:
+        """Write one scheduling step computed while the run's row is locked (it cannot lose).
+
+        For when `commit_step` was refused: `compute` gets the run with its current version,
+        the task rows that changed after `since_version` (steps, take-overs and releases mark
+        the rows they change) and the rows of `task_names`, and returns the task rows to
+        write and the run's end if it ended, or None to write nothing. It runs inside the
+        transaction: it must be quick and must not block. Rows are written as by
+        `commit_step`. False when the run does not exist or `compute` returned None.
         """
         raise NotImplementedError(f"{type(self).__name__} shares work by run, not by task")
 

@@ -39,6 +39,7 @@ from .base import (
     RunLost,
     runs_written,
     ScheduleExecutionRecord,
+    StepFunction,
     Store,
     StoredRun,
     TaskRecord,
@@ -226,15 +227,21 @@ class PostgresStore(Store):
         runs = await self._read_runs([execution_id])
         return runs[0] if runs else None
 
-    async def _read_runs(self, execution_ids: Sequence[str]) -> list[StoredRun]:
-        """Runs with their tasks and versions, read in one snapshot."""
+    async def _read_runs(
+        self, execution_ids: Sequence[str], since: Optional[Mapping[str, int]] = None,
+        also: Sequence[str] = (),
+    ) -> list[StoredRun]:
+        """Runs with their versions, read in one snapshot: every task row, or for a run in
+        `since` only the rows that changed after that version and the tasks named `also`."""
         async with self._require_pool().acquire() as conn:
             async with conn.transaction(isolation="repeatable_read", readonly=True):
                 rows = await conn.fetch(q.SELECT_EXECUTIONS, list(execution_ids))
                 if not rows:
                     return []
                 runs = {r["id"]: StoredRun(ExecutionRecord(*tuple(r)[:-1]), [], r["version"]) for r in rows}
-                for t in await conn.fetch(q.SELECT_TASKS_OF, list(runs)):
+                ids, since = list(runs), since or {}
+                since_each = [since.get(i, -1) for i in ids]
+                for t in await conn.fetch(q.SELECT_TASKS_CHANGED_SINCE, ids, since_each, list(also)):
                     runs[t["execution_id"]].tasks.append(TaskRecord(*t))
         return [runs[i] for i in execution_ids if i in runs]
 
@@ -260,21 +267,51 @@ class PostgresStore(Store):
         # Read after the claim committed: the claimed rows are ours until the lease ends.
         versions = dict(await pool.fetch(q.SELECT_VERSIONS, list(claimed)))
         stale = [i for i in claimed if i in versions and known_versions.get(i) != versions[i]]
-        runs = {run.execution.id: run for run in await self._read_runs(stale)} if stale else {}
+        runs = {run.execution.id: run for run in await self._read_runs(stale, known_versions)} if stale else {}
         return [ClaimedWork(i, tasks, runs.get(i)) for i, tasks in claimed.items() if i in versions]
 
     async def commit_step(
         self, execution_id: str, version: int, owner: str, lease_until: float,
         tasks: Sequence[TaskRecord], finished: Optional[ExecutionRecord] = None,
     ) -> bool:
+        row = await self._require_pool().fetchrow(
+            q.COMMIT_STEP, *self._step_params(execution_id, version, owner, lease_until, tasks, finished)
+        )
+        return bool(row[0])
+
+    async def commit_step_locked(
+        self, execution_id: str, since_version: int, task_names: Sequence[str], owner: str,
+        lease_until: float, compute: StepFunction,
+    ) -> bool:
+        async with self._require_pool().acquire() as conn:
+            async with conn.transaction():
+                row = await conn.fetchrow(q.LOCK_RUN_FOR_STEP, execution_id)
+                if row is None:
+                    return False
+                stored = StoredRun(ExecutionRecord(*tuple(row)[:-1]), [], row["version"])
+                changed = await conn.fetch(
+                    q.SELECT_TASKS_CHANGED_SINCE, [execution_id], [since_version], list(task_names)
+                )
+                stored.tasks = [TaskRecord(*t) for t in changed]
+                step = compute(stored)
+                if step is None:
+                    return False
+                tasks, finished = step
+                row = await conn.fetchrow(
+                    q.COMMIT_STEP,
+                    *self._step_params(execution_id, stored.version, owner, lease_until, tasks, finished),
+                )
+                return bool(row[0])
+
+    def _step_params(
+        self, execution_id: str, version: int, owner: str, lease_until: float,
+        tasks: Sequence[TaskRecord], finished: Optional[ExecutionRecord],
+    ) -> tuple[Any, ...]:
         end = (None, None, None, None) if finished is None else (
             finished.status, finished.final_context, finished.error_message, finished.completed_at
         )
-        row = await self._require_pool().fetchrow(
-            q.COMMIT_STEP, *_task_arrays(tasks), execution_id, version, owner, lease_until, *end,
-            any(_claimable(t) for t in tasks), self.channel,
-        )
-        return bool(row[0])
+        return (*_task_arrays(tasks), execution_id, version, owner, lease_until, *end,
+                any(_claimable(t) for t in tasks), self.channel)
 
     async def renew_task_leases(
         self, owner: str, tasks: Sequence[tuple[str, str]], lease_until: float

@@ -120,6 +120,8 @@ MIGRATIONS: list[tuple[int, str]] = [
         ALTER TABLE workflow_executions ADD COLUMN version BIGINT NOT NULL DEFAULT 0;
         ALTER TABLE task_executions ADD COLUMN owner TEXT;
         ALTER TABLE task_executions ADD COLUMN lease_until DOUBLE PRECISION;
+        -- The run version that last changed the row (0: unchanged since the run began).
+        ALTER TABLE task_executions ADD COLUMN step_version BIGINT NOT NULL DEFAULT 0;
         CREATE INDEX ix_tasks_claimable ON task_executions (status, not_before)
             WHERE status IN ('Ready', 'Running');
         CREATE INDEX ix_tasks_owner ON task_executions (owner) WHERE owner IS NOT NULL;
@@ -252,7 +254,8 @@ LOCK_RUNS_OF_OWNER = """
 # releasing runner is refused); the count says whether there is new work to announce.
 RELEASE_LEASES = """
     WITH tasks AS (
-        UPDATE task_executions SET status = 'Ready', owner = NULL, lease_until = NULL
+        UPDATE task_executions t SET status = 'Ready', owner = NULL, lease_until = NULL,
+               step_version = (SELECT e.version + 1 FROM workflow_executions e WHERE e.id = t.execution_id)
          WHERE owner = $1 AND status = 'Running'
         RETURNING execution_id
     ), runs AS (
@@ -279,7 +282,7 @@ RELEASE_LEASES = """
 # $1 now, $2 owner, $3 workflow names, $4 limit, $5 lease until.
 _CLAIM = """
     WITH pick AS (
-        SELECT t.execution_id, t.task_name
+        SELECT t.execution_id, t.task_name, e.version
           FROM task_executions t JOIN workflow_executions e ON e.id = t.execution_id
          WHERE {claimable} AND e.status = 'Running' AND e.workflow_name = ANY($3::text[])
          ORDER BY e.started_at, e.seq, t.task_name
@@ -288,7 +291,7 @@ _CLAIM = """
     ), claimed AS (
         UPDATE task_executions t
            SET status = 'Running', attempt = t.attempt + 1, started_at = $1, not_before = NULL,
-               owner = $2, lease_until = $5
+               owner = $2, lease_until = $5{step_version}
           FROM pick WHERE t.execution_id = pick.execution_id AND t.task_name = pick.task_name
         RETURNING {returning}
     ){bump}
@@ -296,11 +299,12 @@ _CLAIM = """
 """
 CLAIM_READY_TASKS = _CLAIM.format(
     claimable="t.status = 'Ready' AND (t.not_before IS NULL OR t.not_before <= $1)",
-    locked="t", bump="", returning=_T_TASK_COLUMNS, columns=TASK_COLUMNS,
+    locked="t", bump="", step_version="", returning=_T_TASK_COLUMNS, columns=TASK_COLUMNS,
 )
 TAKE_OVER_TASKS = _CLAIM.format(
     claimable="t.status = 'Running' AND (t.lease_until IS NULL OR t.lease_until < $1)",
-    locked="t, e", returning=_T_TASK_COLUMNS, columns=TASK_COLUMNS,
+    locked="t, e", step_version=", step_version = pick.version + 1",
+    returning=_T_TASK_COLUMNS, columns=TASK_COLUMNS,
     bump="""
     , bumped AS (
         UPDATE workflow_executions SET version = version + 1
@@ -308,6 +312,15 @@ TAKE_OVER_TASKS = _CLAIM.format(
     )""",
 )
 SELECT_VERSIONS = "SELECT id, version FROM workflow_executions WHERE id = ANY($1::text[])"
+LOCK_RUN_FOR_STEP = f"SELECT {EXECUTION_COLUMNS}, version FROM workflow_executions WHERE id = $1 FOR UPDATE"
+# The task rows of runs $1 changed after the versions $2 (-1: every row), and rows $3.
+SELECT_TASKS_CHANGED_SINCE = f"""
+    SELECT {_T_TASK_COLUMNS}
+      FROM task_executions t JOIN unnest($1::text[], $2::bigint[]) AS k (id, since)
+        ON t.execution_id = k.id
+     WHERE t.step_version > k.since OR t.task_name = ANY($3::text[])
+     ORDER BY t.execution_id, t.task_name
+"""
 # One scheduling step, compare-and-set on the run's version ($12): the task rows
 # ($1..$10), claimed by $13 until $14 where Running; the end of the run ($15..$18, NULL
 # status for a run that goes on) with its fires; notices on channel $20 of new work ($19)
@@ -323,14 +336,15 @@ COMMIT_STEP = f"""
                owner = CASE WHEN $15::text IS NULL THEN owner END,
                lease_until = CASE WHEN $15::text IS NULL THEN lease_until END
          WHERE id = $11::text AND version = $12::bigint AND status = 'Running'
-        RETURNING id
+        RETURNING id, version
     ), tasks AS (
         UPDATE task_executions t
            SET status = u.status, attempt = u.attempt, not_before = u.not_before,
                started_at = u.started_at, completed_at = u.completed_at,
                output_context = u.output_context, error_message = u.error_message,
                finish_seq = u.finish_seq,
-               owner = {_OWNER_IF_RUNNING.format("$13")}, lease_until = {_LEASE_IF_RUNNING.format("$14")}
+               owner = {_OWNER_IF_RUNNING.format("$13")}, lease_until = {_LEASE_IF_RUNNING.format("$14")},
+               step_version = run.version
           FROM unnest({_TASK_ARRAYS}) AS u ({TASK_COLUMNS}), run
          WHERE t.execution_id = u.execution_id AND t.task_name = u.task_name
     ), fires AS (
