@@ -5,8 +5,10 @@ Work is shared by task (`WorkSharing.BY_TASK`): any runner claims any ready task
 lease it renews, and takes over tasks whose lease expired. Each scheduling step of a run is
 one compare-and-set on the run's version (`commit_step`), so a step computed from a stale
 view of the run, or by a runner whose task was taken over, is refused and nothing is
-completed twice. New work and ended runs are announced with NOTIFY on a channel per
-schema; runners LISTEN on one dedicated connection and poll as a fallback.
+completed twice; the refused runner then computes its step again under the run's row lock
+from the rows changed since its version (`commit_step_locked`). New work and ended runs
+are announced with NOTIFY on a channel per schema; runners LISTEN on one dedicated
+connection and poll as a fallback.
 
 Every store call is one statement where the SQL allows it (so one round trip, atomic
 without an explicit transaction), or one transaction otherwise.
