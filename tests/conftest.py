@@ -7,6 +7,7 @@ names of its own. `wf_name` gives names that are unique per test (and per call).
 from __future__ import annotations
 
 import itertools
+import os
 import re
 from typing import Callable, Iterator
 
@@ -32,18 +33,50 @@ def wf_name(request: pytest.FixtureRequest) -> Callable[[str], str]:
     return make
 
 
-@pytest.fixture
-def runner() -> Iterator[DefaultRunner]:
-    """A sync-mode runner on a private in-memory database, shut down at teardown.
+POSTGRES_URL = os.environ.get("CLOACA_TEST_POSTGRES_URL")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def runner(request: pytest.FixtureRequest) -> Iterator[DefaultRunner]:
+    """A sync-mode runner on a private database, shut down at teardown: in-memory SQLite
+    (work shared by run), and a fresh PostgreSQL schema (work shared by task) when
+    CLOACA_TEST_POSTGRES_URL is set.
 
     Its workflow timeout is lowered from one hour to 60 s so that a run that hangs because
     of a bug fails the test instead of stalling the suite.
     """
-    r = DefaultRunner.with_config(":memory:", DefaultRunnerConfig(workflow_timeout_seconds=60))
+    config = DefaultRunnerConfig(workflow_timeout_seconds=60)
+    if request.param == "sqlite":
+        r = DefaultRunner.with_config(":memory:", config)
+        try:
+            yield r
+        finally:
+            r.shutdown()
+        return
+    if not POSTGRES_URL:
+        pytest.skip("CLOACA_TEST_POSTGRES_URL is not set")
+    schema = unique_name("cloaca_runner")
+    r = DefaultRunner(POSTGRES_URL, _config=config, _schema=schema)
     try:
         yield r
     finally:
         r.shutdown()
+        _drop_schema(schema)
+
+
+def _drop_schema(schema: str) -> None:
+    import asyncio
+
+    import asyncpg
+
+    async def drop() -> None:
+        conn = await asyncpg.connect(POSTGRES_URL)
+        try:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        finally:
+            await conn.close()
+
+    asyncio.run(drop())
 
 
 @pytest.fixture
