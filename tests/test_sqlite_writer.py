@@ -1,0 +1,89 @@
+"""The SQLite store's writer: small groups on the loop's thread, never waiting for a lock."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+
+import pytest
+import pytest_asyncio
+
+from cloaca.store import sqlite as sqlite_module
+from cloaca.store.base import ExecutionRecord, TaskRecord
+from cloaca.store.sqlite import INLINE_MAX_OPS, SQLiteStore
+
+T0 = 1_700_000_000.0
+
+
+def execution(run_id: str) -> ExecutionRecord:
+    return ExecutionRecord(run_id, "wf", "v1", "Running", "{}", T0)
+
+
+async def new_run(store: SQLiteStore, run_id: str) -> None:
+    await store.create_execution(execution(run_id), [TaskRecord(run_id, "a", "NotStarted")], "me", T0 + 60)
+
+
+@pytest_asyncio.fixture
+async def store(tmp_path):
+    s = SQLiteStore(str(tmp_path / "writer.db"))
+    await s.open()
+    yield s
+    await s.close()
+
+
+@pytest.mark.asyncio
+async def test_small_groups_are_written_on_the_loop_and_large_ones_on_the_thread(store):
+    await new_run(store, "r0")
+    inline = store._inline_commits
+    assert inline >= 1  # a lone call is a small group
+    await asyncio.gather(*(new_run(store, f"r{i}") for i in range(1, 4 * INLINE_MAX_OPS)))
+    # Queued together while the first group was written: at least one group was too large.
+    assert store._inline_commits - inline < 4 * INLINE_MAX_OPS - 1
+    stored = [await store.get_run(f"r{i}") for i in range(4 * INLINE_MAX_OPS)]
+    assert all(run is not None and run.tasks[0].status == "NotStarted" for run in stored)
+
+
+@pytest.mark.asyncio
+async def test_a_write_waits_on_the_thread_while_another_process_holds_the_lock(store, tmp_path):
+    await new_run(store, "r")
+    other = sqlite3.connect(str(tmp_path / "writer.db"), isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process is writing
+    inline = store._inline_commits
+    try:
+        write = asyncio.ensure_future(
+            store.save_progress([TaskRecord("r", "a", "Running", attempt=1, started_at=T0 + 1)])
+        )
+        ticks = 0
+        for _ in range(20):  # the loop keeps running: the write waits in the thread
+            await asyncio.sleep(0.01)
+            ticks += 1
+        assert ticks == 20 and not write.done()
+        assert store._inline_commits == inline
+    finally:
+        other.execute("COMMIT")
+        other.close()
+    await asyncio.wait_for(write, 30)
+    assert (await store.get_run("r")).tasks[0].status == "Running"
+    # The loop's connection gave up at once instead of waiting for the lock on the loop.
+    assert store._inline is not None
+    assert store._inline.execute("PRAGMA busy_timeout").fetchone()[0] == 0
+
+
+@pytest.mark.asyncio
+async def test_the_thread_checkpoints_the_wal_every_so_many_inline_commits(store, monkeypatch):
+    checkpoints: list[int] = []
+    real = sqlite_module._checkpoint
+
+    def counting(conn: sqlite3.Connection) -> None:
+        checkpoints.append(1)
+        real(conn)
+
+    monkeypatch.setattr(sqlite_module, "CHECKPOINT_EVERY", 10)
+    monkeypatch.setattr(sqlite_module, "_checkpoint", counting)
+    before = store._inline_commits
+    for i in range(25):
+        await new_run(store, f"c{i}")
+    await asyncio.sleep(0)  # let the last checkpoint's thread call land
+    await store.get_run("c0")  # queued behind the checkpoints in the thread
+    expected = (store._inline_commits // 10) - (before // 10)
+    assert expected >= 2 and len(checkpoints) == expected
