@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from contextlib import asynccontextmanager
-from typing import Any, AsyncContextManager, AsyncIterator, Awaitable, Callable, TypeVar
+from typing import Any, AsyncContextManager, AsyncIterator, Awaitable, Callable, Optional, TypeVar
 
 T = TypeVar("T")
 
@@ -66,3 +66,52 @@ async def call_with_deadline(function: Callable[[], Awaitable[T]], seconds: floa
         raise
     finally:
         timer.cancel()
+
+
+class Watchdog:
+    """Deadlines of many concurrent awaits, enforced by one periodic check instead of a timer
+    each: the hot path of async trigger polls (thousands per second). A deadline fires at
+    most `resolution` seconds late. Needs `Task.uncancel` (3.11+); on 3.10 each call has
+    its own timer (`call_with_deadline`).
+    """
+
+    def __init__(self, resolution: float) -> None:
+        self.resolution = resolution
+        self._due: dict[Any, float] = {}
+        self._expired: set[Any] = set()
+        self._check_handle: Optional[asyncio.TimerHandle] = None
+
+    async def call(self, function: Callable[[], Awaitable[T]], seconds: float) -> T:
+        """`await function()`, raising TimeoutError once `seconds` have passed."""
+        task: Any = asyncio.current_task()
+        if not hasattr(task, "uncancel"):
+            return await call_with_deadline(function, seconds)
+        loop = asyncio.get_running_loop()
+        self._due[task] = loop.time() + seconds
+        if self._check_handle is None:
+            self._check_handle = loop.call_later(self.resolution, self._check)
+        try:
+            return await function()
+        except asyncio.CancelledError:
+            if task in self._expired:
+                self._expired.discard(task)
+                if task.uncancel() == 0:
+                    raise TimeoutError from None
+            raise
+        finally:
+            del self._due[task]
+            if task in self._expired:  # expired, but the function swallowed the cancellation
+                self._expired.discard(task)
+                task.uncancel()
+
+    def _check(self) -> None:
+        self._check_handle = None
+        if not self._due:
+            return  # re-armed by the next call
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for task, due in self._due.items():
+            if due <= now and task not in self._expired:
+                self._expired.add(task)
+                task.cancel()
+        self._check_handle = loop.call_later(self.resolution, self._check)

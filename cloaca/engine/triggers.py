@@ -21,7 +21,7 @@ from ..registry import Registry
 from ..result import rfc3339
 from ..store.base import FireRequest, Store
 from ..trigger import TriggerDefinition, TriggerResult
-from .deadline import call_with_deadline, cancelled_from_outside, deadline
+from .deadline import Watchdog, cancelled_from_outside, deadline
 from .dedup import InflightFires
 from .executor import Engine, Run
 
@@ -44,6 +44,7 @@ class TriggerPoller:
         self.store = store
         self.registry = registry
         self.poll_timeout = poll_timeout
+        self._watchdog = Watchdog(resolution=min(1.0, poll_timeout / 10))
         self.inflight = InflightFires()
         self._limiter = anyio.CapacityLimiter(max_concurrent_sync_polls)
         self._pollers: dict[str, asyncio.Task[None]] = {}
@@ -165,7 +166,7 @@ class TriggerPoller:
             return None  # its previous call timed out and still runs: never pile up calls
         try:
             if definition.is_async:
-                outcome = await call_with_deadline(definition.function, self.poll_timeout)
+                outcome = await self._watchdog.call(definition.function, self.poll_timeout)
             else:
                 async with deadline(self.poll_timeout):
                     self._busy.add(name)
