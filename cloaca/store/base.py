@@ -431,7 +431,8 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def schedule_stats(self, since: float, lost_before: float) -> CronStats:
-        """Counts over every schedule fire (cron and trigger) claimed at or after `since`."""
+        """Counts over every schedule fire (cron and trigger) claimed at or after `since`,
+        except slots skipped by a catch-up policy (recorded for history, never executions)."""
 
     @abc.abstractmethod
     async def lost_cron_fires(

@@ -513,12 +513,14 @@ CRON_HISTORY = f"""
     SELECT {FIRE_COLUMNS} FROM schedule_executions WHERE schedule_id = $1 AND kind = 'cron'
      ORDER BY scheduled_time DESC, seq DESC LIMIT $2 OFFSET $3
 """
+# A slot skipped by the catch-up policy never was an execution: it is history only.
 SCHEDULE_STATS = """
     SELECT COUNT(*),
            COUNT(*) FILTER (WHERE workflow_execution_id IS NOT NULL),
            COUNT(*) FILTER (WHERE workflow_execution_id IS NULL AND outcome IS NULL
                               AND claimed_at < $1)
-      FROM schedule_executions WHERE claimed_at >= $2
+      FROM schedule_executions
+     WHERE claimed_at >= $2 AND (outcome IS NULL OR outcome <> 'skipped')
 """
 CLOSE_ENDED_CRON_FIRES = """
     UPDATE schedule_executions SET completed_at = $1, updated_at = $1

@@ -279,12 +279,14 @@ CRON_HISTORY = f"""
     SELECT {FIRE_COLUMNS} FROM schedule_executions WHERE schedule_id = ? AND kind = 'cron'
      ORDER BY scheduled_time DESC, rowid DESC LIMIT ? OFFSET ?
 """
+# A slot skipped by the catch-up policy never was an execution: it is history only.
 SCHEDULE_STATS = """
     SELECT COUNT(*),
            SUM(CASE WHEN workflow_execution_id IS NOT NULL THEN 1 ELSE 0 END),
            SUM(CASE WHEN workflow_execution_id IS NULL AND outcome IS NULL AND claimed_at < ?
                     THEN 1 ELSE 0 END)
-      FROM schedule_executions WHERE claimed_at >= ?
+      FROM schedule_executions
+     WHERE claimed_at >= ? AND (outcome IS NULL OR outcome <> 'skipped')
 """
 CLOSE_ENDED_CRON_FIRES = """
     UPDATE schedule_executions SET completed_at = ?, updated_at = ?
