@@ -20,7 +20,6 @@ import inspect
 import json
 import logging
 import time
-import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional
@@ -28,6 +27,7 @@ from typing import Any, Callable, Mapping, Optional
 import anyio
 import anyio.to_thread
 
+from .._ids import time_ordered_id
 from ..context import Context
 from ..registry import Registry
 from ..rules import evaluate_rule
@@ -192,7 +192,7 @@ class Engine:
             )
         now = time.time()
         execution = ExecutionRecord(
-            id=str(uuid.uuid4()), workflow_name=workflow_name, workflow_version=workflow.version,
+            id=time_ordered_id(), workflow_name=workflow_name, workflow_version=workflow.version,
             status="Running", input_context=input_json, started_at=now,
         )
         run = self._new_run(execution, workflow)

@@ -28,6 +28,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 import asyncpg
 
+from .._ids import time_ordered_id
 from . import postgres_queries as q
 from .base import (
     ClaimedWork,
@@ -166,7 +167,7 @@ class PostgresStore(Store):
                     if await conn.fetchval(q.OPEN_FIRE_EXISTS, fire.trigger_name, fire.context_hash):
                         return False
                 await conn.execute(
-                    q.INSERT_TRIGGER_FIRE, str(uuid.uuid4()), fire.context_hash,
+                    q.INSERT_TRIGGER_FIRE, time_ordered_id(), fire.context_hash,
                     execution.started_at, execution.id, None, fire.trigger_name,
                 )
                 await conn.execute(q.CREATE_EXECUTION, *params)
@@ -403,7 +404,7 @@ class PostgresStore(Store):
 
     async def record_unlaunched_fire(self, trigger_name: str, context_hash: str, now: float) -> None:
         await self._require_pool().execute(
-            q.INSERT_TRIGGER_FIRE, str(uuid.uuid4()), context_hash, now, None, now, trigger_name
+            q.INSERT_TRIGGER_FIRE, time_ordered_id(), context_hash, now, None, now, trigger_name
         )
 
     async def open_trigger_fires(self, now: float) -> list[OpenFire]:
@@ -486,12 +487,12 @@ class PostgresStore(Store):
                     return None
                 if claim.skipped:
                     await conn.execute(
-                        q.INSERT_CRON_FIRES, [str(uuid.uuid4()) for _ in claim.skipped],
+                        q.INSERT_CRON_FIRES, [time_ordered_id() for _ in claim.skipped],
                         claim.schedule_id, now, now, "skipped", list(claim.skipped),
                     )
                 if not claim.launch:
                     return []
-                ids = [str(uuid.uuid4()) for _ in claim.launch]
+                ids = [time_ordered_id() for _ in claim.launch]
                 rows = await conn.fetch(
                     q.INSERT_CRON_FIRES, ids, claim.schedule_id, now, None, None, list(claim.launch),
                 )

@@ -23,6 +23,7 @@ from typing import Any, Callable, Optional, Sequence, TypeVar
 
 import aiosqlite
 
+from .._ids import time_ordered_id
 from . import sqlite_queries as q
 from .base import (
     CronScheduleRecord,
@@ -358,11 +359,11 @@ class SQLiteStore(Store):
             for slot in claim.skipped:
                 cur.execute(
                     q.INSERT_CRON_FIRE,
-                    (str(uuid.uuid4()), claim.schedule_id, slot, now, now, "skipped", now, now),
+                    (time_ordered_id(), claim.schedule_id, slot, now, now, "skipped", now, now),
                 )
             claimed = []
             for slot in claim.launch:
-                fire_id = str(uuid.uuid4())
+                fire_id = time_ordered_id()
                 inserted = cur.execute(
                     q.INSERT_CRON_FIRE,
                     (fire_id, claim.schedule_id, slot, now, None, None, now, now),
@@ -509,7 +510,7 @@ def _insert_fire(
 ) -> None:
     cur.execute(
         q.INSERT_TRIGGER_FIRE,
-        (str(uuid.uuid4()), context_hash, now, execution_id, completed_at, now, now, trigger_name),
+        (time_ordered_id(), context_hash, now, execution_id, completed_at, now, now, trigger_name),
     )
 
 

@@ -1,0 +1,38 @@
+"""Run and fire ids are time-ordered UUIDs (version 7)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from cloaca._ids import time_ordered_id
+
+
+def test_ids_are_version_7_uuids_carrying_the_time_in_milliseconds():
+    before = time.time_ns() // 1_000_000
+    value = uuid.UUID(time_ordered_id())
+    after = time.time_ns() // 1_000_000
+    assert value.version == 7 and value.variant == uuid.RFC_4122
+    assert before <= value.int >> 80 <= after
+
+
+def test_ids_made_later_sort_later_and_ids_do_not_repeat():
+    first = [time_ordered_id() for _ in range(1000)]
+    time.sleep(0.002)
+    second = [time_ordered_id() for _ in range(1000)]
+    assert max(first) < min(second)
+    assert len(set(first + second)) == 2000
+
+
+def test_a_run_id_is_such_an_id(runner, wf_name):
+    import cloaca
+    from cloaca import Context
+
+    name = wf_name()
+    with cloaca.WorkflowBuilder(name):
+
+        @cloaca.task(id="only")
+        def only(context: Context) -> Context:
+            return context
+
+    assert uuid.UUID(runner.execute(name, Context({})).execution_id).version == 7
