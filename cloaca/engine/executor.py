@@ -485,10 +485,13 @@ class Engine:
             self._start_queued()
 
     def _adopt(self, run: Run, state: _TaskState, outcome: TaskRecord) -> None:
-        """Make an attempt's outcome the task's record (numbered if the task is over)."""
-        state.record = _copy(outcome)
+        """Make an attempt's outcome the task's record (numbered if the task is over).
+
+        Adopting the same outcome again, after a refused step, only renumbers it.
+        """
+        state.record = outcome
         if outcome.status in TERMINAL:
-            state.record.finish_seq = run.next_seq
+            outcome.finish_seq = run.next_seq
             run.next_seq += 1
 
     def _outcome_step(self, run: Run, state: _TaskState, outcome: TaskRecord) -> tuple[_Step, Optional[ExecutionRecord]]:
