@@ -717,3 +717,23 @@ async def test_close_stops_listening(opened, backend):
     await listener.close()
     await wait_until_sessions(backend, listener, 0)
     await listener.close()  # idempotent
+
+
+async def test_a_dropped_listen_connection_is_replaced_and_announces_possible_work(opened, backend):
+    listener, writer = await opened(), await opened()
+    notices = Notices()
+    assert await listener.listen(notices) is True
+    await wait_until_sessions(backend, listener, 1)
+
+    since = len(notices.got)
+    await backend.raw(  # the server drops the LISTEN session (a restart, a network cut...)
+        f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        f"WHERE query = 'LISTEN \"{listener.channel}\"'"
+    )
+    # Notices sent while it was away are lost, so the new session announces possible work.
+    await notices.wait_for(lambda n: n.work, since)
+    await wait_until_sessions(backend, listener, 1)
+
+    since = len(notices.got)
+    await add_run(writer, "r", [task("r", "a")])
+    await notices.wait_for(lambda n: n.work, since)
