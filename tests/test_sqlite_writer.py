@@ -10,7 +10,7 @@ import pytest_asyncio
 
 from cloaca.store import sqlite as sqlite_module
 from cloaca.store.base import ExecutionRecord, TaskRecord
-from cloaca.store.sqlite import INLINE_MAX_OPS, SQLiteStore
+from cloaca.store.sqlite import INLINE_MAX_ROWS, SQLiteStore
 
 T0 = 1_700_000_000.0
 
@@ -35,12 +35,22 @@ async def store(tmp_path):
 async def test_small_groups_are_written_on_the_loop_and_large_ones_on_the_thread(store):
     await new_run(store, "r0")
     inline = store._inline_commits
-    assert inline >= 1  # a lone call is a small group
-    await asyncio.gather(*(new_run(store, f"r{i}") for i in range(1, 4 * INLINE_MAX_OPS)))
+    assert inline >= 1  # a lone call writing a few rows is a small group
+    count = INLINE_MAX_ROWS  # each run writes 3 rows: together, far more than the bound
+    await asyncio.gather(*(new_run(store, f"r{i}") for i in range(1, count)))
     # Queued together while the first group was written: at least one group was too large.
-    assert store._inline_commits - inline < 4 * INLINE_MAX_OPS - 1
-    stored = [await store.get_run(f"r{i}") for i in range(4 * INLINE_MAX_OPS)]
+    assert store._inline_commits - inline < count - 1
+    stored = [await store.get_run(f"r{i}") for i in range(count)]
     assert all(run is not None and run.tasks[0].status == "NotStarted" for run in stored)
+
+    # One call writing many rows is written on the thread too.
+    await store.upsert_trigger_schedule("t", "wf", 1000, False, T0)
+    inline = store._inline_commits
+    await store.record_trigger_polls([("t", T0 + i) for i in range(INLINE_MAX_ROWS + 1)])
+    assert store._inline_commits == inline
+    assert (await store.get_trigger_schedule("t")).last_poll_at == T0 + INLINE_MAX_ROWS
+    await store.record_trigger_polls([("t", T0 + 100)])
+    assert store._inline_commits == inline + 1
 
 
 @pytest.mark.asyncio

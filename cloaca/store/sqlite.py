@@ -5,8 +5,8 @@ as a single call in the connection's thread, each call inside its own savepoint 
 failing call does not undo its neighbours. A thread hop costs about as much as a small
 write, so this is what makes many concurrent runs cheap.
 
-A small group (a chain's one step, a one-task run) is cheaper still written on the event
-loop's thread, through a second connection that never waits: it has no busy timeout, so
+A small group (a chain's one step, a one-task run: at most `INLINE_MAX_ROWS` rows) is
+cheaper still written on the event loop's thread, through a second connection that never waits: it has no busy timeout, so
 when another process holds the write lock the group goes to the thread, which waits as
 usual; and it never checkpoints (the thread does, every `CHECKPOINT_EVERY` inline commits),
 so the loop never waits for a checkpoint's fsync.
@@ -46,8 +46,10 @@ Op = Callable[[sqlite3.Cursor], Any]
 
 BUSY_TIMEOUT_MS = 30_000
 _MAX_BATCH = 2_000
-INLINE_MAX_OPS = 8
-"""Groups of at most this many calls are written on the loop's thread when the lock is free."""
+INLINE_MAX_ROWS = 32
+"""Groups writing at most this many rows are written on the loop's thread when the lock is free."""
+_BULK = 1 << 30
+"""The weight of a call that may write any number of rows (never written on the loop)."""
 CHECKPOINT_EVERY = 1_000
 
 
@@ -59,7 +61,7 @@ class SQLiteStore(Store):
         self.description = f"SQLite database '{path}'"
         self._delete_on_close = delete_on_close
         self._conn: Optional[aiosqlite.Connection] = None
-        self._pending: list[tuple[Op, asyncio.Future[Any]]] = []
+        self._pending: list[tuple[Op, asyncio.Future[Any], int]] = []
         self._flusher: Optional[asyncio.Task[None]] = None
         self._inline: Optional[sqlite3.Connection] = None
         self._inline_commits = 0
@@ -97,10 +99,11 @@ class SQLiteStore(Store):
                     pass
 
     # the writer ---------------------------------------------------------------------
-    async def _write(self, op: Op) -> Any:
-        """Run `op` in the next group transaction; return its result once committed."""
+    async def _write(self, op: Op, rows: int = 1) -> Any:
+        """Run `op` (writing at most `rows` rows) in the next group transaction; return its
+        result once committed."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending.append((op, future))
+        self._pending.append((op, future, rows))
         if self._flusher is None:
             self._flusher = asyncio.get_running_loop().create_task(self._flush())
         return await future
@@ -109,15 +112,16 @@ class SQLiteStore(Store):
         try:
             while self._pending:
                 batch, self._pending = self._pending[:_MAX_BATCH], self._pending[_MAX_BATCH:]
-                ops = [op for op, _ in batch]
-                outcomes = self._run_inline(ops) if len(ops) <= INLINE_MAX_OPS else None
+                ops = [op for op, _, _ in batch]
+                small = sum(rows for _, _, rows in batch) <= INLINE_MAX_ROWS
+                outcomes = self._run_inline(ops) if small else None
                 if outcomes is None:
                     conn = self._require_conn()
                     try:
                         outcomes = await conn._execute(_run_batch, conn._conn, ops)
                     except BaseException as exc:  # the commit itself failed: nothing was written
                         outcomes = [(False, exc)] * len(batch)
-                for (_, future), (ok, value) in zip(batch, outcomes):
+                for (_, future, _), (ok, value) in zip(batch, outcomes):
                     if future.done():
                         continue
                     if ok:
@@ -176,7 +180,7 @@ class SQLiteStore(Store):
             cur.executemany(q.INSERT_TASK, [_task_row(t) for t in tasks])
             return True
 
-        return await self._write(op)
+        return await self._write(op, rows=len(tasks) + 2)
 
     async def save_progress(
         self, tasks: Sequence[TaskRecord], finished: Optional[ExecutionRecord] = None,
@@ -199,7 +203,7 @@ class SQLiteStore(Store):
                     q.CLOSE_FIRES_OF_RUN, (finished.completed_at, finished.completed_at, finished.id)
                 )
 
-        await self._write(op)
+        await self._write(op, rows=len(tasks) + 2)
 
     async def claim_orphans(
         self, owner: str, now: float, lease_until: float, workflow_names: Sequence[str]
@@ -214,13 +218,16 @@ class SQLiteStore(Store):
                     runs.append(run)
             return runs
 
-        return await self._write(op)
+        return await self._write(op, rows=_BULK)
 
     async def renew_leases(self, owner: str, lease_until: float) -> None:
-        await self._write(lambda cur: cur.execute(q.RENEW_LEASES, (lease_until, owner)) and None)
+        await self._write(
+            lambda cur: cur.execute(q.RENEW_LEASES, (lease_until, owner)) and None, rows=_BULK
+        )
 
     async def release_leases(self, owner: str) -> None:
-        await self._write(lambda cur: cur.execute(q.RELEASE_LEASES, (owner,)) and None)
+        await self._write(lambda cur: cur.execute(q.RELEASE_LEASES, (owner,)) and None,
+                          rows=_BULK)
 
     async def get_run(self, execution_id: str) -> Optional[StoredRun]:
         return await self._read(lambda cur: _load_run(cur, execution_id))
@@ -265,7 +272,8 @@ class SQLiteStore(Store):
 
     async def record_trigger_polls(self, polls: Sequence[tuple[str, float]]) -> None:
         rows = [(at, name) for name, at in polls]
-        await self._write(lambda cur: cur.executemany(q.RECORD_TRIGGER_POLL, rows) and None)
+        await self._write(lambda cur: cur.executemany(q.RECORD_TRIGGER_POLL, rows) and None,
+                          rows=len(rows))
 
     async def record_unlaunched_fire(self, trigger_name: str, context_hash: str, now: float) -> None:
         await self._write(lambda cur: _insert_fire(cur, trigger_name, context_hash, None, now, now))
@@ -275,7 +283,7 @@ class SQLiteStore(Store):
             cur.execute(q.CLOSE_ENDED_FIRES, (now, now))
             return [OpenFire(*r) for r in cur.execute(q.SELECT_OPEN_TRIGGER_FIRES).fetchall()]
 
-        return await self._write(op)
+        return await self._write(op, rows=_BULK)
 
     async def trigger_history(
         self, trigger_name: str, limit: int, offset: int
@@ -337,7 +345,7 @@ class SQLiteStore(Store):
             cur.execute(q.DELETE_CRON_FIRES, (schedule_id,))
             cur.execute(q.DELETE_CRON, (schedule_id,))
 
-        await self._write(op)
+        await self._write(op, rows=_BULK)
 
     async def due_cron_schedules(self, now: float) -> list[CronScheduleRecord]:
         rows = await self._read(lambda cur: cur.execute(q.DUE_CRON, (now,)).fetchall())
@@ -372,7 +380,7 @@ class SQLiteStore(Store):
                     claimed.append((fire_id, slot))
             return claimed
 
-        return await self._write(op)
+        return await self._write(op, rows=len(claim.launch) + len(claim.skipped) + 1)
 
     async def close_schedule_fire(
         self, fire_id: str, now: float, outcome: str, error: Optional[str]
@@ -408,7 +416,7 @@ class SQLiteStore(Store):
                 lost.append((ScheduleExecutionRecord(*row[:width]), _cron(row[width:])))
             return lost
 
-        return await self._write(op)
+        return await self._write(op, rows=_BULK)
 
 
 # --------------------------------------------------------------------------------------
