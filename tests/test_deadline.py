@@ -1,14 +1,13 @@
-"""Deadlines of the engine's hot paths: `call_with_deadline` and the shared `Watchdog`."""
+"""The shared `Watchdog` that bounds async trigger polls."""
 
 from __future__ import annotations
 
 import asyncio
-import sys
 from typing import Any, Awaitable, Callable
 
 import pytest
 
-from cloaca.engine.deadline import Watchdog, call_with_deadline
+from cloaca.engine.deadline import Watchdog
 
 
 async def hang() -> None:
@@ -20,16 +19,12 @@ async def quick() -> str:
     return "done"
 
 
-def watchdog_call(function: Callable[[], Awaitable[Any]], seconds: float) -> Awaitable[Any]:
+def call(function: Callable[[], Awaitable[Any]], seconds: float) -> Awaitable[Any]:
     return Watchdog(resolution=0.01).call(function, seconds)
 
 
-CALLS = [pytest.param(call_with_deadline, id="timer"), pytest.param(watchdog_call, id="watchdog")]
-
-
 @pytest.mark.asyncio
-@pytest.mark.parametrize("call", CALLS)
-async def test_a_hanging_await_times_out_and_a_quick_one_returns(call):
+async def test_a_hanging_await_times_out_and_a_quick_one_returns():
     with pytest.raises(TimeoutError):
         await call(hang, 0.05)
     assert await call(quick, 10) == "done"
@@ -37,8 +32,7 @@ async def test_a_hanging_await_times_out_and_a_quick_one_returns(call):
 
 
 @pytest.mark.asyncio
-@pytest.mark.parametrize("call", CALLS)
-async def test_cancelling_the_caller_is_a_cancellation_not_a_timeout(call):
+async def test_cancelling_the_caller_is_a_cancellation_not_a_timeout():
     task = asyncio.ensure_future(call(hang, 10))
     await asyncio.sleep(0.02)
     task.cancel()
@@ -47,7 +41,6 @@ async def test_cancelling_the_caller_is_a_cancellation_not_a_timeout(call):
 
 
 @pytest.mark.asyncio
-@pytest.mark.skipif(sys.version_info < (3, 11), reason="the watchdog needs Task.uncancel")
 async def test_a_function_that_swallows_the_expiry_leaves_no_cancellation_behind():
     watchdog = Watchdog(resolution=0.01)
 
@@ -65,7 +58,6 @@ async def test_a_function_that_swallows_the_expiry_leaves_no_cancellation_behind
 
 
 @pytest.mark.asyncio
-@pytest.mark.skipif(sys.version_info < (3, 11), reason="the watchdog needs Task.uncancel")
 async def test_one_watchdog_times_out_only_the_overdue_of_many_calls():
     watchdog = Watchdog(resolution=0.01)
     results = await asyncio.gather(

@@ -1,25 +1,16 @@
-"""A per-await deadline: `async with deadline(seconds):` raises TimeoutError when it passes.
+"""Deadlines of awaits: `async with deadline(seconds):` raises TimeoutError when it passes.
 
-On Python 3.11+ this is `asyncio.timeout` (about half the cost of an anyio cancel scope,
-which matters at thousands of trigger polls per second); on 3.10 it is `anyio.fail_after`.
+`asyncio.timeout` for one-off deadlines; one shared periodic check (`Watchdog`) on the hot
+path of async trigger polls, where thousands of deadlines a second are set and cancelled.
+Both rely on `Task.cancelling`/`Task.uncancel` (Python 3.11+).
 """
 
 from __future__ import annotations
 
 import asyncio
-import sys
-from contextlib import asynccontextmanager
-from typing import Any, AsyncContextManager, AsyncIterator, Awaitable, Callable, Optional, TypeVar
+from typing import Any, AsyncContextManager, Awaitable, Callable, Optional, TypeVar
 
 T = TypeVar("T")
-
-import anyio
-
-
-@asynccontextmanager
-async def _anyio_deadline(seconds: float) -> AsyncIterator[None]:
-    with anyio.fail_after(seconds):
-        yield
 
 
 def cancelled_from_outside() -> bool:
@@ -29,50 +20,18 @@ def cancelled_from_outside() -> bool:
     that is the user's error, to be reported, not a reason to stop.
     """
     task = asyncio.current_task()
-    cancelling = getattr(task, "cancelling", None)
-    return task is None or cancelling is None or cancelling() > 0
+    return task is None or task.cancelling() > 0
 
 
 def deadline(seconds: float) -> AsyncContextManager[None]:
     """Cancel the enclosed awaits after `seconds`, raising TimeoutError."""
-    if sys.version_info >= (3, 11):
-        return asyncio.timeout(seconds)
-    return _anyio_deadline(seconds)
-
-
-async def call_with_deadline(function: Callable[[], Awaitable[T]], seconds: float) -> T:
-    """`await function()`, raising TimeoutError after `seconds`.
-
-    The hot path of async trigger polls: a bare timer handle, about a third of the cost of
-    `asyncio.timeout`'s state machine (needs `Task.uncancel`, Python 3.11+).
-    """
-    task: Any = asyncio.current_task()
-    if not hasattr(task, "uncancel"):
-        async with deadline(seconds):
-            return await function()
-    expired = False
-
-    def expire() -> None:
-        nonlocal expired
-        expired = True
-        task.cancel()
-
-    timer = asyncio.get_running_loop().call_later(seconds, expire)
-    try:
-        return await function()
-    except asyncio.CancelledError:
-        if expired and task.uncancel() == 0:
-            raise TimeoutError from None
-        raise
-    finally:
-        timer.cancel()
+    return asyncio.timeout(seconds)
 
 
 class Watchdog:
     """Deadlines of many concurrent awaits, enforced by one periodic check instead of a timer
     each: the hot path of async trigger polls (thousands per second). A deadline fires at
-    most `resolution` seconds late. Needs `Task.uncancel` (3.11+); on 3.10 each call has
-    its own timer (`call_with_deadline`).
+    most `resolution` seconds late.
     """
 
     def __init__(self, resolution: float) -> None:
@@ -84,8 +43,6 @@ class Watchdog:
     async def call(self, function: Callable[[], Awaitable[T]], seconds: float) -> T:
         """`await function()`, raising TimeoutError once `seconds` have passed."""
         task: Any = asyncio.current_task()
-        if not hasattr(task, "uncancel"):
-            return await call_with_deadline(function, seconds)
         loop = asyncio.get_running_loop()
         self._due[task] = loop.time() + seconds
         if self._check_handle is None:
