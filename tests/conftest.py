@@ -9,11 +9,14 @@ from __future__ import annotations
 import itertools
 import os
 import re
-from typing import Callable, Iterator
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
+import pytest_asyncio
 
 from cloaca import DefaultRunner, DefaultRunnerConfig
+
+from support import drop_postgres_schema
 
 _counter = itertools.count()
 
@@ -61,22 +64,7 @@ def runner(request: pytest.FixtureRequest) -> Iterator[DefaultRunner]:
         yield r
     finally:
         r.shutdown()
-        _drop_schema(schema)
-
-
-def _drop_schema(schema: str) -> None:
-    import asyncio
-
-    import asyncpg
-
-    async def drop() -> None:
-        conn = await asyncpg.connect(POSTGRES_URL)
-        try:
-            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        finally:
-            await conn.close()
-
-    asyncio.run(drop())
+        drop_postgres_schema(POSTGRES_URL, schema)
 
 
 @pytest.fixture
@@ -100,3 +88,20 @@ def runner_factory() -> Iterator[Callable[..., DefaultRunner]]:
     yield make
     for r in reversed(made):
         r.shutdown()
+
+
+@pytest_asyncio.fixture
+async def opened(backend: Any) -> AsyncIterator[Callable[[], Awaitable[Any]]]:
+    """A factory of opened stores on the database of the module's `backend` fixture (its
+    `make()` gives an unopened store), all closed at teardown."""
+    stores: list[Any] = []
+
+    async def open_one() -> Any:
+        s = backend.make()
+        await s.open()
+        stores.append(s)
+        return s
+
+    yield open_one
+    for s in stores:
+        await s.close()

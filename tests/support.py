@@ -63,3 +63,17 @@ class AsyncCalls:
 
 MODES = {"sync": SyncCalls, "async": AsyncCalls}
 """Both ways of calling the runner API, for parametrized tests."""
+
+
+def drop_postgres_schema(url: str, schema: str) -> None:
+    """Drop a test's PostgreSQL schema and everything in it (blocking)."""
+    import asyncpg
+
+    async def drop() -> None:
+        conn = await asyncpg.connect(url)
+        try:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        finally:
+            await conn.close()
+
+    asyncio.run(drop())

@@ -121,22 +121,6 @@ async def backend(request, tmp_path):
 
 
 @pytest_asyncio.fixture
-async def opened(backend):
-    """A factory of opened stores on the test's database, all closed at teardown."""
-    stores: list[Store] = []
-
-    async def open_one() -> Store:
-        s = backend.make()
-        await s.open()
-        stores.append(s)
-        return s
-
-    yield open_one
-    for s in stores:
-        await s.close()
-
-
-@pytest_asyncio.fixture
 async def store(opened) -> Store:
     return await opened()
 

@@ -50,22 +50,6 @@ async def backend():
 
 
 @pytest_asyncio.fixture
-async def opened(backend):
-    """A factory of opened stores on the test's schema, all closed at teardown."""
-    stores: list[Store] = []
-
-    async def open_one() -> Store:
-        s = backend.make()
-        await s.open()
-        stores.append(s)
-        return s
-
-    yield open_one
-    for s in stores:
-        await s.close()
-
-
-@pytest_asyncio.fixture
 async def store(opened) -> Store:
     s = await opened()
     assert s.work_sharing is WorkSharing.BY_TASK
