@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import os
 import re
+import uuid
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
@@ -58,7 +59,7 @@ def runner(request: pytest.FixtureRequest) -> Iterator[DefaultRunner]:
         return
     if not POSTGRES_URL:
         pytest.skip("CLOACA_TEST_POSTGRES_URL is not set")
-    schema = unique_name("cloaca_runner")
+    schema = f"cloaca_runner_{uuid.uuid4().hex[:12]}"  # unique across concurrent test processes
     r = DefaultRunner(POSTGRES_URL, _config=config, _schema=schema)
     try:
         yield r
