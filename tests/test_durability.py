@@ -12,11 +12,12 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable
 
 import pytest
 
 from cloaca import DefaultRunner, DefaultRunnerConfig
+
+from support import poll_until
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
 
@@ -31,17 +32,6 @@ def read_log(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
 
 
-def wait_for(predicate: Callable[[], Any], what: str, timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
-
-
 def start_child(tmp_path: Path, db_url: str, log: Path, name: str, lease: float) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, str(CHILD), db_url, str(log), name, str(lease)],
@@ -54,7 +44,7 @@ def start_child(tmp_path: Path, db_url: str, log: Path, name: str, lease: float)
 def kill_after(child: subprocess.Popen, log: Path, tmp_path: Path, lines: int) -> list[str]:
     """SIGKILL the child once `lines` task calls are logged; the log as it was at the kill."""
     try:
-        wait_for(
+        poll_until(
             lambda: len(read_log(log)) >= lines or child.poll() is not None,
             f"{lines} tasks logged by the child", 60,
         )
@@ -90,7 +80,7 @@ def wait_until_completed(runner: DefaultRunner, name: str, timeout: float = 20.0
         runs = runner.list_executions(workflow_name=name)
         return runs if runs and runs[0]["status"] not in ("Pending", "Running") else None
 
-    runs = wait_for(completed, f"run of {name} to finish after the takeover", timeout)
+    runs = poll_until(completed, f"run of {name} to finish after the takeover", timeout)
     assert len(runs) == 1
     return runner.get_execution(runs[0]["id"])
 

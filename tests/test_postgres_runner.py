@@ -15,9 +15,8 @@ import os
 import socketserver
 import struct
 import threading
-import time
 import uuid
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import pytest
 
@@ -27,9 +26,10 @@ from cloaca.admin import DatabaseAdmin, TenantConfig, TenantCredentials, _scram_
 from cloaca.registry import REGISTRY
 from cloaca.store.postgres_queries import LATEST_VERSION
 
+from support import poll_until
+
 POSTGRES_URL = os.environ.get("CLOACA_TEST_POSTGRES_URL")
 needs_postgres = pytest.mark.skipif(not POSTGRES_URL, reason="CLOACA_TEST_POSTGRES_URL is not set")
-WAIT_SECONDS = 20.0
 SECRET = "Sup3r-s3cret-pw"
 
 CHAIN = "pg_runner_chain_wf"
@@ -54,17 +54,6 @@ with cloaca.WorkflowBuilder(CHAIN):
 # ====================================================================== helpers
 def unique(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:10]}"
-
-
-def wait_until(predicate: Callable[[], Any], what: str, timeout: float = WAIT_SECONDS) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def sql(statement: str, *args: Any, url: str | None = None) -> list[tuple[Any, ...]]:
@@ -148,7 +137,7 @@ def test_default_runner_on_postgres_runs_workflows_and_every_management_api(sche
             assert runner.get_execution(str(uuid.uuid4())) is None
 
             # triggers: the fire ran the workflow and was closed when its run ended
-            history = wait_until(
+            history = poll_until(
                 lambda: [h for h in runner.get_trigger_execution_history(trigger_name)
                          if h["completed_at"] is not None],
                 "the trigger's fire to complete",
@@ -165,7 +154,7 @@ def test_default_runner_on_postgres_runs_workflows_and_every_management_api(sche
             # cron: every second (six fields); a slot fires once and its run is linked
             sid = runner.register_cron_workflow(CHAIN, "* * * * * *", "UTC")
             assert runner.get_cron_schedule(sid)["cron_expression"] == "* * * * * *"
-            cron_history = wait_until(
+            cron_history = poll_until(
                 lambda: [h for h in runner.get_cron_execution_history(sid)
                          if h["workflow_execution_id"]],
                 "a cron slot to launch a run",
