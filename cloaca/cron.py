@@ -84,6 +84,8 @@ _NEAR = 2 * 86_400
 _EPOCH_UTC = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _EPOCH_WALL = datetime(1970, 1, 1)
 _ONE_SECOND = timedelta(seconds=1)
+_FIRST_PROBE = (datetime.min.replace(tzinfo=timezone.utc) - _EPOCH_UTC) // _ONE_SECOND + 86_400
+_LAST_PROBE = (datetime.max.replace(tzinfo=timezone.utc) - _EPOCH_UTC) // _ONE_SECOND - 86_400
 _LONGEST_MONTH = {1: 31, 2: 29, 3: 31, 4: 30, 5: 31, 6: 30, 7: 31, 8: 31, 9: 30, 10: 31, 11: 30, 12: 31}
 
 _MONTH_NAMES = {
@@ -349,7 +351,8 @@ def _load_zone(name: str) -> ZoneInfo:
 
 
 def _offset(zone: ZoneInfo, instant: int) -> int:
-    """The UTC offset (seconds) in force at an epoch-seconds instant."""
+    """The UTC offset (seconds) in force at an epoch-seconds instant (clamped to years 1-9999)."""
+    instant = min(max(instant, _FIRST_PROBE), _LAST_PROBE)
     return int(datetime.fromtimestamp(instant, zone).utcoffset().total_seconds())  # type: ignore[union-attr]
 
 
