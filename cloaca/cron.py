@@ -356,11 +356,10 @@ def _offset(zone: ZoneInfo, instant: int) -> int:
     return int(datetime.fromtimestamp(instant, zone).utcoffset().total_seconds())  # type: ignore[union-attr]
 
 
-def _wall_offsets(zone: ZoneInfo, wall: int) -> tuple[int, int]:
-    """The offsets of a wall time read as its first (fold=0) and second (fold=1) pass (PEP 495)."""
+def _wall_offset(zone: ZoneInfo, wall: int, fold: int = 0) -> int:
+    """The offset of a wall time read as its first (fold=0) or second (fold=1) pass (PEP 495)."""
     moment = _EPOCH_WALL + timedelta(seconds=wall)
-    first, second = zone.utcoffset(moment), zone.utcoffset(moment.replace(fold=1))
-    return int(first.total_seconds()), int(second.total_seconds())  # type: ignore[union-attr]
+    return int(zone.utcoffset(moment.replace(fold=fold)).total_seconds())  # type: ignore[union-attr]
 
 
 def _transition(zone: ZoneInfo, low: int, high: int) -> int:
@@ -377,23 +376,23 @@ def _transition(zone: ZoneInfo, low: int, high: int) -> int:
 
 def _instants(zone: ZoneInfo, wall: int) -> list[int]:
     """Every instant whose wall time is ``wall``: none in a gap, two in a fold."""
-    return sorted({wall - o for o in _wall_offsets(zone, wall) if _offset(zone, wall - o) == o})
+    offsets = {_wall_offset(zone, wall, fold) for fold in (0, 1)}
+    return sorted(wall - o for o in offsets if _offset(zone, wall - o) == o)
 
 
 def _first_instant(zone: ZoneInfo, wall: int) -> int:
     """A fixed-time wall time's one fire: its first occurrence, or the end of the gap it falls in."""
-    instants = _instants(zone, wall)
-    if instants:
-        return instants[0]
-    first, second = _wall_offsets(zone, wall)
-    return _transition(zone, wall - second, wall - first)
+    first = _wall_offset(zone, wall)
+    if _offset(zone, wall - first) == first:  # fold=0 is the earlier reading of a repeated time
+        return wall - first
+    return _transition(zone, wall - _wall_offset(zone, wall, 1), wall - first)
 
 
 def _next_fixed(plan: _Plan, earliest: int) -> int:
     """The first fire at or after ``earliest`` of a fixed-time expression."""
     zone = plan.zone
     offset, before = _offset(zone, earliest), _offset(zone, earliest - 1)
-    first_pass = _wall_offsets(zone, earliest + offset)[0]
+    first_pass = _wall_offset(zone, earliest + offset)
     if before < offset:  # ``earliest`` ends a gap: the skipped wall times fire now
         wall = earliest + before
     elif first_pass != offset:  # in a repeated hour: its wall times fired in the first pass
@@ -410,6 +409,8 @@ def _next_following_clock(plan: _Plan, earliest: int) -> int:
         offset = _offset(zone, moment)
         change = None if _offset(zone, moment + _NEAR) == offset else _transition(zone, moment, moment + _NEAR)
         wall = plan.next_wall(moment + offset)
+        if change is None and wall - offset < moment + _NEAR and _offset(zone, wall - offset) == offset:
+            return wall - offset  # no transition within reach: the wall time's only instant
         while not (later := [i for i in _instants(zone, wall) if i >= moment]):
             wall = plan.next_wall(wall + 1)  # skipped by a spring-forward
         if change is None or later[0] < change:
