@@ -113,6 +113,7 @@ class CronScheduler:
         self._tasks: list[asyncio.Task[None]] = []
         self._launches: set[asyncio.Task[None]] = set()
         self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._trigger_schedules: dict[str, str] = {}  # cron-form trigger name -> schedule id
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -138,18 +139,24 @@ class CronScheduler:
         self._wake.set()
 
     # ------------------------------------------------------------------ cron-form triggers
-    def _on_trigger_registered(self, definition: TriggerDefinition) -> None:
+    def _on_trigger_registered(self, name: str, definition: Optional[TriggerDefinition]) -> None:
         loop = self._loop
-        if definition.cron is None or loop is None or loop.is_closed():
+        if loop is None or loop.is_closed():
+            return
+        if definition is not None and definition.cron is not None:
+            change = self.add_trigger(definition)
+        elif name in self._trigger_schedules:
+            change = self.remove_trigger(name)  # removed, or re-declared as a polling trigger
+        else:
             return
         try:
             on_loop = asyncio.get_running_loop() is loop
         except RuntimeError:
             on_loop = False
         if on_loop:
-            loop.create_task(self.add_trigger(definition))
+            loop.create_task(change)
         else:
-            asyncio.run_coroutine_threadsafe(self.add_trigger(definition), loop).result(timeout=10)
+            asyncio.run_coroutine_threadsafe(change, loop).result(timeout=10)
 
     async def add_trigger(self, definition: TriggerDefinition) -> None:
         """A cron-form trigger is the schedule instance `trigger:<name>` of its workflow."""
@@ -159,8 +166,18 @@ class CronScheduler:
         record = new_schedule(
             definition.workflow, expression, self.clock(), instance_name=f"trigger:{definition.name}"
         )
-        await self.store.upsert_cron_instance(record)
+        stored = await self.store.upsert_cron_instance(record)
+        previous = self._trigger_schedules.get(definition.name)
+        self._trigger_schedules[definition.name] = stored.id
+        if previous is not None and previous != stored.id:
+            await self.store.delete_cron_schedule(previous)  # re-declared for another workflow
         self.rearm()
+
+    async def remove_trigger(self, name: str) -> None:
+        """A cron-form trigger no longer declared: delete its schedule instance."""
+        schedule_id = self._trigger_schedules.pop(name, None)
+        if schedule_id is not None:
+            await self.store.delete_cron_schedule(schedule_id)
 
     # ------------------------------------------------------------------ scheduling
     async def _schedule_forever(self) -> None:
