@@ -29,6 +29,9 @@ from .executor import Engine
 log = logging.getLogger("cloaca")
 
 Clock = Callable[[], float]
+"""The POSIX time now. A clock that can jump (a test's fake clock) may also offer
+`add_jump_listener(callback)` and `remove_jump_listener(callback)`: the scheduler is then
+woken, from any thread, to fire what became due."""
 
 RESERVED_KEYS = frozenset(
     {"scheduled_time", "schedule_id", "schedule_timezone", "schedule_expression",
@@ -80,6 +83,10 @@ def next_slot(expression: CronExpression, after: float) -> float:
     return expression.next_after(datetime.fromtimestamp(after, timezone.utc)).timestamp()
 
 
+def _ignore(callback: Callable[[], None]) -> None:
+    """What a clock that never jumps does with a jump listener."""
+
+
 def _slots_between(expression: CronExpression, start: float, end: float, limit: int) -> list[float]:
     utc = timezone.utc
     found = expression.slots_between(
@@ -122,12 +129,14 @@ class CronScheduler:
         for definition in self.registry.triggers():
             await self.add_trigger(definition)
         self.registry.add_trigger_listener(self._on_trigger_registered)
+        getattr(self.clock, "add_jump_listener", _ignore)(self._rearm_threadsafe)
         self._tasks.append(self._loop.create_task(self._schedule_forever()))
         if self.recovery:
             self._tasks.append(self._loop.create_task(self._recover_forever()))
 
     async def stop(self) -> None:
         self.registry.remove_trigger_listener(self._on_trigger_registered)
+        getattr(self.clock, "remove_jump_listener", _ignore)(self._rearm_threadsafe)
         tasks = self._tasks + list(self._launches)
         for task in tasks:
             task.cancel()
@@ -137,6 +146,11 @@ class CronScheduler:
     def rearm(self) -> None:
         """Re-read the earliest `next_run_at` now (schedules changed)."""
         self._wake.set()
+
+    def _rearm_threadsafe(self) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._wake.set)
 
     # ------------------------------------------------------------------ cron-form triggers
     def _on_trigger_registered(self, name: str, definition: Optional[TriggerDefinition]) -> None:
