@@ -84,6 +84,7 @@ def test_the_leak_tests_really_depend_on_the_fixture(tmp_path):
         "test_with_the_fixture_they_are_gone_after_the_test",
         "test_what_the_async_test_declared_is_gone",
         "test_the_live_runner_stopped_polling_it_after_that_test",
+        "test_that_runner_forgot_them_after_the_test",
     }
 
 

@@ -169,8 +169,10 @@ class CronScheduler:
             on_loop = False
         if on_loop:
             loop.create_task(change)
-        else:
-            asyncio.run_coroutine_threadsafe(change, loop).result(timeout=10)
+            return
+        future = asyncio.run_coroutine_threadsafe(change, loop)
+        if loop.is_running():  # else applied when it runs again (a test's loop, between fixtures)
+            future.result(timeout=10)
 
     async def add_trigger(self, definition: TriggerDefinition) -> None:
         """A cron-form trigger is the schedule instance `trigger:<name>` of its workflow."""

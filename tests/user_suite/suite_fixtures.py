@@ -8,6 +8,7 @@ import time
 from collections import Counter
 
 import pytest
+import pytest_asyncio
 
 import cloaca
 
@@ -29,6 +30,13 @@ POLLS = Counter()
 def shared_runner():
     """A runner of the user's own, alive across tests (cloaca_registry must reach it)."""
     with cloaca.DefaultRunner(":memory:") as runner:
+        yield runner
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def shared_async_runner():
+    """A runner of the user's own on the module's event loop, alive across tests."""
+    async with cloaca.DefaultRunner(":memory:") as runner:
         yield runner
 
 
@@ -136,3 +144,32 @@ def test_the_live_runner_stopped_polling_it_after_that_test(shared_runner):
     polled = POLLS["pinger"]
     time.sleep(0.5)
     assert POLLS["pinger"] == polled
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_triggers_declared_with_the_fixture_reach_a_runner_on_the_module_loop(
+    shared_async_runner, cloaca_registry
+):
+    @cloaca.trigger(name="module_pinger", workflow="greet", poll_interval="50ms")
+    async def module_pinger():
+        POLLS["module_pinger"] += 1
+        return False
+
+    @cloaca.trigger(name="module_nightly", workflow="greet", cron="0 3 * * *")
+    def module_nightly():
+        return False
+
+    while POLLS["module_pinger"] < 2:
+        await asyncio.sleep(0.02)
+    assert len(await shared_async_runner.alist_cron_schedules()) == 1
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_that_runner_forgot_them_after_the_test(shared_async_runner):
+    # cloaca_registry was torn down while the module's loop was not running: the removal
+    # is applied as soon as it runs again
+    await asyncio.sleep(0.1)
+    polled = POLLS["module_pinger"]
+    await asyncio.sleep(0.5)
+    assert POLLS["module_pinger"] == polled
+    assert await shared_async_runner.alist_cron_schedules() == []
