@@ -1,5 +1,14 @@
 """cloaca: an asyncio-native, embeddable workflow engine (the Cloacina `cloaca` Python API)."""
 
+from ._graphs import ComputationGraphBuilder, node
+from ._reactors import (
+    batch_accumulator,
+    passthrough_accumulator,
+    polling_accumulator,
+    reactor,
+    state_accumulator,
+    stream_accumulator,
+)
 from .admin import DatabaseAdmin, TenantConfig, TenantCredentials
 from .config import DefaultRunnerConfig
 from .context import Context
@@ -22,6 +31,7 @@ from .workflow import Workflow, WorkflowBuilder, register_workflow_constructor
 
 __all__ = [
     "BackoffStrategy",
+    "ComputationGraphBuilder",
     "Context",
     "DatabaseAdmin",
     "DefaultRunner",
@@ -45,10 +55,17 @@ __all__ = [
     "all_of",
     "always",
     "any_of",
+    "batch_accumulator",
     "boundary_schema",
     "context_value",
+    "node",
     "none_of",
+    "passthrough_accumulator",
+    "polling_accumulator",
+    "reactor",
     "register_workflow_constructor",
+    "state_accumulator",
+    "stream_accumulator",
     "task",
     "task_failed",
     "task_skipped",

@@ -27,6 +27,7 @@ from typing import Any, Callable, Mapping, Optional
 import anyio
 import anyio.to_thread
 
+from .._graphs.invocation import invoke_after_body
 from .._ids import time_ordered_id
 from ..context import Context
 from ..registry import Registry
@@ -402,6 +403,15 @@ class Engine:
             await self._fail_attempt(run, state, error, transient)
 
     async def _attempt(
+        self, definition: TaskDefinition, input_json: str, slot: TaskSlot
+    ) -> tuple[bool, str, str, bool]:
+        """Run the body once, then the graph it invokes: (ok, output JSON, error text, transient)."""
+        outcome = await self._attempt_body(definition, input_json, slot)
+        if outcome[0] and definition.invokes is not None:
+            return await invoke_after_body(definition, outcome[1], self._thread_limiter)
+        return outcome
+
+    async def _attempt_body(
         self, definition: TaskDefinition, input_json: str, slot: TaskSlot
     ) -> tuple[bool, str, str, bool]:
         """Run the body once: (ok, output JSON, error text, error is transient)."""
