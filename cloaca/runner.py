@@ -18,13 +18,14 @@ import time
 import uuid
 import weakref
 from types import TracebackType
-from typing import Any, Awaitable, Callable, Optional, TypeVar
+from typing import Any, Awaitable, Callable, Iterable, Optional, TypeVar
 
 import anyio
 from anyio.from_thread import BlockingPortal
 
 from ._cron_api import CronAPI
 from ._paging import page
+from ._secrets import resolver_for
 from ._trigger_api import TriggerAPI
 from .config import DefaultRunnerConfig
 from .context import Context
@@ -46,10 +47,16 @@ _LIVE_RUNNERS: "weakref.WeakSet[DefaultRunner]" = weakref.WeakSet()
 class DefaultRunner(CronAPI, TriggerAPI):
     """Persists and executes workflows; keeps triggers polling and cron schedules firing."""
 
-    def __init__(self, database_url: str, *, _config: Optional[DefaultRunnerConfig] = None,
+    def __init__(self, database_url: str, *, secrets: Any = None,
+                 granted_secrets: Optional[Iterable[str]] = None,
+                 _config: Optional[DefaultRunnerConfig] = None,
                  _schema: Optional[str] = None, _clock: Clock = time.time) -> None:
+        """`secrets`: where `Context.secret` looks (None: `CLOACINA_SECRETS_<name>` environment
+        variables; a mapping, a callable, an object with resolve()/aresolve(); False: none);
+        `granted_secrets`: if given, the only names tasks may resolve."""
         if _config is not None and not isinstance(_config, DefaultRunnerConfig):
             raise TypeError(f"config must be a DefaultRunnerConfig, got {type(_config).__name__}")
+        self._secrets = resolver_for(secrets, granted_secrets)
         self._config = _config or DefaultRunnerConfig.default()
         self._store: Store = store_for_url(database_url, _schema, self._config.db_pool_size)
         self._state = "new"  # new -> running -> closed
@@ -70,16 +77,20 @@ class DefaultRunner(CronAPI, TriggerAPI):
         # a sync call made before that starts it in its own thread instead.
 
     @staticmethod
-    def with_config(database_url: str, config: DefaultRunnerConfig) -> DefaultRunner:
+    def with_config(database_url: str, config: DefaultRunnerConfig, *, secrets: Any = None,
+                    granted_secrets: Optional[Iterable[str]] = None) -> DefaultRunner:
         """A runner with explicit tuning."""
-        return DefaultRunner(database_url, _config=config)
+        return DefaultRunner(database_url, secrets=secrets, granted_secrets=granted_secrets,
+                             _config=config)
 
     @staticmethod
-    def with_schema(database_url: str, schema: str) -> DefaultRunner:
+    def with_schema(database_url: str, schema: str, *, secrets: Any = None,
+                    granted_secrets: Optional[Iterable[str]] = None) -> DefaultRunner:
         """A runner whose tables live in PostgreSQL schema `schema` (created if missing)."""
         validate_schema_argument(database_url, schema)
         try:
-            return DefaultRunner(database_url, _schema=schema)
+            return DefaultRunner(database_url, secrets=secrets, granted_secrets=granted_secrets,
+                                 _schema=schema)
         except RuntimeError as exc:
             raise RuntimeError(f"Failed to set up schema '{schema}': {exc}") from None
 
@@ -147,7 +158,7 @@ class DefaultRunner(CronAPI, TriggerAPI):
             enable_recovery=config.enable_recovery,
             poll_interval_seconds=config.scheduler_poll_interval_ms / 1000.0,
         )
-        self._engine = Engine(self._store, REGISTRY, settings, self._owner)
+        self._engine = Engine(self._store, REGISTRY, settings, self._owner, self._secrets)
         self._poller = TriggerPoller(
             self._engine, self._store, REGISTRY,
             config.trigger_poll_timeout_seconds, config.max_concurrent_trigger_polls,

@@ -9,6 +9,7 @@ from typing import Any, Callable, Optional
 import anyio
 import anyio.to_thread
 
+from .._secrets import SecretResolver
 from ..context import Context, json_copy
 from ..task import TaskDefinition
 from .builder import get_graph
@@ -19,14 +20,15 @@ class InvocationFailed(Exception):
     """The graph or the post-invocation hook failed; the text is the task's error."""
 
 
-async def invoke_after_body(definition: TaskDefinition, output_json: str,
-                            limiter: anyio.CapacityLimiter) -> tuple[bool, str, str, bool]:
+async def invoke_after_body(definition: TaskDefinition, output_json: str, limiter: anyio.CapacityLimiter,
+                            secrets: Optional[SecretResolver] = None) -> tuple[bool, str, str, bool]:
     """The attempt's outcome once the task's graph and hook ran on the body's output context:
     (ok, output JSON, error text, error is transient), as the executor's attempt returns it."""
     assert definition.invokes is not None
     try:
         data = await invoke_graph(definition.id, definition.invokes, definition.post_invocation,
-                                  output_json, limiter)
+                                  output_json, limiter,
+                                  lambda data: Context._from_trusted(data, secrets))
         return True, json.dumps(data), "", False
     except InvocationFailed as exc:
         return False, "", str(exc), False

@@ -29,6 +29,7 @@ import anyio.to_thread
 
 from .._graphs.invocation import invoke_after_body
 from .._ids import time_ordered_id
+from .._secrets import SecretResolver
 from ..context import Context
 from ..registry import Registry
 from ..rules import evaluate_rule
@@ -113,8 +114,11 @@ class Run:
 class Engine:
     """Executes runs on the current event loop."""
 
-    def __init__(self, store: Store, registry: Registry, settings: EngineSettings, owner: str) -> None:
+    def __init__(self, store: Store, registry: Registry, settings: EngineSettings, owner: str,
+                 secrets: Optional[SecretResolver] = None) -> None:
         self.store = store
+        self.secrets = secrets
+        """What `Context.secret` resolves through in task bodies (None: not configured)."""
         self.registry = registry
         self.settings = settings
         self.owner = owner
@@ -408,14 +412,14 @@ class Engine:
         """Run the body once, then the graph it invokes: (ok, output JSON, error text, transient)."""
         outcome = await self._attempt_body(definition, input_json, slot)
         if outcome[0] and definition.invokes is not None:
-            return await invoke_after_body(definition, outcome[1], self._thread_limiter)
+            return await invoke_after_body(definition, outcome[1], self._thread_limiter, self.secrets)
         return outcome
 
     async def _attempt_body(
         self, definition: TaskDefinition, input_json: str, slot: TaskSlot
     ) -> tuple[bool, str, str, bool]:
         """Run the body once: (ok, output JSON, error text, error is transient)."""
-        context = Context._from_trusted(json.loads(input_json))
+        context = Context._from_trusted(json.loads(input_json), self.secrets)
         args: tuple[Any, ...] = (context,)
         handle = None
         if definition.wants_handle:
