@@ -112,6 +112,14 @@ _FIELDS = (
         "max_concurrent_trigger_polls", 64, _integer(1, _U64_MAX),
         "Bound on sync trigger polls running concurrently in worker threads.", upstream=False,
     ),
+    _Field(
+        "enable_reactors", True, _flag,
+        "Run registered reactors and accumulators on the runner's loop.", upstream=False,
+    ),
+    _Field(
+        "reactor_poll_interval_seconds", 1.0, _positive_seconds,
+        "How often reactor subscriptions look for new firings (s).", upstream=False,
+    ),
 )
 
 
@@ -139,6 +147,8 @@ class DefaultRunnerConfig:
     shutdown_grace_seconds: float
     trigger_poll_timeout_seconds: float
     max_concurrent_trigger_polls: int
+    enable_reactors: bool
+    reactor_poll_interval_seconds: float
 
     def __init__(
         self,
@@ -161,6 +171,8 @@ class DefaultRunnerConfig:
         shutdown_grace_seconds: Optional[float] = None,
         trigger_poll_timeout_seconds: Optional[float] = None,
         max_concurrent_trigger_polls: Optional[int] = None,
+        enable_reactors: Optional[bool] = None,
+        reactor_poll_interval_seconds: Optional[float] = None,
     ) -> None:
         arguments = locals()  # exactly the parameters (plus self), read by field name
         self._values: dict[str, Any] = {

@@ -25,6 +25,8 @@ from anyio.from_thread import BlockingPortal
 
 from ._cron_api import CronAPI
 from ._paging import page
+from ._reactors.api import ReactorAPI
+from ._reactors.subscriptions import SubscriptionPoller
 from ._secrets import resolver_for
 from ._trigger_api import TriggerAPI
 from .config import DefaultRunnerConfig
@@ -44,7 +46,7 @@ _THREAD_JOIN_SECONDS = 5.0
 _LIVE_RUNNERS: "weakref.WeakSet[DefaultRunner]" = weakref.WeakSet()
 
 
-class DefaultRunner(CronAPI, TriggerAPI):
+class DefaultRunner(CronAPI, TriggerAPI, ReactorAPI):
     """Persists and executes workflows; keeps triggers polling and cron schedules firing."""
 
     def __init__(self, database_url: str, *, secrets: Any = None,
@@ -68,6 +70,7 @@ class DefaultRunner(CronAPI, TriggerAPI):
         self._engine: Optional[Engine] = None
         self._poller: Optional[TriggerPoller] = None
         self._cron: Optional[CronScheduler] = None
+        self._subscriptions: Optional[SubscriptionPoller] = None
         self._clock = _clock
         self._owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         _LIVE_RUNNERS.add(self)
@@ -175,17 +178,23 @@ class DefaultRunner(CronAPI, TriggerAPI):
                 max_recovery_attempts=config.cron_max_recovery_attempts,
                 clock=self._clock,
             )
+        self._subscriptions = SubscriptionPoller(
+            self._store, self._engine.submit, config.reactor_poll_interval_seconds, self._clock
+        )
         try:
             await self._poller.start()
             await self._engine.start()
             if self._cron is not None:
                 await self._cron.start()
+            self._subscriptions.start()
         except BaseException:
             await self._close_services()
             raise
         self._state = "running"
 
     async def _close_services(self) -> None:
+        if self._subscriptions is not None:
+            await self._subscriptions.stop()
         if self._cron is not None:
             await self._cron.stop()
         if self._poller is not None:

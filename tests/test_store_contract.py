@@ -53,7 +53,7 @@ class Backend:
 
 class SQLiteBackend(Backend):
     name = "sqlite"
-    migrations = 2
+    migrations = 4  # version 3 (per-task claims) is empty on SQLite
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -76,7 +76,7 @@ class SQLiteBackend(Backend):
 
 class PostgresBackend(Backend):
     name = "postgres"
-    migrations = 3  # version 3: per-task claims (PostgreSQL shares work by task)
+    migrations = 4  # version 3: per-task claims (PostgreSQL shares work by task)
 
     def __init__(self, url: str) -> None:
         self.url = url
