@@ -26,6 +26,7 @@ from anyio.from_thread import BlockingPortal
 from ._cron_api import CronAPI
 from ._paging import page
 from ._reactors.api import ReactorAPI
+from ._reactors.runtime import ReactorRuntime
 from ._reactors.subscriptions import SubscriptionPoller
 from ._secrets import resolver_for
 from ._trigger_api import TriggerAPI
@@ -43,6 +44,8 @@ from .tenancy import validate_schema_argument
 T = TypeVar("T")
 
 _THREAD_JOIN_SECONDS = 5.0
+_REACTOR_THREADS = 40
+"""Worker threads for sync graph nodes and accumulator bodies of the live reactors."""
 _LIVE_RUNNERS: "weakref.WeakSet[DefaultRunner]" = weakref.WeakSet()
 
 
@@ -71,6 +74,7 @@ class DefaultRunner(CronAPI, TriggerAPI, ReactorAPI):
         self._poller: Optional[TriggerPoller] = None
         self._cron: Optional[CronScheduler] = None
         self._subscriptions: Optional[SubscriptionPoller] = None
+        self._reactors: Optional[ReactorRuntime] = None
         self._clock = _clock
         self._owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         _LIVE_RUNNERS.add(self)
@@ -187,12 +191,19 @@ class DefaultRunner(CronAPI, TriggerAPI, ReactorAPI):
             if self._cron is not None:
                 await self._cron.start()
             self._subscriptions.start()
+            if config.enable_reactors:
+                self._reactors = ReactorRuntime(
+                    self._store, anyio.CapacityLimiter(_REACTOR_THREADS), self._subscriptions.wake
+                )
+                await self._reactors.load()
         except BaseException:
             await self._close_services()
             raise
         self._state = "running"
 
     async def _close_services(self) -> None:
+        if self._reactors is not None:
+            await self._reactors.shutdown()
         if self._subscriptions is not None:
             await self._subscriptions.stop()
         if self._cron is not None:

@@ -106,3 +106,17 @@ async def opened(backend: Any) -> AsyncIterator[Callable[[], Awaitable[Any]]]:
     yield open_one
     for s in stores:
         await s.close()
+
+
+@pytest.fixture(autouse=True)
+def _forget_reactors_declared_by_the_test() -> Iterator[None]:
+    """Every runner loads every registered reactor, and an accumulator may feed only one:
+    reactors a test declares are forgotten after it, so tests cannot collide."""
+    from cloaca._reactors import definitions
+
+    with definitions._lock:
+        saved = dict(definitions._reactors)
+    yield
+    with definitions._lock:
+        definitions._reactors.clear()
+        definitions._reactors.update(saved)

@@ -7,6 +7,7 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Optional
 
+from ..context import NotJsonError, json_copy
 from ..result import rfc3339
 from ..store.base import SubscriptionRecord
 from .predicates import compile_predicate
@@ -14,16 +15,88 @@ from .subscriptions import DEFAULT_TENANT
 
 if TYPE_CHECKING:
     from ..store import Store
+    from .runtime import ReactorRuntime
     from .subscriptions import SubscriptionPoller
 
 
 class ReactorAPI:
-    """Mixed into DefaultRunner; relies on its `_call`, `_acall`, `_store` and `_subscriptions`."""
+    """Mixed into DefaultRunner; relies on its `_call`, `_acall`, `_store`, `_subscriptions`
+    and `_reactors`."""
 
     _store: Store
     _subscriptions: Optional[SubscriptionPoller]
+    _reactors: Optional[ReactorRuntime]
     _call: Callable[..., Any]
     _acall: Callable[..., Awaitable[Any]]
+
+    # ------------------------------------------------------------------ live reactors
+    def push_event(self, accumulator: str, event: Any, *, tenant: Optional[str] = None) -> None:
+        """Hand `event` (a JSON value) to an accumulator; returns once it is accepted (for
+        batch and state accumulators: persisted). Blocks while its queue is full."""
+        self._call("push_event", self._push, *_event(accumulator, event, tenant))
+
+    async def apush_event(self, accumulator: str, event: Any, *, tenant: Optional[str] = None) -> None:
+        await self._acall("apush_event", self._push, *_event(accumulator, event, tenant))
+
+    async def _push(self, accumulator: str, event: Any) -> None:
+        await self._live().push(accumulator, event)
+
+    def fire_reactor(self, reactor: Any, inputs: Optional[dict[str, Any]] = None) -> bool:
+        """Fire a reactor now, whatever its criteria (`inputs` replace its cache first); its
+        graphs have run when this returns. False if the reactor is paused."""
+        return self._call("fire_reactor", self._fire, *_fire_arguments(reactor, inputs))
+
+    async def afire_reactor(self, reactor: Any, inputs: Optional[dict[str, Any]] = None) -> bool:
+        return await self._acall("afire_reactor", self._fire, *_fire_arguments(reactor, inputs))
+
+    async def _fire(self, name: str, inputs: Optional[dict[str, Any]]) -> bool:
+        return await self._live().fire(name, inputs)
+
+    def pause_reactor(self, reactor: Any) -> None:
+        """Stop a reactor firing (it keeps accumulating)."""
+        self._call("pause_reactor", self._set_paused, _reactor_name(reactor), True)
+
+    async def apause_reactor(self, reactor: Any) -> None:
+        await self._acall("apause_reactor", self._set_paused, _reactor_name(reactor), True)
+
+    def resume_reactor(self, reactor: Any) -> None:
+        """Let a paused reactor fire again (at once, if its criteria hold)."""
+        self._call("resume_reactor", self._set_paused, _reactor_name(reactor), False)
+
+    async def aresume_reactor(self, reactor: Any) -> None:
+        await self._acall("aresume_reactor", self._set_paused, _reactor_name(reactor), False)
+
+    async def _set_paused(self, name: str, paused: bool) -> None:
+        self._live().set_paused(name, paused)
+
+    def list_reactors(self) -> list[dict[str, Any]]:
+        """The live reactors: name, mode, accumulators, graphs, paused, fires, last_fire_at,
+        last_error."""
+        return self._call("list_reactors", self._list_reactors)
+
+    async def alist_reactors(self) -> list[dict[str, Any]]:
+        return await self._acall("alist_reactors", self._list_reactors)
+
+    async def _list_reactors(self) -> list[dict[str, Any]]:
+        return self._live().describe()
+
+    def load_reactors(self) -> list[str]:
+        """Start reactors (and bind graphs) registered since the runner started; every
+        loaded reactor's name."""
+        return self._call("load_reactors", self._load_reactors)
+
+    async def aload_reactors(self) -> list[str]:
+        return await self._acall("aload_reactors", self._load_reactors)
+
+    async def _load_reactors(self) -> list[str]:
+        return await self._live().load()
+
+    def _live(self) -> ReactorRuntime:
+        if self._reactors is None:
+            raise ValueError(
+                "DefaultRunner: reactors are not running (DefaultRunnerConfig(enable_reactors=False))"
+            )
+        return self._reactors
 
     # ------------------------------------------------------------------ subscriptions
     def subscribe_workflow_to_reactor(self, reactor: Any, workflow: str, tenant: Optional[str] = None,
@@ -94,6 +167,39 @@ class ReactorAPI:
         if self._subscriptions is None:
             raise ValueError("DefaultRunner: the runner is not running")
         return await self._subscriptions.poll_once()
+
+
+def _event(accumulator: Any, event: Any, tenant: Optional[str]) -> tuple[str, Any]:
+    """(accumulator, JSON copy of the event), checked before anything is queued."""
+    if not isinstance(accumulator, str):
+        raise TypeError(f"push_event: accumulator must be a str, got {type(accumulator).__name__}")
+    if _tenant(tenant) != DEFAULT_TENANT:
+        raise ValueError(
+            f"push_event: tenant {tenant!r}: the embedded runner runs reactors for tenant "
+            f"'{DEFAULT_TENANT}' only"
+        )
+    try:
+        return accumulator, json_copy(event)
+    except NotJsonError as exc:
+        raise TypeError(f"push_event: the event for '{accumulator}' is not a JSON value: {exc.reason}") from None
+
+
+def _reactor_name(reactor: Any) -> str:
+    name = getattr(reactor, "NAME", reactor)
+    if not isinstance(name, str):
+        raise TypeError(f"reactor must be a reactor name or a @cloaca.reactor class, got {reactor!r}")
+    return name
+
+
+def _fire_arguments(reactor: Any, inputs: Optional[dict[str, Any]]) -> tuple[str, Optional[dict[str, Any]]]:
+    if inputs is None:
+        return _reactor_name(reactor), None
+    if not isinstance(inputs, dict):
+        raise TypeError(f"fire_reactor: inputs must be a dict, got {type(inputs).__name__}")
+    try:
+        return _reactor_name(reactor), json_copy(inputs)
+    except NotJsonError as exc:
+        raise TypeError(f"fire_reactor: inputs are not JSON values: {exc.reason}") from None
 
 
 def _tenant(tenant: Optional[str]) -> str:
