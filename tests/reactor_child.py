@@ -11,25 +11,16 @@ parent imports `declare` so that both declare the very same reactors and workflo
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from typing import Optional
 
 import cloaca
+from durability_child import append_line
 
 FIRES = 5
 DISPATCHED_BY_CHILD = 2
 BATCHED = ["e0", "e1", "e2"]
-
-
-def append_line(path: str, line: str) -> None:
-    """One write() of a whole line, so a kill never leaves half a line behind."""
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, (line + "\n").encode())
-    finally:
-        os.close(fd)
 
 
 def declare(prefix: str, log_path: str) -> tuple[type, type]:

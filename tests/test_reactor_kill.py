@@ -5,7 +5,6 @@ none skipped) and flushes the batch buffer the dead runner had persisted."""
 from __future__ import annotations
 
 import importlib.util
-import os
 import signal
 import subprocess
 import sys
@@ -18,7 +17,7 @@ import pytest
 import cloaca
 
 from conftest import POSTGRES_URL, unique_name
-from support import drop_postgres_schema, poll_until
+from support import drop_postgres_schema, poll_until, sigkill_when
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
 
@@ -38,15 +37,7 @@ def run_child_until_ready(tmp_path: Path, url: str, schema: Optional[str], prefi
         [sys.executable, str(CHILD), url, schema or "-", prefix, str(log), str(ready)],
         stdout=open(tmp_path / "child.out", "wb"), stderr=subprocess.STDOUT, cwd=str(tmp_path),
     )
-    try:
-        poll_until(lambda: ready.exists() or child.poll() is not None, "the child to be ready", 60)
-        assert child.poll() is None, "the child exited:\n" + (tmp_path / "child.out").read_text()
-        os.kill(child.pid, signal.SIGKILL)
-    finally:
-        if child.poll() is None:
-            child.kill()
-        child.wait(10)
-    assert child.returncode == -signal.SIGKILL
+    sigkill_when(child, ready.exists, "the child to be ready", tmp_path / "child.out")
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])

@@ -5,37 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import uuid
-from typing import Any, AsyncIterator, Callable
+from typing import Any
 
 import pytest
-import pytest_asyncio
 
 import cloaca
 
-from conftest import POSTGRES_URL, unique_name
-from support import drop_postgres_schema, wait_until
-
-
-@pytest_asyncio.fixture(params=["sqlite", "postgres"])
-async def make_runner(request: pytest.FixtureRequest, tmp_path) -> AsyncIterator[Callable[..., cloaca.DefaultRunner]]:
-    """`make_runner(**config)`: a new (unstarted) runner on the test's one database; use it
-    with `async with`. Successive runners see what earlier ones persisted."""
-    if request.param == "postgres" and not POSTGRES_URL:
-        pytest.skip("CLOACA_TEST_POSTGRES_URL is not set")
-    schema = f"cloaca_reactors_{uuid.uuid4().hex[:12]}"
-
-    def make(**config: Any) -> cloaca.DefaultRunner:
-        config.setdefault("workflow_timeout_seconds", 60)
-        config.setdefault("reactor_poll_interval_seconds", 3600)  # tests poll subscriptions
-        settings = cloaca.DefaultRunnerConfig(**config)
-        if request.param == "sqlite":
-            return cloaca.DefaultRunner.with_config(f"sqlite:///{tmp_path}/reactors.db", settings)
-        return cloaca.DefaultRunner(POSTGRES_URL, _config=settings, _schema=schema)
-
-    yield make
-    if request.param == "postgres":
-        await asyncio.to_thread(drop_postgres_schema, POSTGRES_URL, schema)
+from conftest import unique_name
+from support import wait_until
 
 
 class Recorder:

@@ -4,7 +4,6 @@ tests), on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 import uuid
@@ -18,27 +17,16 @@ from cloaca._ids import time_ordered_id
 from cloaca._reactors.predicates import compile_predicate
 from cloaca.store.base import FiringRecord
 
-from conftest import POSTGRES_URL, unique_name
-from support import drop_postgres_schema, wait_until
+from conftest import unique_name
+from support import wait_until
 
 
-@pytest_asyncio.fixture(params=["sqlite", "postgres"])
-async def runner(request: pytest.FixtureRequest, tmp_path) -> AsyncIterator[cloaca.DefaultRunner]:
-    """An async-bound runner whose subscription poller only runs when a test asks it to."""
-    config = cloaca.DefaultRunnerConfig(workflow_timeout_seconds=60, reactor_poll_interval_seconds=3600)
-    if request.param == "sqlite":
-        async with cloaca.DefaultRunner.with_config(f"sqlite:///{tmp_path}/subs.db", config) as r:
-            yield r
-        return
-    if not POSTGRES_URL:
-        pytest.skip("CLOACA_TEST_POSTGRES_URL is not set")
-    schema = f"cloaca_subs_{uuid.uuid4().hex[:12]}"
-    r = cloaca.DefaultRunner(POSTGRES_URL, _config=config, _schema=schema)
-    try:
-        async with r:
-            yield r
-    finally:
-        await asyncio.to_thread(drop_postgres_schema, POSTGRES_URL, schema)
+@pytest_asyncio.fixture
+async def runner(make_runner) -> AsyncIterator[cloaca.DefaultRunner]:
+    """A started runner (SQLite, PostgreSQL) whose subscription poller only runs when a test
+    asks it to."""
+    async with make_runner() as r:
+        yield r
 
 
 def recording_workflow(name: str) -> list[dict[str, Any]]:
