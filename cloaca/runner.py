@@ -183,7 +183,8 @@ class DefaultRunner(CronAPI, TriggerAPI, ReactorAPI):
                 clock=self._clock,
             )
         self._subscriptions = SubscriptionPoller(
-            self._store, self._engine.submit, config.reactor_poll_interval_seconds, self._clock
+            self._store, self._engine.submit, config.reactor_poll_interval_seconds, self._owner,
+            self._clock,
         )
         try:
             await self._poller.start()

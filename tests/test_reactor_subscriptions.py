@@ -4,6 +4,7 @@ tests), on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -318,3 +319,34 @@ async def test_the_poller_runs_on_its_own(tmp_path, wf_name) -> None:
         await runner.asubscribe_workflow_to_reactor("r", name)
         await fire(runner, "r", {"n": 1})
         await wait_until(lambda: seen, "the poller to dispatch without a manual poll")
+
+
+# ------------------------------------------------------------------ several runners
+@pytest.mark.asyncio
+async def test_two_runners_never_dispatch_one_firing_twice(make_runner, wf_name) -> None:
+    name = wf_name()
+    seen = recording_workflow(name)
+    async with make_runner() as first, make_runner() as second:
+        await first.asubscribe_workflow_to_reactor("r", name)
+        for n in range(20):
+            await fire(first, "r", {"n": n})
+        counts = await asyncio.gather(*(
+            r.apoll_reactor_subscriptions_once() for r in (first, second, first, second)
+        ))
+        assert sum(counts) == 20
+        await wait_until(lambda: len(seen) == 20, "twenty runs")
+        assert sorted(s["n"] for s in seen) == list(range(20))
+
+
+@pytest.mark.asyncio
+async def test_a_subscription_held_by_a_dead_pass_waits_for_its_lease(runner, wf_name) -> None:
+    name = wf_name()
+    seen = recording_workflow(name)
+    await runner.asubscribe_workflow_to_reactor("r", name)
+    await fire(runner, "r", {"n": 1})
+    now = time.time()
+    assert len(await runner._store.claim_subscriptions("dead-runner", now, now + 30)) == 1
+    assert await runner.apoll_reactor_subscriptions_once() == 0  # held by the dead pass
+    await runner._store.claim_subscriptions("dead-runner", now, now - 1)  # its lease ran out
+    assert await runner.apoll_reactor_subscriptions_once() == 1
+    await wait_until(lambda: seen, "the run once the lease expired")

@@ -27,6 +27,8 @@ PREDICATE_ERROR_BOUND = 5
 """Consecutive errors on one firing after which the subscription is marked degraded and
 moves past it."""
 FIRING_RETENTION_SECONDS = 7 * 86400.0
+PASS_LEASE_SECONDS = 30.0
+"""How long a pass may hold subscriptions before another runner may take them."""
 PRUNE_EVERY_SECONDS = 3600.0
 
 Dispatch = Callable[[str, str], Awaitable[Any]]
@@ -44,11 +46,18 @@ def workflow_input(firing: FiringRecord) -> dict[str, Any]:
 
 
 class SubscriptionPoller:
-    """Walks enabled subscriptions every `interval` seconds (sooner when woken)."""
+    """Walks the enabled subscriptions every `interval` seconds (sooner when woken).
 
-    def __init__(self, store: Store, dispatch: Dispatch, interval: float,
+    A pass holds the subscriptions it walks under a lease and gives them back at its end,
+    so runners sharing a database never dispatch one subscription's firings at once; those
+    held by a runner that died during a pass are taken over when its lease expires.
+    """
+
+    def __init__(self, store: Store, dispatch: Dispatch, interval: float, owner: str,
                  clock: Callable[[], float] = time.time) -> None:
         self._store = store
+        self._owner = owner
+        self.lease_seconds = PASS_LEASE_SECONDS
         self._dispatch = dispatch
         self._interval = interval
         self._clock = clock
@@ -92,15 +101,29 @@ class SubscriptionPoller:
     async def poll_once(self) -> int:
         """One pass over every enabled subscription; how many workflows it dispatched."""
         async with self._pass_lock:
-            dispatched = 0
-            for subscription in await self._store.list_subscriptions(None):
-                try:
-                    dispatched += await self._poll(subscription)
-                except Exception as exc:  # one subscription's trouble does not stop the others
-                    log.error("cloaca: reactor subscription %s (%s -> %s) failed: %s",
-                              subscription.id, subscription.reactor_name,
-                              subscription.workflow_name, exc)
-            return dispatched
+            now = self._clock()
+            held = await self._store.claim_subscriptions(self._owner, now, now + self.lease_seconds)
+            try:
+                return await self._walk(held)
+            finally:
+                await asyncio.shield(self._release())
+
+    async def _walk(self, held: list[SubscriptionRecord]) -> int:
+        dispatched = 0
+        for subscription in held:
+            try:
+                dispatched += await self._poll(subscription)
+            except Exception as exc:  # one subscription's trouble does not stop the others
+                log.error("cloaca: reactor subscription %s (%s -> %s) failed: %s",
+                          subscription.id, subscription.reactor_name,
+                          subscription.workflow_name, exc)
+        return dispatched
+
+    async def _release(self) -> None:
+        try:
+            await self._store.release_subscriptions(self._owner)
+        except Exception as exc:  # they are free again when the lease expires
+            log.warning("cloaca: could not release reactor subscriptions: %s", exc)
 
     async def _poll(self, sub: SubscriptionRecord) -> int:
         after = None

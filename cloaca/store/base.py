@@ -495,6 +495,16 @@ class Store(abc.ABC):
         """Enabled subscriptions of a tenant (None: of every tenant), oldest first."""
 
     @abc.abstractmethod
+    async def claim_subscriptions(self, owner: str, now: float, lease_until: float) -> list[SubscriptionRecord]:
+        """The enabled subscriptions `owner` holds until `lease_until`: those it held and
+        those nobody holds (or whose holder's lease expired before `now`), oldest first.
+        Runners sharing a database thus never dispatch one subscription's firings at once."""
+
+    @abc.abstractmethod
+    async def release_subscriptions(self, owner: str) -> None:
+        """Give up the subscriptions `owner` holds (at shutdown)."""
+
+    @abc.abstractmethod
     async def save_subscription_progress(self, record: SubscriptionRecord) -> None:
         """Write a subscription's watermark and predicate-error fields."""
 

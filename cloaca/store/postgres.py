@@ -551,6 +551,13 @@ class PostgresStore(Store):
         rows = await self._require_pool().fetch(q.LIST_SUBSCRIPTIONS, tenant_id)
         return [SubscriptionRecord(*r) for r in rows]
 
+    async def claim_subscriptions(self, owner: str, now: float, lease_until: float) -> list[SubscriptionRecord]:
+        rows = await self._require_pool().fetch(q.CLAIM_SUBSCRIPTIONS, owner, lease_until, now)
+        return sorted((SubscriptionRecord(*r) for r in rows), key=lambda r: (r.created_at, r.id))
+
+    async def release_subscriptions(self, owner: str) -> None:
+        await self._require_pool().execute(q.RELEASE_SUBSCRIPTIONS, owner)
+
     async def save_subscription_progress(self, r: SubscriptionRecord) -> None:
         await self._require_pool().execute(
             q.SAVE_SUBSCRIPTION_PROGRESS, r.last_seen_fired_at, r.last_seen_firing_id,

@@ -157,6 +157,8 @@ MIGRATIONS: list[tuple[int, str]] = [
             last_predicate_error      TEXT,
             last_predicate_error_at   DOUBLE PRECISION,
             predicate_error_firing_id TEXT,
+            lease_owner               TEXT,
+            lease_until               DOUBLE PRECISION,
             UNIQUE (reactor_name, workflow_name, tenant_id)
         );
 
@@ -636,6 +638,15 @@ DELETE_SUBSCRIPTION = """
 LIST_SUBSCRIPTIONS = f"""
     SELECT {SUBSCRIPTION_COLUMNS} FROM reactor_trigger_subscriptions
     WHERE enabled AND ($1::text IS NULL OR tenant_id = $1) ORDER BY created_at, id
+"""
+CLAIM_SUBSCRIPTIONS = f"""
+    UPDATE reactor_trigger_subscriptions SET lease_owner = $1, lease_until = $2
+    WHERE enabled AND (lease_owner IS NULL OR lease_owner = $1 OR lease_until < $3)
+    RETURNING {SUBSCRIPTION_COLUMNS}
+"""
+RELEASE_SUBSCRIPTIONS = """
+    UPDATE reactor_trigger_subscriptions SET lease_owner = NULL, lease_until = NULL
+    WHERE lease_owner = $1
 """
 SAVE_SUBSCRIPTION_PROGRESS = """
     UPDATE reactor_trigger_subscriptions SET

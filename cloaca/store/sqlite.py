@@ -443,6 +443,16 @@ class SQLiteStore(Store):
         )
         return [_subscription(r) for r in rows]
 
+    async def claim_subscriptions(self, owner: str, now: float, lease_until: float) -> list[SubscriptionRecord]:
+        def op(cur: sqlite3.Cursor) -> list[SubscriptionRecord]:
+            cur.execute(q.CLAIM_SUBSCRIPTIONS, (owner, lease_until, owner, now))
+            return [_subscription(r) for r in cur.execute(q.HELD_SUBSCRIPTIONS, (owner,)).fetchall()]
+
+        return await self._write(op, rows=_BULK)
+
+    async def release_subscriptions(self, owner: str) -> None:
+        await self._write(lambda cur: cur.execute(q.RELEASE_SUBSCRIPTIONS, (owner,)) and None, rows=_BULK)
+
     async def save_subscription_progress(self, r: SubscriptionRecord) -> None:
         params = (r.last_seen_fired_at, r.last_seen_firing_id, int(r.predicate_degraded),
                   r.predicate_error_count, r.last_predicate_error, r.last_predicate_error_at,

@@ -130,6 +130,8 @@ MIGRATIONS: list[tuple[int, str]] = [
             last_predicate_error      TEXT,
             last_predicate_error_at   REAL,
             predicate_error_firing_id TEXT,
+            lease_owner               TEXT,
+            lease_until               REAL,
             UNIQUE (reactor_name, workflow_name, tenant_id)
         );
 
@@ -399,6 +401,18 @@ DELETE_SUBSCRIPTION = """
 LIST_SUBSCRIPTIONS = f"""
     SELECT {SUBSCRIPTION_COLUMNS} FROM reactor_trigger_subscriptions
     WHERE enabled = 1 AND (? IS NULL OR tenant_id = ?) ORDER BY created_at, id
+"""
+CLAIM_SUBSCRIPTIONS = """
+    UPDATE reactor_trigger_subscriptions SET lease_owner = ?, lease_until = ?
+    WHERE enabled = 1 AND (lease_owner IS NULL OR lease_owner = ? OR lease_until < ?)
+"""
+HELD_SUBSCRIPTIONS = f"""
+    SELECT {SUBSCRIPTION_COLUMNS} FROM reactor_trigger_subscriptions
+    WHERE enabled = 1 AND lease_owner = ? ORDER BY created_at, id
+"""
+RELEASE_SUBSCRIPTIONS = """
+    UPDATE reactor_trigger_subscriptions SET lease_owner = NULL, lease_until = NULL
+    WHERE lease_owner = ?
 """
 SAVE_SUBSCRIPTION_PROGRESS = """
     UPDATE reactor_trigger_subscriptions SET
