@@ -25,7 +25,7 @@ import anyio.to_thread
 
 from ..context import NotJsonError, json_copy
 from ..store import Store
-from .definitions import BATCH, POLLING, STATE, AccumulatorDefinition, parse_duration
+from .definitions import BATCH, PASSTHROUGH, POLLING, STATE, AccumulatorDefinition, parse_duration
 
 log = logging.getLogger("cloaca")
 
@@ -41,8 +41,6 @@ Deliver = Callable[[str, Any], Awaitable[None]]
 class LiveAccumulator:
     """A passthrough or stream accumulator: pushed events go through a bounded queue."""
 
-    capacity = PASSTHROUGH_CAPACITY
-
     def __init__(self, definition: AccumulatorDefinition, tenant: str, store: Store,
                  deliver: Deliver, limiter: anyio.CapacityLimiter) -> None:
         self.definition = definition
@@ -50,7 +48,8 @@ class LiveAccumulator:
         self._store = store
         self._deliver = deliver
         self._limiter = limiter
-        self._queue: asyncio.Queue[Any] = asyncio.Queue(self.capacity)
+        capacity = PASSTHROUGH_CAPACITY if definition.kind == PASSTHROUGH else OTHER_CAPACITY
+        self._queue: asyncio.Queue[Any] = asyncio.Queue(capacity)
         self._tasks: list[asyncio.Task[None]] = []
 
     @property
@@ -108,8 +107,6 @@ class LiveAccumulator:
 
 class PollingAccumulator(LiveAccumulator):
     """Calls its function every interval; re-emits its last output at start."""
-
-    capacity = OTHER_CAPACITY
 
     async def start(self) -> None:
         await super().start()

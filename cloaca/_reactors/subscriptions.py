@@ -103,6 +103,8 @@ class SubscriptionPoller:
         async with self._pass_lock:
             now = self._clock()
             held = await self._store.claim_subscriptions(self._owner, now, now + self.lease_seconds)
+            if not held:
+                return 0
             try:
                 return await self._walk(held)
             finally:

@@ -444,6 +444,9 @@ class SQLiteStore(Store):
         return [_subscription(r) for r in rows]
 
     async def claim_subscriptions(self, owner: str, now: float, lease_until: float) -> list[SubscriptionRecord]:
+        if not await self._read(lambda cur: cur.execute(q.ANY_SUBSCRIPTION).fetchone()):
+            return []  # the common case, without taking the write lock every pass
+
         def op(cur: sqlite3.Cursor) -> list[SubscriptionRecord]:
             cur.execute(q.CLAIM_SUBSCRIPTIONS, (owner, lease_until, owner, now))
             return [_subscription(r) for r in cur.execute(q.HELD_SUBSCRIPTIONS, (owner,)).fetchall()]

@@ -402,6 +402,7 @@ LIST_SUBSCRIPTIONS = f"""
     SELECT {SUBSCRIPTION_COLUMNS} FROM reactor_trigger_subscriptions
     WHERE enabled = 1 AND (? IS NULL OR tenant_id = ?) ORDER BY created_at, id
 """
+ANY_SUBSCRIPTION = "SELECT 1 FROM reactor_trigger_subscriptions WHERE enabled = 1 LIMIT 1"
 CLAIM_SUBSCRIPTIONS = """
     UPDATE reactor_trigger_subscriptions SET lease_owner = ?, lease_until = ?
     WHERE enabled = 1 AND (lease_owner IS NULL OR lease_owner = ? OR lease_until < ?)
