@@ -299,3 +299,26 @@ def test_invokes_is_checked_after_the_workflow_scope() -> None:
         @cloaca.task(id="t", post_invocation=lambda ctx: ctx)
         def t(ctx):
             return ctx
+
+
+def test_a_graph_slower_than_the_task_timeout_fails_the_attempt(runner_factory, wf_name) -> None:
+    release = threading.Event()
+
+    def slow(ctx):
+        release.wait(10)
+        return "late"
+
+    graph = trigger_less({"slow": {}}, slow)
+    name = wf_name()
+    with cloaca.WorkflowBuilder(name):
+        @cloaca.task(id="t", invokes=graph, retry_attempts=0)
+        def t(ctx):
+            return ctx
+
+    try:
+        result = runner_factory(task_timeout_seconds=1).execute(name, cloaca.Context())
+    finally:
+        release.set()
+    assert result.status == "Failed"
+    assert result.task_results[0]["error_message"] == (
+        f"computation graph '{graph.NAME}' invocation timed out after 1s")

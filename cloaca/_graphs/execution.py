@@ -132,7 +132,9 @@ async def arun_graph(graph: Graph, cache: dict[str, Any], context: Optional[Cont
             if inspect.iscoroutinefunction(function):
                 result = await function(*arguments)
             else:
-                result = await anyio.to_thread.run_sync(function, *arguments, limiter=limiter)
+                # abandoned on cancel, like task bodies: a timed-out run does not wait for it
+                result = await anyio.to_thread.run_sync(function, *arguments, limiter=limiter,
+                                                        abandon_on_cancel=True)
             if inspect.isawaitable(result):
                 result = await result
         except Exception as exc:

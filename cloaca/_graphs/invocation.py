@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
 from typing import Any, Callable, Optional
@@ -21,15 +22,21 @@ class InvocationFailed(Exception):
 
 
 async def invoke_after_body(definition: TaskDefinition, output_json: str, limiter: anyio.CapacityLimiter,
-                            secrets: Optional[SecretResolver] = None) -> tuple[bool, str, str, bool]:
+                            secrets: Optional[SecretResolver] = None,
+                            timeout: float = 300.0) -> tuple[bool, str, str, bool]:
     """The attempt's outcome once the task's graph and hook ran on the body's output context:
-    (ok, output JSON, error text, error is transient), as the executor's attempt returns it."""
+    (ok, output JSON, error text, error is transient), as the executor's attempt returns it.
+    The graph and hook together get `timeout` seconds (the task's own timeout)."""
     assert definition.invokes is not None
     try:
-        data = await invoke_graph(definition.id, definition.invokes, definition.post_invocation,
-                                  output_json, limiter,
-                                  lambda data: Context._from_trusted(data, secrets))
+        async with asyncio.timeout(timeout):
+            data = await invoke_graph(definition.id, definition.invokes, definition.post_invocation,
+                                      output_json, limiter,
+                                      lambda data: Context._from_trusted(data, secrets))
         return True, json.dumps(data), "", False
+    except TimeoutError:
+        return (False, "", f"computation graph '{definition.invokes}' invocation timed out after "
+                f"{timeout:g}s", True)
     except InvocationFailed as exc:
         return False, "", str(exc), False
     except (TypeError, ValueError) as exc:  # a hook's Context holding non-JSON data

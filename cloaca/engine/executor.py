@@ -412,7 +412,8 @@ class Engine:
         """Run the body once, then the graph it invokes: (ok, output JSON, error text, transient)."""
         outcome = await self._attempt_body(definition, input_json, slot)
         if outcome[0] and definition.invokes is not None:
-            return await invoke_after_body(definition, outcome[1], self._thread_limiter, self.secrets)
+            return await invoke_after_body(definition, outcome[1], self._thread_limiter, self.secrets,
+                                           self.settings.task_timeout_seconds)
         return outcome
 
     async def _attempt_body(
