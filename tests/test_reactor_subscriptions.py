@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import time
 import uuid
 from typing import Any, AsyncIterator, Optional
@@ -350,3 +351,16 @@ async def test_a_subscription_held_by_a_dead_pass_waits_for_its_lease(runner, wf
     await runner._store.claim_subscriptions("dead-runner", now, now - 1)  # its lease ran out
     assert await runner.apoll_reactor_subscriptions_once() == 1
     await wait_until(lambda: seen, "the run once the lease expired")
+
+
+def test_when_without_the_cel_extra_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cloaca._reactors import predicates
+
+    monkeypatch.setitem(sys.modules, "cel_expr_python", None)  # as if not installed
+    monkeypatch.setattr(predicates, "_env", None)
+    predicates.compile_predicate.cache_clear()
+    try:
+        with pytest.raises(ValueError, match=r"Invalid predicate expression: .*cloaca\[cel\]"):
+            predicates.compile_predicate("1 > 0")
+    finally:
+        predicates.compile_predicate.cache_clear()
