@@ -204,7 +204,7 @@ class DefaultRunner(CronAPI, TriggerAPI, ReactorAPI):
 
     async def _close_services(self) -> None:
         if self._reactors is not None:
-            await self._reactors.shutdown()
+            await self._reactors.shutdown(self._config.shutdown_grace_seconds)
         if self._subscriptions is not None:
             await self._subscriptions.stop()
         if self._cron is not None:

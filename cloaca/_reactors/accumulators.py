@@ -78,6 +78,12 @@ class LiveAccumulator:
         await self._queue.put(_STOP)
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
+    async def abort(self) -> None:
+        """Cancel its tasks (what a batch or state accumulator holds stays persisted)."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
     async def _emit(self, value: Any, body: Optional[Callable[..., Any]]) -> None:
         """Deliver `body(value)` (or `value` itself without a body) as a boundary."""
         if body is not None:

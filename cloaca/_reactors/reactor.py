@@ -80,6 +80,14 @@ class LiveReactor:
             self._task = None
         await self._save()
 
+    async def abort(self) -> None:
+        """Cancel whatever is still running, then save the state."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        await self._save()
+
     # ------------------------------------------------------------------ boundaries
     async def deliver(self, source: str, value: Any) -> None:
         """A boundary from accumulator `source` (waits while the inbox is full)."""

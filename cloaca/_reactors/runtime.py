@@ -3,6 +3,7 @@ ingress, manual fires, pause/resume, and shutdown in order."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any, Callable, Optional
 
@@ -102,14 +103,20 @@ class ReactorRuntime:
     def describe(self) -> list[dict[str, Any]]:
         return [reactor.describe() for reactor in self.reactors.values()]
 
-    async def shutdown(self) -> None:
+    async def shutdown(self, grace_seconds: float) -> None:
         """Stop accepting events; stop polling; drain batches and queues into the reactors;
-        let each reactor finish its queued boundaries and fire; save their state."""
+        let each reactor finish its queued boundaries and fire; save their state. What is
+        still running after `grace_seconds` is cancelled (the state is saved all the same)."""
         self._accepting = False
-        for accumulator in self.accumulators.values():
-            try:
-                await accumulator.stop()
-            except Exception as exc:
-                log.error("cloaca: accumulator '%s' did not stop cleanly: %s", accumulator.name, exc)
-        for reactor in self.reactors.values():
-            await reactor.stop()
+        try:
+            async with asyncio.timeout(grace_seconds):
+                for accumulator in self.accumulators.values():
+                    await accumulator.stop()
+                for reactor in self.reactors.values():
+                    await reactor.stop()
+        except TimeoutError:
+            log.warning("cloaca: reactors did not stop within %gs; cancelling them", grace_seconds)
+            for accumulator in self.accumulators.values():
+                await accumulator.abort()
+            for reactor in self.reactors.values():
+                await reactor.abort()
