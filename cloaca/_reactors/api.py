@@ -119,11 +119,14 @@ class ReactorAPI:
             key = _key(reactor, workflow, tenant)
             if when is not None:
                 compile_predicate(when)
-            return await self._store.upsert_subscription(
+            subscription_id = await self._store.upsert_subscription(
                 str(uuid.uuid4()), *key, when, time.time()
             )
         except Exception as exc:
             raise ValueError(f"{prefix}: {exc}") from None
+        if self._subscriptions is not None:
+            self._subscriptions.subscriptions_changed()
+        return subscription_id
 
     def unsubscribe_workflow_from_reactor(self, reactor: Any, workflow: str,
                                           tenant: Optional[str] = None) -> bool:

@@ -65,6 +65,7 @@ class SubscriptionPoller:
         self._task: Optional[asyncio.Task[None]] = None
         self._pass_lock = asyncio.Lock()
         self._last_prune = 0.0
+        self._idle = False
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -76,8 +77,14 @@ class SubscriptionPoller:
             self._task = None
 
     def wake(self) -> None:
-        """Look for new firings now (a reactor just fired)."""
-        self._wake.set()
+        """Look for new firings now (a reactor just fired); skipped while the last pass found
+        no subscription (the next periodic pass looks again)."""
+        if not self._idle:
+            self._wake.set()
+
+    def subscriptions_changed(self) -> None:
+        """A subscription was made here: let fires wake the poller again."""
+        self._idle = False
 
     async def _run(self) -> None:
         while True:
@@ -103,6 +110,7 @@ class SubscriptionPoller:
         async with self._pass_lock:
             now = self._clock()
             held = await self._store.claim_subscriptions(self._owner, now, now + self.lease_seconds)
+            self._idle = not held
             if not held:
                 return 0
             try:
