@@ -261,7 +261,7 @@ async def test_polling_skips_none_and_exceptions_and_emits_values(make_runner) -
     poll.__name__ = src
     cloaca.polling_accumulator(interval="20ms")(poll)
     graph = Recorder(declare("when_any", src), [src])
-    async with make_runner() as runner:
+    async with make_runner():
         await wait_until(lambda: ({"price": 2},) in graph.calls, "the second value polled")
         await asyncio.sleep(0.1)  # later polls return None: no more fires
         # (two values polled during one fire would coalesce into the latest)
