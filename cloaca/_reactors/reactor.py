@@ -155,13 +155,15 @@ class LiveReactor:
         self._on_fired()
 
     async def _run_graphs(self, snapshot: dict[str, Any]) -> None:
-        graphs = [(name, get_graph(name)) for name in self.graphs]
+        # Looked up again at each fire: a graph rebuilt under its name runs as rebuilt (and
+        # no longer here if it was rebuilt for another reactor).
+        graphs = [graph for graph in map(get_graph, self.graphs)
+                  if graph is not None and graph.reactor is not None and graph.reactor.name == self.name]
         outcomes = await asyncio.gather(
-            *(arun_graph(graph, snapshot, None, self._limiter) for _, graph in graphs if graph is not None),
+            *(arun_graph(graph, snapshot, None, self._limiter) for graph in graphs),
             return_exceptions=True,
         )
-        ran = [name for name, graph in graphs if graph is not None]
-        for name, outcome in zip(ran, outcomes):
+        for name, outcome in zip((graph.name for graph in graphs), outcomes):
             if isinstance(outcome, asyncio.CancelledError):
                 raise outcome
             if isinstance(outcome, BaseException):
