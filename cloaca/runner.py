@@ -203,14 +203,14 @@ class DefaultRunner(CronAPI, TriggerAPI, ReactorAPI):
         self._state = "running"
 
     async def _close_services(self) -> None:
-        if self._reactors is not None:
-            await self._reactors.shutdown(self._config.shutdown_grace_seconds)
-        if self._subscriptions is not None:
-            await self._subscriptions.stop()
         if self._cron is not None:
             await self._cron.stop()
         if self._poller is not None:
             await self._poller.stop()
+        if self._reactors is not None:
+            await self._reactors.shutdown(self._config.shutdown_grace_seconds)
+        if self._subscriptions is not None:  # last (C13.7); firings left wait for the next runner
+            await self._subscriptions.stop()
         if self._engine is not None:
             await self._engine.stop(self._config.shutdown_grace_seconds)
         await self._store.close()
