@@ -133,7 +133,7 @@ def test_environment_source(monkeypatch: pytest.MonkeyPatch) -> None:
 # ------------------------------------------------------------------ through the runner
 def _secret_workflow(name: str, graph: Optional[cloaca.ComputationGraphBuilder] = None) -> None:
     with cloaca.WorkflowBuilder(name):
-        @cloaca.task(id="sync_body", invokes=graph)
+        @cloaca.task(id="sync_body", invokes=graph, retry_attempts=0)
         def sync_body(ctx):
             ctx.set("user", ctx.secret_field("api_token", "user"))
             return ctx
