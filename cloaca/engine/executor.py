@@ -28,7 +28,9 @@ from typing import Any, Callable, Mapping, Optional
 import anyio
 import anyio.to_thread
 
+from .._graphs.invocation import invoke_after_body
 from .._ids import time_ordered_id
+from .._secrets import SecretResolver
 from ..context import Context
 from ..registry import Registry
 from ..rules import evaluate_rule
@@ -125,8 +127,11 @@ class Run:
 class Engine:
     """Executes runs on the current event loop."""
 
-    def __init__(self, store: Store, registry: Registry, settings: EngineSettings, owner: str) -> None:
+    def __init__(self, store: Store, registry: Registry, settings: EngineSettings, owner: str,
+                 secrets: Optional[SecretResolver] = None) -> None:
         self.store = store
+        self.secrets = secrets
+        """What `Context.secret` resolves through in task bodies (None: not configured)."""
         self.registry = registry
         self.settings = settings
         self.owner = owner
@@ -451,8 +456,19 @@ class Engine:
             await self._fail_attempt(run, state, attempt)
 
     async def _attempt(self, definition: TaskDefinition, input_json: str, slot: TaskSlot) -> Attempt:
+        """Run the body once, then the graph it invokes."""
+        attempt = await self._attempt_body(definition, input_json, slot)
+        if attempt.ok and definition.invokes is not None:
+            ok, output, error, transient = await invoke_after_body(
+                definition, attempt.output, self._thread_limiter, self.secrets,
+                self.settings.task_timeout_seconds,
+            )
+            return Attempt(True, output) if ok else Attempt.failed(error, transient)
+        return attempt
+
+    async def _attempt_body(self, definition: TaskDefinition, input_json: str, slot: TaskSlot) -> Attempt:
         """Run the body once."""
-        context = Context._from_trusted(json.loads(input_json))
+        context = Context._from_trusted(json.loads(input_json), self.secrets)
         args: tuple[Any, ...] = (context,)
         handle = None
         if definition.wants_handle:
