@@ -113,10 +113,12 @@ class TaskClaims:
                 raise
             got = sum(len(w.tasks) for w in work)
             started = 0
-            for item in work:
-                started += await engine.start_claimed(item, known)
-            for _ in range(taken - started):
-                engine.slots.release()
+            try:
+                for item in work:
+                    started += await engine.start_claimed(item, known)
+            finally:
+                for _ in range(taken - started):
+                    engine.slots.release()
             if got < taken:
                 return
 
@@ -125,16 +127,19 @@ class TaskClaims:
         engine = self.engine
         ended, self._ended = self._ended, set()
         watched = {run.id: run for run in engine.watched_runs()}
-        if check_all and watched:
-            ended |= set(await engine.store.ended_runs(list(watched)))
-        for run_id in ended:
-            run = watched.get(run_id)
-            if run is None:
-                continue
-            stored = await engine.store.get_run(run_id)
-            if stored is not None and stored.execution.status in ("Pending", "Running"):
-                continue
-            if stored is None:
-                log.warning("cloaca: run %s vanished from %s", run_id, engine.store.description)
-                stored = run.snapshot()
-            engine.finished(run, stored)
+        pending = [run_id for run_id in ended if run_id in watched]
+        try:
+            if check_all and watched:
+                pending += set(await engine.store.ended_runs(list(watched))) - ended
+            while pending:
+                run = watched[pending[-1]]
+                stored = await engine.store.get_run(run.id)
+                pending.pop()
+                if stored is not None and stored.execution.status in ("Pending", "Running"):
+                    continue
+                if stored is None:
+                    log.warning("cloaca: run %s vanished from %s", run.id, engine.store.description)
+                    stored = run.snapshot()
+                engine.finished(run, stored)
+        finally:
+            self._ended.update(pending)  # a notice not acted on (the store failed) is kept
