@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import threading
 import time
 import uuid
@@ -24,6 +25,7 @@ import cloaca
 from cloaca import Context, DefaultRunner, DefaultRunnerConfig
 
 from _tcp_proxy import TcpProxy
+from support import poll_until
 
 POSTGRES_URL = os.environ.get("CLOACA_TEST_POSTGRES_URL")
 pytestmark = pytest.mark.skipif(not POSTGRES_URL, reason="CLOACA_TEST_POSTGRES_URL is not set")
@@ -89,6 +91,21 @@ def fresh_db() -> Iterator[str]:
         yield name
     finally:
         admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def proxy() -> Iterator[TcpProxy]:
+    """A started TCP proxy to the test server (127.0.0.1:5432), stopped at teardown."""
+    p = TcpProxy("127.0.0.1", 5432)
+    p.start()
+    try:
+        yield p
+    finally:
+        p.stop()
+
+
+def proxied_runner(proxy: TcpProxy, database: str) -> DefaultRunner:
+    return runner_on(database_url(POSTGRES_URL, database, "127.0.0.1", proxy.port))
 
 
 def terminate_backends(database: str) -> int:
@@ -211,20 +228,69 @@ def test_every_run_ends_when_store_calls_fail(
 
 
 # ====================================================================== unreachable server
-def test_every_run_ends_when_the_network_refuses_connections_for_a_while(fresh_db: str) -> None:
-    proxy = TcpProxy("127.0.0.1", 5432)
-    proxy.start()
+def test_every_run_ends_when_the_network_refuses_connections_for_a_while(
+    fresh_db: str, proxy: TcpProxy
+) -> None:
+    runner = proxied_runner(proxy, fresh_db)
     try:
-        runner = runner_on(database_url(POSTGRES_URL, fresh_db, "127.0.0.1", proxy.port))
-        try:
-            def outage() -> None:
-                time.sleep(0.3)
-                proxy.cut(refuse_for=3.0)
+        def outage() -> None:
+            time.sleep(0.3)
+            proxy.cut(refuse_for=3.0)
 
-            outcomes = run_many(runner, runs=40, threads=16, during=outage)
-            assert proxy.cuts == 1
-            assert_all_completed(runner, outcomes, 40)
-        finally:
-            runner.shutdown()
+        outcomes = run_many(runner, runs=40, threads=16, during=outage)
+        assert proxy.refused > 0
+        assert_all_completed(runner, outcomes, 40)
     finally:
-        proxy.stop()
+        runner.shutdown()
+
+
+def test_the_listener_reconnects_after_the_network_comes_back(fresh_db: str, proxy: TcpProxy) -> None:
+    listening = "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND query LIKE 'LISTEN %'"
+    runner = proxied_runner(proxy, fresh_db)
+    try:
+        poll_until(lambda: admin(listening, fresh_db)[0][0] == 1, "the runner to LISTEN")
+        proxy.cut(refuse_for=2.0)
+        poll_until(lambda: proxy.refused > 0, "the listener to try again while refused")
+        poll_until(lambda: admin(listening, fresh_db)[0][0] == 1, "the listener to LISTEN again",
+                   timeout=HANG_GUARD_SECONDS)
+        assert runner.execute(CHAIN, Context({})).status == "Completed"
+    finally:
+        runner.shutdown()
+
+
+def test_a_runner_stopping_while_the_database_is_unreachable_names_it_and_the_run(
+    fresh_db: str, proxy: TcpProxy
+) -> None:
+    runner = proxied_runner(proxy, fresh_db)
+    proxy.refuse()
+    with ThreadPoolExecutor(1) as pool:
+        call = pool.submit(runner.execute, CHAIN, Context({}))
+        poll_until(lambda: proxy.refused >= 2, "the run's insert to be tried again")
+        runner.shutdown()
+        with pytest.raises(RuntimeError) as caught:
+            call.result(timeout=HANG_GUARD_SECONDS)
+    message = str(caught.value)
+    assert fresh_db in message and "unreachable" in message
+    assert re.search(r"run [0-9a-f-]{36} of workflow 'pg_connection_loss_chain'", message)
+
+
+def test_the_postgres_store_tells_a_lost_connection_from_other_errors() -> None:
+    import asyncpg
+
+    from cloaca.store.postgres import PostgresStore
+
+    store = PostgresStore(POSTGRES_URL)
+    lost = [
+        asyncpg.ConnectionDoesNotExistError("connection was closed in the middle of operation"),
+        asyncpg.AdminShutdownError("terminating connection due to administrator command"),
+        asyncpg.CannotConnectNowError("the database system is starting up"),
+        asyncpg.exceptions.InternalClientError("cannot switch to state 12; another operation (2) is in progress"),
+        asyncpg.InterfaceError("cannot perform operation: connection is closed"),
+        ConnectionRefusedError(111, "Connection refused"), asyncio.TimeoutError(),
+    ]
+    other = [
+        asyncpg.UniqueViolationError("duplicate key"), asyncpg.exceptions._base.DataError("bad argument"),
+        asyncpg.UndefinedTableError("no such table"), ValueError("bug"),
+    ]
+    assert [store.unavailable(e) for e in lost] == [True] * len(lost)
+    assert [store.unavailable(e) for e in other] == [False] * len(other)

@@ -37,18 +37,17 @@ async def until_stored(
         try:
             result = await attempt()
         except Exception as exc:
-            if not store.unavailable(exc):
-                raise
+            if not store.unavailable(exc) and not (failures and stopping()):
+                raise  # (once retrying, an error because the runner closed the store stops it)
             failures += 1
-            if stopping():
-                raise StoreRetryStopped(
-                    f"could not write {what} to {store.description}: {exc}"
-                ) from exc
             if failures == 1 or failures % 10 == 0:
                 log.warning("cloaca: could not write %s to %s (attempt %d, retrying): %s",
                             what, store.description, failures, exc)
-            await asyncio.sleep(delay)
-            delay = min(2 * delay, MAX_DELAY_SECONDS)
+            if not stopping():
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, MAX_DELAY_SECONDS)
+            if stopping():  # checked after the pause too: the store may be closed by now
+                raise StoreRetryStopped(f"could not write {what} to {store.description}: {exc}") from exc
             continue
         if failures:
             log.info("cloaca: wrote %s to %s after %d failed attempt(s)", what, store.description, failures)
