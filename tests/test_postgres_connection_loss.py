@@ -11,6 +11,7 @@ Each test uses a database of its own, dropped at teardown.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import re
 import threading
@@ -220,6 +221,27 @@ def test_every_run_ends_when_store_calls_fail(
     runner = runner_on(database_url(POSTGRES_URL, fresh_db))
     try:
         faults = FaultyCalls(runner._store, methods, every=4, after_commit=after_commit)
+        outcomes = run_many(runner, runs=24, threads=12, during=lambda: None)
+        assert faults.failed > 0
+        assert_all_completed(runner, outcomes, 24)
+    finally:
+        runner.shutdown()
+
+
+@pytest.mark.parametrize("after_commit", [False, True], ids=["before", "after-commit"])
+def test_every_run_ends_when_a_recomputed_step_fails(fresh_db: str, after_commit: bool) -> None:
+    runner = runner_on(database_url(POSTGRES_URL, fresh_db))
+    try:
+        store, calls = runner._store, itertools.count(1)
+        commit_step = store.commit_step
+
+        async def refused_sometimes(*args: Any) -> bool:
+            if next(calls) % 3 == 0:
+                return False  # as if another runner had written first: recomputed under lock
+            return await commit_step(*args)
+
+        store.commit_step = refused_sometimes
+        faults = FaultyCalls(store, ["commit_step_locked"], every=2, after_commit=after_commit)
         outcomes = run_many(runner, runs=24, threads=12, during=lambda: None)
         assert faults.failed > 0
         assert_all_completed(runner, outcomes, 24)

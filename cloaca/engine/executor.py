@@ -573,19 +573,29 @@ class Engine:
                 )
             except Exception as exc:
                 self._abandon(step)
-                run.version = UNKNOWN_VERSION
-                if not self.store.unavailable(exc):
-                    raise
-                started = [_copy(s.record) for s in step.to_start]
-                return await until_stored(
-                    self.store, f"a step of run {run.id}",
-                    lambda: self._commit_reloaded(run, state, outcome, started), lambda: self._stopping,
-                )
+                return await self._write_again(run, state, outcome, exc, [_copy(s.record) for s in step.to_start])
             if committed:
                 run.version += 1
                 return step
             self._abandon(step)
-            return await self._commit_locked(run, state, outcome, [r.task_name for r in step.changed])
+            try:
+                return await self._commit_locked(run, state, outcome, [r.task_name for r in step.changed])
+            except Exception as exc:
+                return await self._write_again(run, state, outcome, exc, [])
+
+    async def _write_again(
+        self, run: Run, state: _TaskState, outcome: TaskRecord, exc: Exception, started: list[TaskRecord]
+    ) -> Optional[_Step]:
+        """A write of the run's step failed, after the step was applied in memory: forget
+        what memory holds of the run and, if the store was unreachable, write the step
+        again until it goes through. `started`: the tasks the failed write started."""
+        run.version = UNKNOWN_VERSION
+        if not self.store.unavailable(exc):
+            raise exc
+        return await until_stored(
+            self.store, f"a step of run {run.id}",
+            lambda: self._commit_reloaded(run, state, outcome, started), lambda: self._stopping,
+        )
 
     async def _commit_reloaded(
         self, run: Run, state: _TaskState, outcome: TaskRecord, started: list[TaskRecord]
