@@ -249,6 +249,44 @@ def test_every_run_ends_when_a_recomputed_step_fails(fresh_db: str, after_commit
         runner.shutdown()
 
 
+@pytest.mark.parametrize("after_commit", [False, True], ids=["before", "after-commit"])
+def test_every_trigger_fire_starts_its_run_once_when_inserts_fail(fresh_db: str, after_commit: bool) -> None:
+    from cloaca.registry import REGISTRY
+
+    suffix = uuid.uuid4().hex[:10]
+    workflow, trigger, fires = f"pg_connloss_fired_{suffix}", f"pg_connloss_trigger_{suffix}", 8
+    received: list[int] = []
+    with cloaca.WorkflowBuilder(workflow):
+
+        @cloaca.task(id="record")
+        def record(context: Context) -> Context:
+            received.append(context.get("n"))
+            return context
+
+    pending = iter(range(fires))
+
+    @cloaca.trigger(workflow=workflow, name=trigger, poll_interval="50ms")
+    def poll() -> cloaca.TriggerResult:
+        n = next(pending, None)
+        return cloaca.TriggerResult.skip() if n is None else cloaca.TriggerResult.fire(Context({"n": n}))
+
+    try:
+        runner = runner_on(database_url(POSTGRES_URL, fresh_db))
+        try:
+            faults = FaultyCalls(runner._store, ["create_execution"], every=2, after_commit=after_commit)
+            poll_until(
+                lambda: [r["status"] for r in runner.list_executions(workflow)] == ["Completed"] * fires,
+                "every fire's run to complete", timeout=HANG_GUARD_SECONDS,
+            )
+            assert faults.failed > 0
+            assert sorted(received) == list(range(fires))  # each fire ran once
+            assert len(runner.get_trigger_execution_history(trigger)) == fires
+        finally:
+            runner.shutdown()
+    finally:
+        REGISTRY.remove_trigger(trigger)
+
+
 # ====================================================================== unreachable server
 def test_every_run_ends_when_the_network_refuses_connections_for_a_while(
     fresh_db: str, proxy: TcpProxy
