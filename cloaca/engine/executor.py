@@ -573,7 +573,8 @@ class Engine:
                 )
             except Exception as exc:
                 self._abandon(step)
-                return await self._write_again(run, state, outcome, exc, [_copy(s.record) for s in step.to_start])
+                started = [_copy(s.record) for s in step.to_start]
+                return await self._write_again(run, state, outcome, exc, started)
             if committed:
                 run.version += 1
                 return step
