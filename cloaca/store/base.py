@@ -270,6 +270,11 @@ class Store(abc.ABC):
     async def close(self) -> None:
         """Release connections (idempotent)."""
 
+    def unavailable(self, exc: BaseException) -> bool:
+        """`exc` says the database could not be reached (a connection dropped, refused, or
+        timed out), so the same call may succeed later on a fresh connection."""
+        return False
+
     # runs ---------------------------------------------------------------------------
     @abc.abstractmethod
     async def create_execution(

@@ -64,6 +64,17 @@ CLOSE_TIMEOUT_SECONDS = 10.0
 RELISTEN_DELAY_SECONDS = 1.0
 
 
+CONNECTION_ERRORS = (
+    OSError, asyncio.TimeoutError, TimeoutError, asyncpg.PostgresConnectionError,
+    asyncpg.AdminShutdownError, asyncpg.CrashShutdownError, asyncpg.CannotConnectNowError,
+)
+"""What a lost, refused or stalled connection raises: class 08, the server shutting down
+or starting (57P01-57P03)..."""
+CONNECTION_STATE_ERRORS = (asyncpg.InterfaceError, asyncpg.exceptions.InternalClientError)
+"""...and, as these exact classes (their subclasses are misuse: bad arguments, bad
+configuration), the client's "connection is closed" and "cannot switch to state"."""
+
+
 class SchemaTooNew(Exception):
     """The database was migrated by a newer cloaca than this one."""
 
@@ -123,6 +134,12 @@ class PostgresStore(Store):
             await asyncio.wait_for(pool.close(), CLOSE_TIMEOUT_SECONDS)
         except (asyncio.TimeoutError, asyncpg.PostgresError, OSError):
             pool.terminate()
+
+    def unavailable(self, exc: BaseException) -> bool:
+        # InternalClientError: a connection the server closed while it sat idle in the pool
+        # fails its next operation that way ("cannot switch to state ...") when the close
+        # has not been processed yet; the pool discards it on release.
+        return isinstance(exc, CONNECTION_ERRORS) or type(exc) in CONNECTION_STATE_ERRORS
 
     def _require_pool(self) -> asyncpg.Pool:
         if self._pool is None:
@@ -392,8 +409,8 @@ class PostgresStore(Store):
                 log.warning("cloaca: LISTEN on %s failed (polling meanwhile): %s", self.description,
                             scrub(describe_error(exc), self._secrets))
             finally:
-                if conn is not None and not conn.is_closed():
-                    await conn.close(timeout=CLOSE_TIMEOUT_SECONDS)
+                if conn is not None:
+                    conn.terminate()  # no I/O: a close on a broken connection could raise here
             await asyncio.sleep(RELISTEN_DELAY_SECONDS)
 
     async def list_executions(
