@@ -17,6 +17,7 @@ import string
 import urllib.parse
 from typing import Any, Awaitable, Callable, NoReturn, Optional, TypeVar
 
+from ._bridge import run_to_completion
 from .store.postgres_queries import quote_ident
 from .tenancy import RESERVED_SCHEMAS, check_identifier
 
@@ -331,7 +332,7 @@ def _run_sync(fn: Callable[..., Awaitable[T]], *args: Any, name: str) -> T:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(fn(*args))
+        return run_to_completion(fn, *args)
     _blocking_on_loop(name)
 
 

@@ -3,7 +3,8 @@
 Every operation is written once, as a coroutine of this module running on the runner's
 loop. A runner made in sync code owns that loop, in a daemon thread behind an anyio
 BlockingPortal; `async with DefaultRunner(url)` or `await runner.astart()` binds it to the
-caller's running loop instead. The `a`-prefixed twins may be awaited from any loop.
+caller's running loop instead. The `a`-prefixed twins may be awaited from any loop. Every
+crossing between threads and that loop goes through the runner's one `Bridge`.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from types import TracebackType
 from typing import Any, Awaitable, Callable, Iterable, Optional, TypeVar
 
 import anyio
-from anyio.from_thread import BlockingPortal
 
+from ._bridge import Bridge
 from ._cron_api import CronAPI
 from ._paging import page
 from ._reactors.api import ReactorAPI
@@ -38,6 +39,7 @@ from .engine.executor import RUN_STATUSES, Engine, EngineSettings, Run
 from .engine.observe import caller_trace_context
 from .engine.triggers import TriggerPoller
 from .registry import REGISTRY
+from .trigger import TriggerDefinition
 from .result import WorkflowResult, rfc3339
 from .store import Store, store_for_url
 from .store.base import StoredRun
@@ -46,7 +48,6 @@ from .tenancy import validate_schema_argument
 T = TypeVar("T")
 TraceParent = Optional[dict[str, str]]
 
-_THREAD_JOIN_SECONDS = 5.0
 _REACTOR_THREADS = 40
 """Worker threads for sync graph nodes and accumulator bodies of the live reactors."""
 _LIVE_RUNNERS: "weakref.WeakSet[DefaultRunner]" = weakref.WeakSet()
@@ -69,10 +70,7 @@ class DefaultRunner(CronAPI, TriggerAPI, ReactorAPI):
         self._store: Store = store_for_url(database_url, _schema, self._config.db_pool_size)
         self._state = "new"  # new -> running -> closed
         self._lock = threading.Lock()
-        self._loop: Optional[asyncio.AbstractEventLoop] = None
-        self._loop_thread: Optional[int] = None
-        self._portal: Optional[BlockingPortal] = None
-        self._thread: Optional[threading.Thread] = None
+        self._bridge = Bridge("cloaca-runner", "DefaultRunner")
         self._engine: Optional[Engine] = None
         self._poller: Optional[TriggerPoller] = None
         self._cron: Optional[CronScheduler] = None
@@ -106,39 +104,16 @@ class DefaultRunner(CronAPI, TriggerAPI, ReactorAPI):
 
     # ================================================================== lifecycle
     def _start_in_own_thread(self) -> None:
-        started = threading.Event()
-        failure: list[BaseException] = []
-
-        async def serve() -> None:
-            async with BlockingPortal() as portal:
-                self._portal = portal
-                self._bind_to_current_loop()
-                started.set()
-                await portal.sleep_until_stopped()
-
-        def thread_main() -> None:
-            try:
-                anyio.run(serve, backend="asyncio")
-            except BaseException as exc:  # pragma: no cover - surfaced through `failure`
-                failure.append(exc)
-                started.set()
-
-        self._thread = threading.Thread(target=thread_main, name="cloaca-runner", daemon=True)
-        self._thread.start()
-        started.wait()
-        if failure:
-            raise RuntimeError(f"Failed to create DefaultRunner: {failure[0]}")
         try:
-            assert self._portal is not None
-            self._portal.call(self._open_services)
+            self._bridge.start_thread()
+        except BaseException as exc:  # pragma: no cover - the thread could not start its loop
+            raise RuntimeError(f"Failed to create DefaultRunner: {exc}") from None
+        try:
+            self._bridge.call(self._open_services)
         except BaseException as exc:
-            self._stop_own_thread()
+            self._bridge.stop_thread()
             self._state = "closed"
             raise _construction_error(exc) from None
-
-    def _bind_to_current_loop(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._loop_thread = threading.get_ident()
 
     async def astart(self) -> DefaultRunner:
         """Bind the runner to the running loop and start it (tasks then run on that loop)."""
@@ -150,7 +125,7 @@ class DefaultRunner(CronAPI, TriggerAPI, ReactorAPI):
                     "DefaultRunner.astart(): the runner has been shut down; create a new one"
                 )
             self._state = "starting"
-        self._bind_to_current_loop()
+        self._bridge.bind()
         try:
             await self._open_services()
         except BaseException as exc:
@@ -195,6 +170,8 @@ class DefaultRunner(CronAPI, TriggerAPI, ReactorAPI):
             await self._engine.start()
             if self._cron is not None:
                 await self._cron.start()
+            REGISTRY.add_trigger_listener(self._on_declared)
+            getattr(self._clock, "add_jump_listener", _no_jumps)(self._on_clock_jump)
             self._subscriptions.start()
             if config.enable_reactors:
                 self._reactors = ReactorRuntime(
@@ -207,6 +184,8 @@ class DefaultRunner(CronAPI, TriggerAPI, ReactorAPI):
         self._state = "running"
 
     async def _close_services(self) -> None:
+        REGISTRY.remove_trigger_listener(self._on_declared)
+        getattr(self._clock, "remove_jump_listener", _no_jumps)(self._on_clock_jump)
         if self._cron is not None:
             await self._cron.stop()
         if self._poller is not None:
@@ -219,6 +198,22 @@ class DefaultRunner(CronAPI, TriggerAPI, ReactorAPI):
             await self._engine.stop(self._config.shutdown_grace_seconds)
         await self._store.close()
 
+    # ------------------------------------------------------------------ crossings to the loop
+    def _on_declared(self, name: str, definition: Optional[TriggerDefinition]) -> None:
+        """The registry: a trigger was declared or removed, on any thread."""
+        for scheduler in (self._poller, self._cron):
+            if scheduler is not None:
+                self._bridge.apply(
+                    lambda s=scheduler: s.apply_declaration(name, definition),
+                    f"the declaration of trigger '{name}'",
+                )
+
+    def _on_clock_jump(self) -> None:
+        """The clock (a test's fake clock) jumped, on any thread: fire what became due."""
+        cron = self._cron
+        if cron is not None:
+            self._bridge.apply(_awaitable(cron.rearm), "a jump of the clock")
+
     def shutdown(self) -> None:
         """Stop polling and scheduling, let running tasks finish (grace period), close. Idempotent."""
         with self._lock:
@@ -228,14 +223,14 @@ class DefaultRunner(CronAPI, TriggerAPI, ReactorAPI):
             self._check_not_on_loop_thread("shutdown", "ashutdown")
             self._state = "closing"
         try:
-            self._run_blocking(self._close_services)
+            self._bridge.call(self._close_services)
         except KeyboardInterrupt:
             self._state = "closed"  # stop at once: the loop's daemon thread dies with the process
             raise
         finally:
             if self._state != "closed":
                 self._state = "closed"
-                self._stop_own_thread()
+                self._bridge.stop_thread()
 
     async def ashutdown(self) -> None:
         """Async twin of `shutdown` (idempotent); also safe while the caller is being cancelled."""
@@ -246,26 +241,11 @@ class DefaultRunner(CronAPI, TriggerAPI, ReactorAPI):
             self._state = "closing"
         try:
             with anyio.CancelScope(shield=True):
-                await self._run_async(self._close_services)
+                await self._bridge.acall(self._close_services)
         finally:
             self._state = "closed"
-            if self._thread is not None:
-                await anyio.to_thread.run_sync(self._stop_own_thread)
-
-    def _stop_own_thread(self) -> None:
-        portal, thread = self._portal, self._thread
-        if portal is None or thread is None:
-            return
-        try:
-            portal.call(portal.stop)
-        except RuntimeError:
-            pass  # already stopped
-        thread.join(_THREAD_JOIN_SECONDS)
-        if thread.is_alive():
-            raise ValueError(
-                f"Failed to shutdown async runtime: the runner thread did not stop within "
-                f"{_THREAD_JOIN_SECONDS:g}s"
-            )
+            if self._bridge.owns_thread:
+                await anyio.to_thread.run_sync(self._bridge.stop_thread)
 
     def __enter__(self) -> DefaultRunner:
         return self
@@ -287,22 +267,8 @@ class DefaultRunner(CronAPI, TriggerAPI, ReactorAPI):
         return "DefaultRunner(thread_separated_async_runtime)"
 
     # ================================================================== dispatch
-    def _run_blocking(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
-        if self._portal is not None:
-            return self._portal.call(fn, *args)
-        assert self._loop is not None
-        return asyncio.run_coroutine_threadsafe(fn(*args), self._loop).result()
-
-    async def _run_async(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
-        if asyncio.get_running_loop() is self._loop:
-            return await fn(*args)
-        assert self._loop is not None
-        if self._loop.is_closed():
-            raise ValueError("DefaultRunner: the event loop this runner ran on is closed")
-        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(fn(*args), self._loop))
-
     def _check_not_on_loop_thread(self, name: str, twin: str) -> None:
-        if self._loop_thread == threading.get_ident():
+        if self._bridge.on_loop_thread():
             raise RuntimeError(
                 f"DefaultRunner.{name}() blocks, and was called on the thread of the event loop "
                 f"the runner runs on (it would deadlock); use 'await runner.{twin}(...)' instead"
@@ -321,7 +287,7 @@ class DefaultRunner(CronAPI, TriggerAPI, ReactorAPI):
                 if self._state == "new":
                     self._state = "starting"
                     self._start_in_own_thread()
-        return self._run_blocking(fn, *args)
+        return self._bridge.call(fn, *args)
 
     def _interruptible(self, name: str, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
         """`_call` for the blocking waits: Ctrl-C shuts the runner down gracefully (running
@@ -346,7 +312,7 @@ class DefaultRunner(CronAPI, TriggerAPI, ReactorAPI):
         self._check_running(name)
         if self._state == "new":
             await self.astart()
-        return await self._run_async(fn, *args)
+        return await self._bridge.acall(fn, *args)
 
     # ================================================================== executions
     def execute(self, workflow_name: str, context: Context) -> WorkflowResult:
@@ -483,6 +449,17 @@ def _in_running_loop() -> bool:
     return True
 
 
+def _no_jumps(listener: Callable[[], None]) -> None:
+    """What a clock that never jumps does with a jump listener."""
+
+
+def _awaitable(function: Callable[[], None]) -> Callable[[], Awaitable[None]]:
+    async def call() -> None:
+        function()
+
+    return call
+
+
 def _check_execution_id(execution_id: Any) -> None:
     if not isinstance(execution_id, str):
         raise TypeError(f"execution_id must be a str, got {type(execution_id).__name__}")
@@ -525,7 +502,7 @@ def _result(stored: StoredRun) -> WorkflowResult:
 def _shutdown_all_runners() -> None:
     """Shut down every live runner that owns its thread (registered with atexit)."""
     for runner in list(_LIVE_RUNNERS):
-        if runner._thread is None:
+        if not runner._bridge.owns_thread:
             continue  # bound to an application's loop: the application closes it
         try:
             runner.shutdown()

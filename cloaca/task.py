@@ -9,10 +9,12 @@ import time
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Optional, Protocol, Sequence, Union
 
-import anyio.from_thread
+import anyio
+import anyio.to_thread
 
+from ._bridge import from_worker_thread
 from ._graphs.builder import get_graph
-from .namespace import WorkflowContext, TaskNamespace
+from .namespace import TaskNamespace, WorkflowContext
 from .registry import REGISTRY
 from .retry import RetryPolicy, policy_from_task_kwargs
 from .rules import normalize_rule, qualify_rule
@@ -293,7 +295,7 @@ class TaskHandle:
         """
         self._check_usable(poll_interval_ms)
         try:
-            anyio.from_thread.run(self._slot.release)
+            from_worker_thread(self._slot.release)
         except RuntimeError as exc:
             raise ValueError(
                 "defer_until failed: call it from a sync task body; async tasks use "
@@ -308,7 +310,7 @@ class TaskHandle:
                 if _condition_met(condition):
                     break
         finally:
-            anyio.from_thread.run(self._slot.acquire)
+            from_worker_thread(self._slot.acquire)
             self.sub_status = "Active"
 
     async def defer_until_async(

@@ -73,11 +73,9 @@ class TriggerPoller:
         self.engine.resumed_listeners.append(self._hold_key_of_resumed)
         for definition in self.registry.triggers():
             await self.add(definition)
-        self.registry.add_trigger_listener(self._on_registered)
         self._sync_task = self._loop.create_task(self._sync_with_store())
 
     async def stop(self) -> None:
-        self.registry.remove_trigger_listener(self._on_registered)
         tasks = list(self._pollers.values()) + list(self._launches)
         if self._sync_task is not None:
             tasks.append(self._sync_task)
@@ -93,26 +91,12 @@ class TriggerPoller:
             run.on_finish.append(lambda _run: self.inflight.release(key))
 
     # ------------------------------------------------------------------ registration
-    def _on_registered(self, name: str, definition: Optional[TriggerDefinition]) -> None:
-        """Called by the registry, from whatever thread declared (or removed) the trigger."""
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            return
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        change = self.add(definition) if definition is not None else self.remove(name)
-        if running is loop:
-            loop.create_task(change)
-            return
-        future = asyncio.run_coroutine_threadsafe(change, loop)
-        if not loop.is_running():
-            return  # applied when the loop runs again (a test's loop, between its fixtures)
-        try:
-            future.result(timeout=10)  # the schedule row exists when the decorator returns
-        except Exception as exc:
-            log.error("cloaca: could not apply the declaration of trigger '%s': %s", name, exc)
+    async def apply_declaration(self, name: str, definition: Optional[TriggerDefinition]) -> None:
+        """A trigger declared (or re-declared) after the start, or removed (None)."""
+        if definition is None:
+            await self.remove(name)
+        else:
+            await self.add(definition)
 
     async def add(self, definition: TriggerDefinition) -> None:
         """Upsert the trigger's schedule and (re)start its poller."""
