@@ -372,6 +372,10 @@ class PostgresStore(Store):
         rows = await self._require_pool().fetch(q.LIST_EXECUTIONS, workflow_name, status, limit, offset)
         return [ExecutionRecord(*r) for r in rows]
 
+    async def count_executions(self, workflow_name: Optional[str]) -> dict[str, int]:
+        rows = await self._require_pool().fetch(q.COUNT_EXECUTIONS, workflow_name)
+        return {status: count for status, count in rows}
+
     # triggers -----------------------------------------------------------------------
     async def upsert_trigger_schedule(
         self, trigger_name: str, workflow_name: str, poll_interval_ms: int,

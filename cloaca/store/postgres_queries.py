@@ -382,6 +382,11 @@ LIST_EXECUTIONS = f"""
      ORDER BY started_at DESC, seq DESC
      LIMIT $3 OFFSET $4
 """
+COUNT_EXECUTIONS = """
+    SELECT status, COUNT(*) FROM workflow_executions
+     WHERE ($1::text IS NULL OR workflow_name = $1)
+     GROUP BY status
+"""
 
 # triggers ---------------------------------------------------------------------------
 TRIGGER_COLUMNS = (

@@ -239,6 +239,11 @@ class SQLiteStore(Store):
         rows = await self._read(lambda cur: cur.execute(q.LIST_EXECUTIONS, params).fetchall())
         return [ExecutionRecord(*r) for r in rows]
 
+    async def count_executions(self, workflow_name: Optional[str]) -> dict[str, int]:
+        params = (workflow_name, workflow_name)
+        rows = await self._read(lambda cur: cur.execute(q.COUNT_EXECUTIONS, params).fetchall())
+        return {status: count for status, count in rows}
+
     # triggers -----------------------------------------------------------------------
     async def upsert_trigger_schedule(
         self, trigger_name: str, workflow_name: str, poll_interval_ms: int,

@@ -160,6 +160,11 @@ LIST_EXECUTIONS = f"""
      ORDER BY started_at DESC, rowid DESC
      LIMIT ? OFFSET ?
 """
+COUNT_EXECUTIONS = """
+    SELECT status, COUNT(*) FROM workflow_executions
+     WHERE (? IS NULL OR workflow_name = ?)
+     GROUP BY status
+"""
 
 # triggers ---------------------------------------------------------------------------
 TRIGGER_COLUMNS = (
