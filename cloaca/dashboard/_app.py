@@ -286,11 +286,11 @@ class _Dashboard:
         return self.redirect(request, "schedule", {"notice": notice}, schedule_id=schedule["id"])
 
     # ------------------------------------------------------------------ plumbing
-    def url(self, request: Request, name: str, query: Optional[dict[str, Any]] = None,
+    def url(self, request: Request, route: str, query: Optional[dict[str, Any]] = None,
             **params: Any) -> str:
-        """The path of route `name` under the app's mount point, with an optional query string."""
+        """The path of `route` under the app's mount point, with an optional query string."""
         quoted = {k: quote(str(v), safe="") for k, v in params.items()}
-        path = request.scope.get("root_path", "") + str(self.app.url_path_for(name, **quoted))
+        path = request.scope.get("root_path", "") + str(self.app.url_path_for(route, **quoted))
         query = {k: v for k, v in (query or {}).items() if v not in (None, "")}
         return path + ("?" + urlencode(query) if query else "")
 
@@ -303,7 +303,7 @@ class _Dashboard:
         context.setdefault("refresh", 0)
         context.setdefault("notice", None)
         html = self.templates.get_template(template).render(
-            url=lambda name, query=None, **p: self.url(request, name, query, **p),
+            url=lambda route, query=None, **p: self.url(request, route, query, **p),
             static=lambda path: self.url(request, "static", path=path).replace("%2F", "/"),
             allow_actions=self.allow_actions, csrf_field=FIELD, csrf_token=token, **context,
         )
@@ -313,8 +313,8 @@ class _Dashboard:
                                 path=request.scope.get("root_path", "") or "/")
         return response
 
-    def redirect(self, request: Request, name: str, query: dict[str, Any], **params: Any) -> Response:
-        return RedirectResponse(self.url(request, name, query, **params), status_code=303)
+    def redirect(self, request: Request, route: str, query: dict[str, Any], **params: Any) -> Response:
+        return RedirectResponse(self.url(request, route, query, **params), status_code=303)
 
     async def _checked_form(self, request: Request) -> dict[str, str]:
         """The POSTed form, once its CSRF token matches the cookie (else 403)."""
