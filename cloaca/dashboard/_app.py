@@ -23,7 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ..result import WorkflowResult
 from ..runner import DefaultRunner
 from ._csrf import COOKIE, FIELD, CsrfGuard
-from ._graph import format_seconds, status_class, task_graph, timeline
+from ._graph import format_seconds, short_name, status_class, task_graph, timeline
 from ._source import RunnerSource
 
 HERE = Path(__file__).parent
@@ -98,7 +98,8 @@ class _Dashboard:
             undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True,
         )
         self.templates.filters.update(when=_when, seconds=format_seconds, status_class=status_class,
-                                      pretty_json=_pretty_json, duration=_duration)
+                                      pretty_json=_pretty_json, duration=_duration,
+                                      short=short_name, clock=_clock)
         routes = [
             Route("/", self.runs_page, name="runs"),
             Route("/runs", self.runs_page),
@@ -393,6 +394,16 @@ def _when(text: Optional[str]) -> str:
         return ""
     try:
         return datetime.fromisoformat(text).strftime("%Y-%m-%d %H:%M:%S")
+    except ValueError:
+        return text
+
+
+def _clock(text: Optional[str]) -> str:
+    """An RFC 3339 time as `07:30:12.345` (UTC), or an empty string."""
+    if not text:
+        return ""
+    try:
+        return datetime.fromisoformat(text).strftime("%H:%M:%S.%f")[:-3]
     except ValueError:
         return text
 
