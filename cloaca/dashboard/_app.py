@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import math
@@ -161,8 +162,8 @@ class _Dashboard:
             limit = PAGE_SIZE
             offset = (_int_param(params, "page", 1, 1, None) - 1) * PAGE_SIZE
         runner = await self.source.get()
-        counts = await runner.acount_executions(workflow)
-        runs = await runner.alist_executions(workflow, status, limit, offset)
+        counts, runs = await asyncio.gather(
+            runner.acount_executions(workflow), runner.alist_executions(workflow, status, limit, offset))
         total = counts.get(status, 0) if status else sum(counts.values())
         return {"runs": runs, "counts": counts, "total": total, "limit": limit, "offset": offset,
                 "workflow": workflow, "status": status}

@@ -373,7 +373,10 @@ class PostgresStore(Store):
         return [ExecutionRecord(*r) for r in rows]
 
     async def count_executions(self, workflow_name: Optional[str]) -> dict[str, int]:
-        rows = await self._require_pool().fetch(q.COUNT_EXECUTIONS, workflow_name)
+        if workflow_name is None:
+            rows = await self._require_pool().fetch(q.COUNT_EXECUTIONS)
+        else:
+            rows = await self._require_pool().fetch(q.COUNT_EXECUTIONS_OF_WORKFLOW, workflow_name)
         return {status: count for status, count in rows}
 
     # triggers -----------------------------------------------------------------------

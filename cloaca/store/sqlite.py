@@ -240,8 +240,11 @@ class SQLiteStore(Store):
         return [ExecutionRecord(*r) for r in rows]
 
     async def count_executions(self, workflow_name: Optional[str]) -> dict[str, int]:
-        params = (workflow_name, workflow_name)
-        rows = await self._read(lambda cur: cur.execute(q.COUNT_EXECUTIONS, params).fetchall())
+        if workflow_name is None:
+            sql, params = q.COUNT_EXECUTIONS, ()
+        else:
+            sql, params = q.COUNT_EXECUTIONS_OF_WORKFLOW, (workflow_name,)
+        rows = await self._read(lambda cur: cur.execute(sql, params).fetchall())
         return {status: count for status, count in rows}
 
     # triggers -----------------------------------------------------------------------
