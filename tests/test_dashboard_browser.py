@@ -98,7 +98,8 @@ def served(tmp_path: Path) -> Iterator[tuple[str, DefaultRunner]]:
 def save_run_page_screenshot(page: Any, path: Path) -> Path:
     """Screenshot the whole run page to `path` (also to $CLOACA_DASHBOARD_SCREENSHOT when set)."""
     page.set_viewport_size({"width": 1200, "height": 900})
-    page.screenshot(path=str(path), full_page=True)
+    # caret="initial": hiding the caret would inject a <style> that our CSP (rightly) refuses.
+    page.screenshot(path=str(path), full_page=True, caret="initial")
     extra = os.environ.get(SCREENSHOT_ENV)
     if extra:
         Path(extra).parent.mkdir(parents=True, exist_ok=True)
