@@ -156,8 +156,7 @@ class _Dashboard:
         if status is not None and status not in RUN_STATUSES:
             raise HTTPException(400, f"unknown status {status!r}; valid: {', '.join(RUN_STATUSES)}")
         if api:
-            limit = _int_param(params, "limit", PAGE_SIZE, 1, MAX_LIMIT)
-            offset = _int_param(params, "offset", 0, 0, None)
+            limit, offset = _paging(request, PAGE_SIZE)
         else:
             limit = PAGE_SIZE
             offset = (_int_param(params, "page", 1, 1, None) - 1) * PAGE_SIZE
@@ -172,13 +171,12 @@ class _Dashboard:
         result = await self._result(request)
         runner = await self.source.get()
         tasks = result.task_results
-        notice = NOTICES.get(request.query_params.get("notice", ""))
         return self.render(
             request, "run.html", title=f"Run {result.execution_id}", run=_run_json(result),
             graph=task_graph(await runner.aget_workflow(result.workflow_name), tasks),
             timeline=timeline(tasks, result.start_time, result.end_time, time.time()),
             failed=[t for t in tasks if t.get("error_message") or t.get("traceback")],
-            refresh=REFRESH_ACTIVE_MS if result.status in ACTIVE else 0, notice=notice,
+            refresh=REFRESH_ACTIVE_MS if result.status in ACTIVE else 0,
             can_cancel=result.status in ACTIVE, can_retry=result.status in ("Failed", "Cancelled"),
         )
 
@@ -222,13 +220,10 @@ class _Dashboard:
             raise HTTPException(404, f"no trigger named {name!r}")
         history = await runner.aget_trigger_execution_history(name, limit=HISTORY_LIMIT)
         return self.render(request, "trigger.html", title=f"Trigger {name}", trigger=trigger,
-                           history=history, refresh=REFRESH_SCHEDULES_MS,
-                           notice=NOTICES.get(request.query_params.get("notice", "")))
+                           history=history, refresh=REFRESH_SCHEDULES_MS)
 
     async def api_triggers(self, request: Request) -> Response:
-        params = request.query_params
-        limit = _int_param(params, "limit", 100, 1, MAX_LIMIT)
-        offset = _int_param(params, "offset", 0, 0, None)
+        limit, offset = _paging(request, 100)
         triggers = await (await self.source.get()).alist_trigger_schedules(limit=limit, offset=offset)
         return JSONResponse({"triggers": triggers, "limit": limit, "offset": offset})
 
@@ -253,13 +248,10 @@ class _Dashboard:
         history = await (await self.source.get()).aget_cron_execution_history(
             schedule["id"], limit=HISTORY_LIMIT)
         return self.render(request, "schedule.html", title="Cron schedule", schedule=schedule,
-                           history=history, refresh=REFRESH_SCHEDULES_MS,
-                           notice=NOTICES.get(request.query_params.get("notice", "")))
+                           history=history, refresh=REFRESH_SCHEDULES_MS)
 
     async def api_cron(self, request: Request) -> Response:
-        params = request.query_params
-        limit = _int_param(params, "limit", 100, 1, MAX_LIMIT)
-        offset = _int_param(params, "offset", 0, 0, None)
+        limit, offset = _paging(request, 100)
         schedules, problem = await self._schedules(limit, offset)
         body: dict[str, Any] = {"schedules": schedules, "limit": limit, "offset": offset}
         if problem:
@@ -303,7 +295,7 @@ class _Dashboard:
         if fresh:
             token = self.csrf.new_token()
         context.setdefault("refresh", 0)
-        context.setdefault("notice", None)
+        context.setdefault("notice", NOTICES.get(request.query_params.get("notice", "")))
         html = self.templates.get_template(template).render(
             url=lambda route, query=None, **p: self.url(request, route, query, **p),
             static=lambda path: self.url(request, "static", path=path).replace("%2F", "/"),
@@ -366,6 +358,13 @@ def _run_json(result: WorkflowResult) -> dict[str, Any]:
         "final_context": result.final_context.to_dict(),
         "task_results": result.task_results,
     }
+
+
+def _paging(request: Request, default_limit: int) -> tuple[int, int]:
+    """The `limit` and `offset` query parameters of an API request (400 when out of range)."""
+    params = request.query_params
+    return (_int_param(params, "limit", default_limit, 1, MAX_LIMIT),
+            _int_param(params, "offset", 0, 0, None))
 
 
 def _int_param(params: Any, name: str, default: int, low: int, high: Optional[int]) -> int:
