@@ -489,3 +489,68 @@ def test_count_executions_is_per_workflow_and_status(runner: DefaultRunner, wf_n
     assert runner.count_executions(wf_name("none")) == {}
     with pytest.raises(TypeError, match="workflow_name"):
         runner.count_executions(3)  # type: ignore[arg-type]
+
+
+@pytest.mark.asyncio
+async def test_trigger_and_cron_history_link_the_runs_they_launched(
+        runner: DefaultRunner, wf_name: Any, client_for: Any) -> None:
+    workflow = wf_name()
+    declare_simple(workflow)
+    trigger_name = f"dash_fires_{uuid.uuid4().hex[:6]}"
+    fired: list[bool] = []
+
+    @cloaca.trigger(name=trigger_name, workflow=workflow, poll_interval="50ms")
+    def once() -> cloaca.TriggerResult:
+        if fired:
+            return cloaca.TriggerResult.skip()
+        fired.append(True)
+        return cloaca.TriggerResult.fire(Context({"from": "trigger"}))
+
+    try:
+        schedule_id = await runner.aregister_cron_workflow(workflow, "* * * * * *", "UTC")
+        fires = await wait_until(lambda: runner.aget_trigger_execution_history(trigger_name),
+                                 "the trigger's fire")
+        slots = await wait_until(
+            lambda: _launched(runner.aget_cron_execution_history(schedule_id)), "a cron fire")
+        await runner.aset_cron_schedule_enabled(schedule_id, False)
+        client = client_for(runner)
+        trigger_page = (await client.get(f"/triggers/{trigger_name}")).text
+        assert f'href="/runs/{fires[0]["workflow_execution_id"]}"' in trigger_page
+        schedule_page = (await client.get(f"/cron/{schedule_id}")).text
+        assert f'href="/runs/{slots[0]["workflow_execution_id"]}"' in schedule_page
+        assert "paused" in schedule_page  # a disabled schedule has no next fire
+    finally:
+        REGISTRY.remove_trigger(trigger_name)
+
+
+async def _launched(history: Any) -> list[dict[str, Any]]:
+    return [f for f in await history if f["workflow_execution_id"]]
+
+
+@pytest.mark.asyncio
+async def test_a_runner_without_cron_says_so_instead_of_failing(client_for: Any) -> None:
+    config = cloaca.DefaultRunnerConfig(enable_cron_scheduling=False)
+    async with DefaultRunner.with_config(":memory:", config) as runner:
+        client = client_for(runner)
+        page = await client.get("/cron")
+        assert page.status_code == 200 and "Cron scheduling not enabled" in page.text
+        api = await client.get("/api/cron")
+        assert api.status_code == 200 and api.json()["schedules"] == []
+        assert "not enabled" in api.json()["error"]
+
+
+def test_serve_binds_the_loopback_by_default_and_warns_otherwise(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    uvicorn = pytest.importorskip("uvicorn")
+    from cloaca.dashboard import serve
+
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append(dict(kw, app=app)))
+    serve("sqlite:///unused.db")
+    assert calls[-1]["host"] == "127.0.0.1" and calls[-1]["port"] == 8765
+    said = capsys.readouterr().err
+    assert "http://127.0.0.1:8765/" in said and "read-only" in said and "warning" not in said
+    serve("sqlite:///unused.db", host="0.0.0.0", port=9000, allow_actions=True)
+    assert calls[-1]["host"] == "0.0.0.0" and calls[-1]["port"] == 9000
+    said = capsys.readouterr().err
+    assert "actions enabled" in said and "reachable from other machines" in said
