@@ -11,7 +11,7 @@ makes (`acount_executions` + `alist_executions`: the data's cost).
 
     python benchmarks/bench_dashboard.py                    # 100,000 runs
     python benchmarks/bench_dashboard.py --with-indexes     # plus indexes on (workflow, status, time)
-    python benchmarks/bench_dashboard.py --runs 20000 --repeat 10
+    python benchmarks/bench_dashboard.py --quick            # 20,000 runs, 10 requests each
 
 The target (issue 14) is under 100 ms for each request.
 """
@@ -143,9 +143,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--quick", action="store_true", help="20,000 runs, 10 requests each")
     parser.add_argument("--with-indexes", action="store_true",
                         help="add indexes on (workflow, time), (status, time), (workflow, status, time)")
     args = parser.parse_args()
+    if args.quick:
+        args.runs, args.repeat = min(args.runs, 20_000), min(args.repeat, 10)
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "dashboard.db")
         url = f"sqlite:///{path}"
