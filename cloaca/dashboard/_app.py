@@ -175,7 +175,7 @@ class _Dashboard:
             request, "run.html", title=f"Run {result.execution_id}", run=_run_json(result),
             graph=task_graph(await runner.aget_workflow(result.workflow_name), tasks),
             timeline=timeline(tasks, result.start_time, result.end_time, time.time()),
-            failed=[t for t in tasks if t.get("error_message") or t.get("traceback")],
+            failed=[t for t in tasks if t["error_message"] or t["traceback"]],
             refresh=REFRESH_ACTIVE_MS if result.status in ACTIVE else 0,
             can_cancel=result.status in ACTIVE, can_retry=result.status in ("Failed", "Cancelled"),
         )
