@@ -26,8 +26,8 @@ sys.path.insert(0, HERE)
 from _common import fmt, machine_facts, table  # noqa: E402
 
 SCRIPTS = ("bench_core", "baselines", "peers", "bench_triggers", "bench_fastapi", "bench_postgres",
-           "bench_dashboard")
-OPTIONAL = {"bench_triggers", "bench_fastapi", "bench_postgres", "bench_dashboard"}
+           "bench_reactors", "bench_dashboard")
+OPTIONAL = {"bench_triggers", "bench_fastapi", "bench_postgres", "bench_reactors", "bench_dashboard"}
 
 
 def _git(*args: str) -> str:

@@ -116,6 +116,14 @@ _FIELDS = (
         "max_concurrent_trigger_polls", 64, _integer(1, _U64_MAX),
         "Bound on sync trigger polls running concurrently in worker threads.", upstream=False,
     ),
+    _Field(
+        "enable_reactors", True, _flag,
+        "Run registered reactors and accumulators on the runner's loop.", upstream=False,
+    ),
+    _Field(
+        "reactor_poll_interval_seconds", 1.0, _positive_seconds,
+        "How often reactor subscriptions look for new firings (s).", upstream=False,
+    ),
 )
 
 
@@ -144,6 +152,8 @@ class DefaultRunnerConfig:
     trigger_poll_timeout_seconds: float
     max_concurrent_trigger_polls: int
     max_concurrent_async_tasks: int
+    enable_reactors: bool
+    reactor_poll_interval_seconds: float
 
     def __init__(
         self,
@@ -167,6 +177,8 @@ class DefaultRunnerConfig:
         trigger_poll_timeout_seconds: Optional[float] = None,
         max_concurrent_trigger_polls: Optional[int] = None,
         max_concurrent_async_tasks: Optional[int] = None,
+        enable_reactors: Optional[bool] = None,
+        reactor_poll_interval_seconds: Optional[float] = None,
     ) -> None:
         arguments = locals()  # exactly the parameters (plus self), read by field name
         self._values: dict[str, Any] = {

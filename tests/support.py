@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 from cloaca import DefaultRunner
@@ -63,6 +67,21 @@ class AsyncCalls:
 
 MODES = {"sync": SyncCalls, "async": AsyncCalls}
 """Both ways of calling the runner API, for parametrized tests."""
+
+
+def sigkill_when(child: "subprocess.Popen[bytes]", ready: Callable[[], Any], what: str,
+                 output: "Path", timeout: float = 60) -> None:
+    """SIGKILL `child` once `ready()` holds; fail, showing its `output` file, if it exited
+    before that."""
+    try:
+        poll_until(lambda: ready() or child.poll() is not None, what, timeout)
+        assert child.poll() is None, f"the child exited before it was killed:\n{output.read_text()}"
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        if child.poll() is None:
+            child.kill()
+        child.wait(10)
+    assert child.returncode == -signal.SIGKILL
 
 
 def drop_postgres_schema(url: str, schema: str) -> None:

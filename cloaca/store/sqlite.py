@@ -1,9 +1,16 @@
-"""The SQLite store (aiosqlite): one connection, one writer, group commit.
+"""The SQLite store: one connection in a thread of its own, one writer, group commit.
 
 Concurrent calls are queued and applied together in one `BEGIN IMMEDIATE` transaction run
 as a single call in the connection's thread, each call inside its own savepoint so that a
 failing call does not undo its neighbours. A thread hop costs about as much as a small
 write, so this is what makes many concurrent runs cheap.
+
+The connection is the standard library's `sqlite3`, served by a daemon thread of our own
+(`_sqlite_thread.SQLiteThread`), not aiosqlite: aiosqlite's public API costs a thread hop
+per statement and has no public way to run a whole transaction in its thread in one hop,
+which the group commit needs; its thread is not a daemon either, so an application whose
+loop ends without closing the store could not exit. Our thread does what aiosqlite's does
+(a queue of calls, results handed back with `call_soon_threadsafe`) through public APIs.
 
 A small group (a chain's one step, a one-task run: at most `INLINE_MAX_ROWS` rows) is
 cheaper still written on the event loop's thread, through a second connection that never waits: it has no busy timeout, so
@@ -21,16 +28,16 @@ import sqlite3
 import uuid
 from typing import Any, Callable, Optional, Sequence, TypeVar
 
-import aiosqlite
-
 from .._ids import time_ordered_id
 from . import sqlite_queries as q
+from ._sqlite_thread import SQLiteThread
 from .base import (
     CronScheduleRecord,
     CronSlotClaim,
     CronStats,
     ExecutionRecord,
     FireRequest,
+    FiringRecord,
     OpenFire,
     RunEnded,
     RunLost,
@@ -39,6 +46,7 @@ from .base import (
     Store,
     check_retryable,
     StoredRun,
+    SubscriptionRecord,
     TaskRecord,
     TriggerScheduleRecord,
 )
@@ -62,7 +70,7 @@ class SQLiteStore(Store):
         self.path = path
         self.description = f"SQLite database '{path}'"
         self._delete_on_close = delete_on_close
-        self._conn: Optional[aiosqlite.Connection] = None
+        self._conn: Optional[SQLiteThread] = None
         self._pending: list[tuple[Op, asyncio.Future[Any], int]] = []
         self._flusher: Optional[asyncio.Task[None]] = None
         self._inline: Optional[sqlite3.Connection] = None
@@ -71,14 +79,8 @@ class SQLiteStore(Store):
     # lifecycle ----------------------------------------------------------------------
     async def open(self) -> None:
         try:
-            connection = aiosqlite.connect(
-                self.path, isolation_level=None, uri=self.path.startswith("file:")
-            )
-            # A daemon thread: an application whose loop ends without shutting the runner
-            # down must still be able to exit (the data is committed already).
-            connection._thread.daemon = True
-            self._conn = await connection
-            await self._conn._execute(_prepare, self._conn._conn)
+            self._conn = SQLiteThread(self._connect, name=f"cloaca-sqlite {self.path}")
+            await self._conn.run(_prepare)
             self._inline = _open_inline(self.path)
         except (sqlite3.Error, OSError) as exc:
             await self.close()
@@ -120,7 +122,7 @@ class SQLiteStore(Store):
                 if outcomes is None:
                     conn = self._require_conn()
                     try:
-                        outcomes = await conn._execute(_run_batch, conn._conn, ops)
+                        outcomes = await conn.run(_run_batch, ops)
                     except BaseException as exc:  # the commit itself failed: nothing was written
                         outcomes = [(False, exc)] * len(batch)
                 for (_, future, _), (ok, value) in zip(batch, outcomes):
@@ -145,15 +147,18 @@ class SQLiteStore(Store):
         self._inline_commits += 1
         if self._inline_commits % CHECKPOINT_EVERY == 0:
             conn = self._require_conn()
-            checkpoint = asyncio.ensure_future(conn._execute(_checkpoint, conn._conn))
+            checkpoint = asyncio.ensure_future(conn.run(_checkpoint))
             checkpoint.add_done_callback(_ignore_result)
         return outcomes
 
     async def _read(self, op: Callable[[sqlite3.Cursor], T]) -> T:
         conn = self._require_conn()
-        return await conn._execute(_run_read, conn._conn, op)
+        return await conn.run(_run_read, op)
 
-    def _require_conn(self) -> aiosqlite.Connection:
+    def _connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.path, isolation_level=None, uri=self.path.startswith("file:"))
+
+    def _require_conn(self) -> SQLiteThread:
         if self._conn is None:
             raise RuntimeError(f"{self.description} is closed")
         return self._conn
@@ -463,6 +468,88 @@ class SQLiteStore(Store):
 
         return await self._write(op, rows=_BULK)
 
+    # reactors -----------------------------------------------------------------------
+    async def upsert_subscription(
+        self, new_id: str, reactor_name: str, workflow_name: str, tenant_id: str,
+        predicate: Optional[str], now: float,
+    ) -> str:
+        key = (reactor_name, workflow_name, tenant_id)
+
+        def op(cur: sqlite3.Cursor) -> str:
+            cur.execute(q.UPSERT_SUBSCRIPTION, (new_id, *key, predicate, now, now))
+            return cur.execute(q.SELECT_SUBSCRIPTION_ID, key).fetchone()[0]  # type: ignore[no-any-return]
+
+        return await self._write(op)
+
+    async def delete_subscription(self, reactor_name: str, workflow_name: str, tenant_id: str) -> bool:
+        key = (reactor_name, workflow_name, tenant_id)
+        return await self._write(lambda cur: cur.execute(q.DELETE_SUBSCRIPTION, key).rowcount > 0)
+
+    async def list_subscriptions(self, tenant_id: Optional[str]) -> list[SubscriptionRecord]:
+        rows = await self._read(
+            lambda cur: cur.execute(q.LIST_SUBSCRIPTIONS, (tenant_id, tenant_id)).fetchall()
+        )
+        return [_subscription(r) for r in rows]
+
+    async def claim_subscriptions(self, owner: str, now: float, lease_until: float) -> list[SubscriptionRecord]:
+        if not await self._read(lambda cur: cur.execute(q.ANY_SUBSCRIPTION).fetchone()):
+            return []  # the common case, without taking the write lock every pass
+
+        def op(cur: sqlite3.Cursor) -> list[SubscriptionRecord]:
+            cur.execute(q.CLAIM_SUBSCRIPTIONS, (owner, lease_until, owner, now))
+            return [_subscription(r) for r in cur.execute(q.HELD_SUBSCRIPTIONS, (owner,)).fetchall()]
+
+        return await self._write(op, rows=_BULK)
+
+    async def release_subscriptions(self, owner: str) -> None:
+        await self._write(lambda cur: cur.execute(q.RELEASE_SUBSCRIPTIONS, (owner,)) and None, rows=_BULK)
+
+    async def save_subscription_progress(self, r: SubscriptionRecord) -> None:
+        params = (r.last_seen_fired_at, r.last_seen_firing_id, int(r.predicate_degraded),
+                  r.predicate_error_count, r.last_predicate_error, r.last_predicate_error_at,
+                  r.predicate_error_firing_id, r.updated_at, r.id)
+        await self._write(lambda cur: cur.execute(q.SAVE_SUBSCRIPTION_PROGRESS, params) and None)
+
+    async def insert_firing(self, f: FiringRecord) -> None:
+        params = (f.id, f.tenant_id, f.reactor_name, f.payload, f.fired_at)
+        await self._write(lambda cur: cur.execute(q.INSERT_FIRING, params) and None)
+
+    async def firings_after(
+        self, tenant_id: str, reactor_name: str, after: Optional[tuple[float, str]], limit: int
+    ) -> list[FiringRecord]:
+        if after is None:
+            sql, params = q.FIRINGS_FROM_START, (tenant_id, reactor_name, limit)
+        else:
+            sql, params = q.FIRINGS_AFTER, (tenant_id, reactor_name, after[0], after[0], after[1], limit)
+        rows = await self._read(lambda cur: cur.execute(sql, params).fetchall())
+        return [FiringRecord(*r) for r in rows]
+
+    async def prune_firings(self, before: float) -> int:
+        return await self._write(lambda cur: cur.execute(q.PRUNE_FIRINGS, (before,)).rowcount,
+                                 rows=_BULK)
+
+    async def save_reactor_state(self, tenant_id: str, reactor_name: str, state: str, now: float) -> None:
+        params = (tenant_id, reactor_name, state, now)
+        await self._write(lambda cur: cur.execute(q.SAVE_REACTOR_STATE, params) and None)
+
+    async def load_reactor_state(self, tenant_id: str, reactor_name: str) -> Optional[str]:
+        row = await self._read(
+            lambda cur: cur.execute(q.LOAD_REACTOR_STATE, (tenant_id, reactor_name)).fetchone()
+        )
+        return None if row is None else row[0]
+
+    async def save_accumulator_state(
+        self, tenant_id: str, accumulator_name: str, kind: str, data: str, now: float
+    ) -> None:
+        sql = q.SAVE_ACCUMULATOR_STATE.format(table=q.ACCUMULATOR_TABLES[kind])
+        params = (tenant_id, accumulator_name, data, now)
+        await self._write(lambda cur: cur.execute(sql, params) and None)
+
+    async def load_accumulator_state(self, tenant_id: str, accumulator_name: str, kind: str) -> Optional[str]:
+        sql = q.LOAD_ACCUMULATOR_STATE.format(table=q.ACCUMULATOR_TABLES[kind])
+        row = await self._read(lambda cur: cur.execute(sql, (tenant_id, accumulator_name)).fetchone())
+        return None if row is None else row[0]
+
 
 # --------------------------------------------------------------------------------------
 # Functions run in the connection's thread.
@@ -607,4 +694,11 @@ def _cron_row(r: CronScheduleRecord) -> tuple[Any, ...]:
 def _cron(row: tuple[Any, ...]) -> CronScheduleRecord:
     record = CronScheduleRecord(*row)
     record.enabled = bool(record.enabled)
+    return record
+
+
+def _subscription(row: tuple[Any, ...]) -> SubscriptionRecord:
+    record = SubscriptionRecord(*row)
+    record.enabled = bool(record.enabled)
+    record.predicate_degraded = bool(record.predicate_degraded)
     return record
