@@ -21,7 +21,7 @@ class WorkflowResult:
 
     __slots__ = (
         "_status", "_start", "_end", "_final_context", "_error",
-        "_execution_id", "_workflow_name", "_task_results",
+        "_execution_id", "_workflow_name", "_task_results", "_input_context",
     )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -39,6 +39,7 @@ class WorkflowResult:
         final_context_json: str,
         error_message: Optional[str],
         task_results: list[dict[str, Any]],
+        input_context_json: str = "{}",
     ) -> WorkflowResult:
         result = object.__new__(cls)
         result._execution_id = execution_id
@@ -49,6 +50,7 @@ class WorkflowResult:
         result._final_context = final_context_json
         result._error = error_message
         result._task_results = task_results
+        result._input_context = input_context_json
         return result
 
     @property
@@ -68,6 +70,11 @@ class WorkflowResult:
     def final_context(self) -> Context:
         """A fresh copy of the output of the task that finished last (or of the input)."""
         return Context._from_trusted(json.loads(self._final_context))
+
+    @property
+    def input_context(self) -> Context:
+        """A fresh copy of the context the run started with."""
+        return Context._from_trusted(json.loads(self._input_context))
 
     @property
     def error_message(self) -> Optional[str]:

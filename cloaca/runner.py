@@ -44,6 +44,7 @@ from .result import WorkflowResult, rfc3339
 from .store import Store, store_for_url
 from .store.base import StoredRun
 from .tenancy import validate_schema_argument
+from .workflow import Workflow
 
 T = TypeVar("T")
 TraceParent = Optional[dict[str, str]]
@@ -433,6 +434,27 @@ class DefaultRunner(CronAPI, TriggerAPI, ReactorAPI):
         stored = await self._store.get_run(execution_id)
         return None if stored is None else _result(stored)
 
+    def count_executions(self, workflow_name: Optional[str] = None) -> dict[str, int]:
+        """The number of runs of each status, of one workflow or of all (statuses with none omitted)."""
+        return self._call("count_executions", self._count_executions, workflow_name)
+
+    async def acount_executions(self, workflow_name: Optional[str] = None) -> dict[str, int]:
+        return await self._acall("acount_executions", self._count_executions, workflow_name)
+
+    async def _count_executions(self, workflow_name: Optional[str]) -> dict[str, int]:
+        if workflow_name is not None and not isinstance(workflow_name, str):
+            raise TypeError(f"workflow_name must be a str or None, got {type(workflow_name).__name__}")
+        return await self._store.count_executions(workflow_name)
+
+    def get_workflow(self, workflow_name: str) -> Optional[Workflow]:
+        """The workflow this process executes under `workflow_name`, or None (never blocks)."""
+        if not isinstance(workflow_name, str):
+            raise TypeError(f"workflow_name must be a str, got {type(workflow_name).__name__}")
+        return REGISTRY.get_workflow(workflow_name)
+
+    async def aget_workflow(self, workflow_name: str) -> Optional[Workflow]:
+        return self.get_workflow(workflow_name)
+
     # ================================================================== internals
     def _require_engine(self) -> Engine:
         if self._engine is None:
@@ -488,6 +510,7 @@ def _result(stored: StoredRun) -> WorkflowResult:
     return WorkflowResult._create(
         execution_id=e.id, workflow_name=e.workflow_name, status=e.status, start=e.started_at,
         end=e.completed_at, final_context_json=e.final_context or e.input_context,
+        input_context_json=e.input_context,
         error_message=e.error_message,
         task_results=[
             {"task_name": t.task_name.rsplit("::", 1)[-1], "task_namespace": t.task_name,

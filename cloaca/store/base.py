@@ -409,6 +409,10 @@ class Store(abc.ABC):
     ) -> list[ExecutionRecord]:
         """Runs, newest first."""
 
+    @abc.abstractmethod
+    async def count_executions(self, workflow_name: Optional[str]) -> dict[str, int]:
+        """The number of runs of each status (of one workflow, or of all); absent statuses omitted."""
+
     # triggers -----------------------------------------------------------------------
     @abc.abstractmethod
     async def upsert_trigger_schedule(

@@ -419,6 +419,13 @@ class PostgresStore(Store):
         rows = await self._require_pool().fetch(q.LIST_EXECUTIONS, workflow_name, status, limit, offset)
         return [ExecutionRecord(*r) for r in rows]
 
+    async def count_executions(self, workflow_name: Optional[str]) -> dict[str, int]:
+        if workflow_name is None:
+            rows = await self._require_pool().fetch(q.COUNT_EXECUTIONS)
+        else:
+            rows = await self._require_pool().fetch(q.COUNT_EXECUTIONS_OF_WORKFLOW, workflow_name)
+        return {status: count for status, count in rows}
+
     # triggers -----------------------------------------------------------------------
     async def upsert_trigger_schedule(
         self, trigger_name: str, workflow_name: str, poll_interval_ms: int,

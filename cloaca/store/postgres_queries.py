@@ -497,6 +497,11 @@ LIST_EXECUTIONS = f"""
      ORDER BY started_at DESC, seq DESC
      LIMIT $3 OFFSET $4
 """
+# Two statements rather than "(? IS NULL OR ...)": each can count over an index.
+COUNT_EXECUTIONS = "SELECT status, COUNT(*) FROM workflow_executions GROUP BY status"
+COUNT_EXECUTIONS_OF_WORKFLOW = """
+    SELECT status, COUNT(*) FROM workflow_executions WHERE workflow_name = $1 GROUP BY status
+"""
 
 # triggers ---------------------------------------------------------------------------
 TRIGGER_COLUMNS = (

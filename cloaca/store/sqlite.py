@@ -281,6 +281,14 @@ class SQLiteStore(Store):
         rows = await self._read(lambda cur: cur.execute(q.LIST_EXECUTIONS, params).fetchall())
         return [ExecutionRecord(*r) for r in rows]
 
+    async def count_executions(self, workflow_name: Optional[str]) -> dict[str, int]:
+        if workflow_name is None:
+            sql, params = q.COUNT_EXECUTIONS, ()
+        else:
+            sql, params = q.COUNT_EXECUTIONS_OF_WORKFLOW, (workflow_name,)
+        rows = await self._read(lambda cur: cur.execute(sql, params).fetchall())
+        return {status: count for status, count in rows}
+
     # triggers -----------------------------------------------------------------------
     async def upsert_trigger_schedule(
         self, trigger_name: str, workflow_name: str, poll_interval_ms: int,
