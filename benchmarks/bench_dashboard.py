@@ -35,8 +35,9 @@ import httpx  # noqa: E402
 
 from cloaca import DefaultRunner  # noqa: E402
 from cloaca.dashboard import create_app  # noqa: E402
-from cloaca.store import store_for_url  # noqa: E402
-from cloaca.store.base import ExecutionRecord, TaskRecord  # noqa: E402
+from cloaca._store import store_for_url  # noqa: E402
+from cloaca._store.base import ExecutionRecord
+from cloaca._store.base import TaskRecord
 from _common import fmt, log, machine_line, median, percentile, perf, table  # noqa: E402
 
 WORKFLOWS = ("bench_dash_orders", "bench_dash_billing", "bench_dash_rare")

@@ -25,7 +25,7 @@ from typing import Any, Awaitable, Callable
 from _common import fmt, machine_line, median, perf, table
 
 import cloaca
-from cloaca.engine import observe
+from cloaca._engine import observe
 
 CHAIN = 100
 

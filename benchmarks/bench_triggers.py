@@ -36,7 +36,7 @@ import anyio
 import anyio.to_thread
 
 import cloaca
-from cloaca.registry import REGISTRY
+from cloaca._registry import REGISTRY
 
 WORKFLOW = "bench_triggers_never_fired"
 SYNC_THREAD_LIMIT = 64  # cloaca's default max_concurrent_trigger_polls

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from cloaca.config import DefaultRunnerConfig
+from cloaca._config import DefaultRunnerConfig
 
 UPSTREAM_DEFAULTS = {
     "max_concurrent_tasks": 4,

@@ -20,7 +20,7 @@ import pytest_asyncio
 
 import cloaca
 from cloaca import Context, DefaultRunner, DefaultRunnerConfig
-from cloaca.store.base import CronSlotClaim
+from cloaca._store.base import CronSlotClaim
 from support import MODES
 
 UTC = timezone.utc

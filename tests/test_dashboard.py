@@ -7,7 +7,7 @@ import contextlib
 import re
 import threading
 import uuid
-from typing import Any, AsyncIterator, Callable, Optional
+from typing import Any, AsyncIterator, Callable
 
 import httpx
 import pytest
@@ -16,12 +16,12 @@ import pytest_asyncio
 pytest.importorskip("starlette")
 pytest.importorskip("jinja2")
 
+from support import wait_until  # noqa: E402
+
 import cloaca  # noqa: E402
 from cloaca import Context, DefaultRunner  # noqa: E402
+from cloaca._registry import REGISTRY  # noqa: E402
 from cloaca.dashboard import _app, create_app  # noqa: E402
-from cloaca.registry import REGISTRY  # noqa: E402
-
-from support import wait_until  # noqa: E402
 
 SCRIPT = "<script>alert('ctx')</script>"
 IMG = "<img src=x onerror=alert('err')>"

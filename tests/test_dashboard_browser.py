@@ -10,7 +10,6 @@ import os
 import shutil
 import socket
 import threading
-import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -21,11 +20,11 @@ pytest.importorskip("jinja2")
 uvicorn = pytest.importorskip("uvicorn")
 playwright_sync = pytest.importorskip("playwright.sync_api")
 
+from support import poll_until  # noqa: E402
+
 import cloaca  # noqa: E402
 from cloaca import Context, DefaultRunner  # noqa: E402
 from cloaca.dashboard import create_app  # noqa: E402
-
-from support import poll_until  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

@@ -35,7 +35,7 @@ import pytest
 import uvicorn
 
 import cloaca
-from cloaca.registry import REGISTRY
+from cloaca._registry import REGISTRY
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE_PATH = REPO / "examples" / "fastapi_app.py"

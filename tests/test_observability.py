@@ -4,7 +4,6 @@ OpenTelemetry spans and metrics (SDK in-memory exporter and metric reader)."""
 from __future__ import annotations
 
 import logging
-import threading
 
 import pytest
 
@@ -14,7 +13,6 @@ from cloaca import Context, WorkflowBuilder
 pytest.importorskip("opentelemetry.sdk")
 from opentelemetry import trace  # noqa: E402
 from opentelemetry.trace import StatusCode  # noqa: E402
-
 from support import otel_sdk  # noqa: E402
 
 _EXPORTER, _READER = otel_sdk()
@@ -55,6 +53,10 @@ def test_a_failed_attempt_stores_its_traceback_on_both_stores(runner, wf_name):
     text = tasks["explode"]["traceback"]
     assert text.startswith("Traceback (most recent call last):")
     assert "helper_that_fails" in text and "KeyError" in text
+    # it starts at the task's own code: the engine's and anyio's frames are left out
+    first_frame = text.splitlines()[1]
+    assert "test_observability.py" in first_frame and "in explode" in first_frame
+    assert "_engine" not in text and "anyio" not in text
     # read back from the store, as another process would
     stored = runner.get_execution(result.execution_id)
     assert {t["task_name"]: t["traceback"] for t in stored.task_results}["explode"] == text

@@ -186,7 +186,7 @@ def test_a_runner_shutting_down_hands_its_running_tasks_to_the_others_at_once(sc
 
 
 def test_without_listen_runners_still_share_work_by_polling(schema, monkeypatch):
-    from cloaca.store.postgres import PostgresStore
+    from cloaca._store.postgres import PostgresStore
 
     async def cannot_listen(self, on_notice):  # e.g. a pooler that does not pass LISTEN on
         return False
@@ -229,7 +229,7 @@ with cloaca.WorkflowBuilder(TICKED):
 
 
 def test_two_runners_fire_each_cron_slot_once_and_never_run_a_deduped_trigger_twice_at_once(schema):
-    from cloaca.registry import REGISTRY
+    from cloaca._registry import REGISTRY
 
     trigger_name = f"pg_sharing_same_context_{uuid.uuid4().hex[:8]}"
 

@@ -14,11 +14,10 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+from support import drop_postgres_schema
 
 import cloaca
-from cloaca import Context, DefaultRunner, DefaultRunnerConfig
-
-from support import drop_postgres_schema
+from cloaca import DefaultRunner, DefaultRunnerConfig
 
 POSTGRES_URL = os.environ.get("CLOACA_TEST_POSTGRES_URL")
 WORKFLOW = "rc_cross_process_wf"

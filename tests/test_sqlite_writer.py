@@ -8,9 +8,11 @@ import sqlite3
 import pytest
 import pytest_asyncio
 
-from cloaca.store import sqlite as sqlite_module
-from cloaca.store.base import ExecutionRecord, TaskRecord
-from cloaca.store.sqlite import INLINE_MAX_ROWS, SQLiteStore
+from cloaca._store import sqlite as sqlite_module
+from cloaca._store.base import ExecutionRecord
+from cloaca._store.base import TaskRecord
+from cloaca._store.sqlite import INLINE_MAX_ROWS
+from cloaca._store.sqlite import SQLiteStore
 
 T0 = 1_700_000_000.0
 

@@ -1,4 +1,4 @@
-"""The Store contract (cloaca/store/base.py), one suite run against every backend.
+"""The Store contract (cloaca/_store/base.py), one suite run against every backend.
 
 Each test runs on SQLite and on PostgreSQL (the latter only when CLOACA_TEST_POSTGRES_URL
 is set; each PostgreSQL test gets a fresh schema, dropped afterwards). Tests that need two
@@ -18,17 +18,15 @@ from typing import Any, Optional, Sequence
 import pytest
 import pytest_asyncio
 
-from cloaca.store.base import (
-    CronScheduleRecord,
-    CronSlotClaim,
-    ExecutionRecord,
-    FireRequest,
-    RunLost,
-    Store,
-    StoredRun,
-    TaskRecord,
-)
-from cloaca.store.sqlite import SQLiteStore
+from cloaca._store.base import CronScheduleRecord
+from cloaca._store.base import CronSlotClaim
+from cloaca._store.base import ExecutionRecord
+from cloaca._store.base import FireRequest
+from cloaca._store.base import RunLost
+from cloaca._store.base import Store
+from cloaca._store.base import StoredRun
+from cloaca._store.base import TaskRecord
+from cloaca._store.sqlite import SQLiteStore
 
 POSTGRES_URL = os.environ.get("CLOACA_TEST_POSTGRES_URL")
 T0 = 1_700_000_000.25
@@ -83,7 +81,7 @@ class PostgresBackend(Backend):
         self.schema = f"cloaca_contract_{uuid.uuid4().hex[:12]}"
 
     def make(self) -> Store:
-        from cloaca.store.postgres import PostgresStore
+        from cloaca._store.postgres import PostgresStore
 
         return PostgresStore(self.url, schema=self.schema)
 

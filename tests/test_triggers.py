@@ -26,8 +26,8 @@ import pytest
 
 import cloaca
 from cloaca import Context, DefaultRunner, DefaultRunnerConfig, TriggerResult
-from cloaca.registry import REGISTRY
-from cloaca.runner import _LIVE_RUNNERS
+from cloaca._registry import REGISTRY
+from cloaca._runner import _LIVE_RUNNERS
 from support import MODES, poll_until as wait_until_sync, wait_until
 
 SCHEDULE_KEYS = {

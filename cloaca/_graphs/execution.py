@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterator, Optional
 import anyio.to_thread
 
 from .._bridge import run_to_completion
-from ..context import Context, NotJsonError, json_copy
+from .._context import Context, NotJsonError, json_copy
 from .model import Graph
 
 _NOTHING = object()

@@ -9,7 +9,7 @@ import math
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable, Optional, Union
+from typing import Any, AsyncIterator, Awaitable, Optional, Union
 from urllib.parse import parse_qs, quote, urlencode
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
@@ -21,8 +21,8 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..result import WorkflowResult
-from ..runner import DefaultRunner
+from .._result import WorkflowResult
+from .._runner import DefaultRunner
 from ._csrf import COOKIE, FIELD, CsrfGuard
 from ._graph import format_seconds, short_name, status_class, task_graph, timeline
 from ._source import RunnerSource

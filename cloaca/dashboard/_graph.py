@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Optional, Sequence
 
-from ..workflow import Workflow
+from .._workflow import Workflow
 
 NODE_W, NODE_H = 180, 46
 GAP_X, GAP_Y, PAD = 64, 18, 12

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Union
 
-from ..runner import DefaultRunner
+from .._runner import DefaultRunner
 from ._app import create_app
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")

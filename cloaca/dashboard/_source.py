@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Optional, Union
 
-from ..runner import DefaultRunner
+from .._runner import DefaultRunner
 
 
 class RunnerSource:

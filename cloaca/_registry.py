@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Mapping, Optional
 
 if TYPE_CHECKING:
-    from .task import TaskDefinition
-    from .trigger import TriggerDefinition
-    from .workflow import Workflow
+    from ._task import TaskDefinition
+    from ._triggers.definition import TriggerDefinition
+    from ._workflow import Workflow
 
 TriggerListener = Callable[[str, Optional["TriggerDefinition"]], None]
 """Told of each change of a trigger: `(name, definition)` when it is declared or replaced,

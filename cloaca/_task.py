@@ -14,10 +14,10 @@ import anyio.to_thread
 
 from ._bridge import from_worker_thread
 from ._graphs.builder import get_graph
-from .namespace import TaskNamespace, WorkflowContext
-from .registry import REGISTRY
-from .retry import RetryPolicy, policy_from_task_kwargs
-from .rules import normalize_rule, qualify_rule
+from ._namespace import TaskNamespace, WorkflowContext
+from ._registry import REGISTRY
+from ._retry import RetryPolicy, policy_from_task_kwargs
+from ._rules import normalize_rule, qualify_rule
 
 SuccessCallback = Callable[..., Any]
 FailureCallback = Callable[..., Any]

@@ -7,14 +7,20 @@ import uuid
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Optional, TypeVar, Union
 
-from ._paging import page
-from .context import Context
-from .engine.cron import CatchupPolicy, CronScheduler, new_schedule, next_slot, parse_expression
-from .result import rfc3339
-from .store.base import CronScheduleRecord, ScheduleExecutionRecord
+from .._context import Context
+from .._paging import page
+from .._result import rfc3339
+from .._store.base import CronScheduleRecord, ScheduleExecutionRecord
+from .scheduler import (
+    CatchupPolicy,
+    CronScheduler,
+    new_schedule,
+    next_slot,
+    parse_expression,
+)
 
 if TYPE_CHECKING:
-    from .store import Store
+    from .._store import Store
 
 T = TypeVar("T")
 Policy = Union[str, CatchupPolicy]

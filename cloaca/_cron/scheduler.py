@@ -18,13 +18,13 @@ from datetime import datetime, timezone
 from functools import lru_cache
 from typing import Callable, Optional
 
-from ..cron import CronExpression
-from ..registry import Registry
-from ..result import rfc3339
-from ..store.base import CronScheduleRecord, CronSlotClaim, Store
-from ..trigger import TriggerDefinition
-from .deadline import deadline
-from .executor import Engine
+from .._engine.deadline import deadline
+from .._engine.executor import Engine
+from .._registry import Registry
+from .._result import rfc3339
+from .._store.base import CronScheduleRecord, CronSlotClaim, Store
+from .._triggers.definition import TriggerDefinition
+from .expression import CronExpression
 
 log = logging.getLogger("cloaca")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping, Optional
 
-from .context import NotJsonError, json_copy
+from ._context import NotJsonError, json_copy
 
 # Status condition type → the task status that makes it true.
 _STATUS_CONDITIONS = {"TaskSuccess": "Completed", "TaskFailed": "Failed", "TaskSkipped": "Skipped"}

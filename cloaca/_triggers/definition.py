@@ -7,8 +7,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from .context import Context
-from .registry import REGISTRY
+from .._context import Context
+from .._registry import REGISTRY
 
 DEFAULT_POLL_INTERVAL = "30s"
 MIN_POLL_INTERVAL_MS = 10
@@ -174,7 +174,7 @@ def trigger(
 def _validate_cron_form(
     cron: str, timezone: Optional[str], poll_interval: Optional[str], target: Optional[str]
 ) -> tuple[str, str]:
-    from .cron import CronExpression
+    from .._cron.expression import CronExpression
 
     if poll_interval is not None:
         raise ValueError("@cloaca.trigger: cannot set both 'cron' and 'poll_interval'")

@@ -30,7 +30,6 @@ from typing import Any, Callable, Optional, Sequence, TypeVar
 
 from .._ids import time_ordered_id
 from . import sqlite_queries as q
-from ._sqlite_thread import SQLiteThread
 from .base import (
     CronScheduleRecord,
     CronSlotClaim,
@@ -41,15 +40,16 @@ from .base import (
     OpenFire,
     RunEnded,
     RunLost,
-    runs_written,
     ScheduleExecutionRecord,
     Store,
-    check_retryable,
     StoredRun,
     SubscriptionRecord,
     TaskRecord,
     TriggerScheduleRecord,
+    check_retryable,
+    runs_written,
 )
+from .sqlite_thread import SQLiteThread
 
 T = TypeVar("T")
 Op = Callable[[sqlite3.Cursor], Any]

@@ -29,6 +29,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 import asyncpg
 
 from .._ids import time_ordered_id
+from .._tenancy import RESERVED_SCHEMAS, check_identifier
 from . import postgres_queries as q
 from .base import (
     ClaimedWork,
@@ -42,7 +43,6 @@ from .base import (
     OpenFire,
     RunEnded,
     RunLost,
-    runs_written,
     ScheduleExecutionRecord,
     StepFunction,
     Store,
@@ -52,8 +52,8 @@ from .base import (
     TriggerScheduleRecord,
     WorkSharing,
     check_retryable,
+    runs_written,
 )
-from ..tenancy import RESERVED_SCHEMAS, check_identifier
 
 log = logging.getLogger("cloaca")
 

@@ -23,7 +23,7 @@ import time
 from typing import TYPE_CHECKING, Any, Mapping, Optional
 
 if TYPE_CHECKING:
-    from ..store.base import ExecutionRecord, TaskRecord
+    from .._store.base import ExecutionRecord, TaskRecord
 
 run_log = logging.getLogger("cloaca.run")
 task_log = logging.getLogger("cloaca.task")

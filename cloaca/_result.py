@@ -6,7 +6,7 @@ import json
 from datetime import datetime, timezone
 from typing import Any, Optional
 
-from .context import Context
+from ._context import Context
 
 
 def rfc3339(timestamp: Optional[float]) -> Optional[str]:

@@ -16,14 +16,14 @@ from typing import Any, Optional
 import anyio
 import anyio.to_thread
 
-from ..context import context_hash
-from ..registry import Registry
-from ..result import rfc3339
-from ..store.base import FireRequest, Store
-from ..trigger import TriggerDefinition, TriggerResult
-from .deadline import Watchdog, cancelled_from_outside, deadline
+from .._context import context_hash
+from .._engine.deadline import Watchdog, cancelled_from_outside, deadline
+from .._engine.executor import Engine, Run
+from .._registry import Registry
+from .._result import rfc3339
+from .._store.base import FireRequest, Store
 from .dedup import InflightFires
-from .executor import Engine, Run
+from .definition import TriggerDefinition, TriggerResult
 
 log = logging.getLogger("cloaca")
 

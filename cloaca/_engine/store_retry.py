@@ -11,7 +11,7 @@ import asyncio
 import logging
 from typing import Awaitable, Callable, TypeVar
 
-from ..store.base import Store
+from .._store.base import Store
 
 log = logging.getLogger("cloaca")
 

@@ -25,26 +25,26 @@ from typing import Any, Awaitable, Callable, Iterable, Optional, TypeVar
 import anyio
 
 from ._bridge import Bridge
-from ._cron_api import CronAPI
+from ._config import DefaultRunnerConfig
+from ._context import Context
+from ._cron.api import CronAPI
+from ._cron.scheduler import Clock, CronScheduler
+from ._engine.executor import RUN_STATUSES, Engine, EngineSettings, Run
+from ._engine.observe import caller_trace_context
 from ._paging import page
 from ._reactors.api import ReactorAPI
 from ._reactors.runtime import ReactorRuntime
 from ._reactors.subscriptions import SubscriptionPoller
+from ._registry import REGISTRY
+from ._result import WorkflowResult, rfc3339
 from ._secrets import resolver_for
-from ._trigger_api import TriggerAPI
-from .config import DefaultRunnerConfig
-from .context import Context
-from .engine.cron import Clock, CronScheduler
-from .engine.executor import RUN_STATUSES, Engine, EngineSettings, Run
-from .engine.observe import caller_trace_context
-from .engine.triggers import TriggerPoller
-from .registry import REGISTRY
-from .trigger import TriggerDefinition
-from .result import WorkflowResult, rfc3339
-from .store import Store, store_for_url
-from .store.base import StoredRun
-from .tenancy import validate_schema_argument
-from .workflow import Workflow
+from ._store import Store, store_for_url
+from ._store.base import StoredRun
+from ._tenancy import validate_schema_argument
+from ._triggers.api import TriggerAPI
+from ._triggers.definition import TriggerDefinition
+from ._triggers.poller import TriggerPoller
+from ._workflow import Workflow
 
 T = TypeVar("T")
 TraceParent = Optional[dict[str, str]]

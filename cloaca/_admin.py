@@ -18,8 +18,8 @@ import urllib.parse
 from typing import Any, Awaitable, Callable, NoReturn, Optional, TypeVar
 
 from ._bridge import run_to_completion
-from .store.postgres_queries import quote_ident
-from .tenancy import RESERVED_SCHEMAS, check_identifier
+from ._store.postgres_queries import quote_ident
+from ._tenancy import RESERVED_SCHEMAS, check_identifier
 
 T = TypeVar("T")
 
@@ -165,7 +165,9 @@ class DatabaseAdmin:
                     await conn.execute(
                         f"ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} GRANT ALL ON {kind} TO {role}"
                     )
-                from .store.postgres import apply_migrations  # the one migration code path
+                from ._store.postgres import (
+                    apply_migrations,  # the one migration code path
+                )
 
                 # The tables are created as (so owned by) the tenant's role: its own runners
                 # can then apply the migrations of a later cloaca to its schema.
@@ -243,7 +245,7 @@ class DatabaseAdmin:
         return await asyncpg.connect(self._url, timeout=_CONNECT_TIMEOUT_SECONDS)
 
     def _connect_error(self, exc: BaseException) -> str:
-        from .store.postgres import describe_error, describe_url, scrub, url_secrets
+        from ._store.postgres import describe_error, describe_url, scrub, url_secrets
 
         return (
             f"cannot connect to PostgreSQL database {describe_url(self._url)}: "
@@ -322,7 +324,7 @@ def _describe(exc: BaseException) -> str:
 
 
 def _scrub_url_error(exc: BaseException, url: str) -> str:
-    from .store.postgres import scrub, url_secrets
+    from ._store.postgres import scrub, url_secrets
 
     return scrub(str(exc), url_secrets(url))
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Optional
 
-from ._paging import page
-from .result import rfc3339
-from .store.base import ScheduleExecutionRecord, TriggerScheduleRecord
+from .._paging import page
+from .._result import rfc3339
+from .._store.base import ScheduleExecutionRecord, TriggerScheduleRecord
 
 if TYPE_CHECKING:
-    from .engine.triggers import TriggerPoller
-    from .store import Store
+    from .._store import Store
+    from .poller import TriggerPoller
 
 
 class TriggerAPI:

@@ -15,7 +15,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Optional
 
-from ..store.base import Notice
+from .._store.base import Notice
 from .deadline import deadline
 from .slots import SlotPool
 

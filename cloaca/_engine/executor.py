@@ -16,9 +16,12 @@ How runners share a database is the store's `WorkSharing`:
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import inspect
 import json
 import logging
+import os
+import sys
 import time
 import traceback
 from collections import deque
@@ -28,25 +31,32 @@ from typing import Any, Callable, Mapping, Optional
 import anyio
 import anyio.to_thread
 
+from .._context import Context
 from .._graphs.invocation import invoke_after_body
 from .._ids import time_ordered_id
+from .._registry import Registry
+from .._rules import evaluate_rule
 from .._secrets import SecretResolver
-from ..context import Context
-from ..registry import Registry
-from ..rules import evaluate_rule
-from ..task import TaskDefinition, TaskHandle
-from ..workflow import Workflow
-from ..store.base import (
-    ClaimedWork, ExecutionRecord, FireRequest, RunEnded, RunLost, Store, StoredRun, TaskRecord,
+from .._store.base import (
+    ClaimedWork,
+    ExecutionRecord,
+    FireRequest,
+    RunEnded,
+    RunLost,
+    Store,
+    StoredRun,
+    TaskRecord,
     WorkSharing,
 )
+from .._task import TaskDefinition, TaskHandle
+from .._workflow import Workflow
 from .callbacks import run_callback
+from .claims import TaskClaims
 from .deadline import cancelled_from_outside, deadline
 from .merge import merge_contexts
 from .observe import Observer
-from .claims import TaskClaims
-from ._store_retry import StoreRetryStopped, until_stored
 from .slots import SlotPool, TaskSlot
+from .store_retry import StoreRetryStopped, until_stored
 
 log = logging.getLogger("cloaca.run")
 
@@ -1025,10 +1035,27 @@ class Attempt:
 
 
 def _traceback(exc: Optional[BaseException] = None) -> str:
-    """An exception (by default the one being handled), formatted, bounded to its last
-    `TRACEBACK_LIMIT` characters."""
-    text = traceback.format_exc() if exc is None else "".join(traceback.format_exception(exc))
+    """An exception (by default the one being handled), formatted from the first frame of
+    the user's code (the engine's and the libraries' frames that called it are left out),
+    bounded to its last `TRACEBACK_LIMIT` characters."""
+    if exc is None:
+        exc = sys.exc_info()[1]
+    assert exc is not None
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None and _is_machinery(tb.tb_frame.f_code.co_filename):
+        tb = tb.tb_next
+    text = "".join(traceback.format_exception(type(exc), exc, tb))
     return text if len(text) <= TRACEBACK_LIMIT else "...\n" + text[-TRACEBACK_LIMIT:]
+
+
+_MACHINERY = tuple(
+    os.path.dirname(module.__file__ or "") + os.sep for module in (anyio, asyncio, concurrent.futures)
+) + (os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep,)
+"""Where the frames that call a task body come from: anyio, asyncio, cloaca itself."""
+
+
+def _is_machinery(filename: str) -> bool:
+    return filename.startswith(_MACHINERY)
 
 
 def _context(text: str) -> Context:

@@ -7,9 +7,9 @@ import json
 from types import TracebackType
 from typing import Any, Callable, Iterable, Optional, Union
 
-from .namespace import WorkflowContext
-from .registry import REGISTRY
-from .task import TaskDefinition, pop_scope, push_scope
+from ._namespace import WorkflowContext
+from ._registry import REGISTRY
+from ._task import TaskDefinition, pop_scope, push_scope
 
 DEFAULT_TENANT = "public"
 DEFAULT_PACKAGE = "embedded"
