@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import cloaca
 
@@ -27,6 +27,7 @@ with cloaca.WorkflowBuilder("cli_greet") as builder:
 
     @cloaca.task(id="hello")
     def hello(context: cloaca.Context) -> cloaca.Context:
+        print(f"greeting {context.get('name', 'world')}")  # --json output must stay clean
         context.set("message", f"hello, {context.get('name', 'world')}")
         return context
 
@@ -77,17 +78,19 @@ def _consume(name: str) -> Optional[str]:
     return text.strip()
 
 
-@cloaca.trigger(workflow="cli_greet", name="inbox", poll_interval="100ms")
-def inbox() -> cloaca.TriggerResult:
-    text = _consume("inbox")
-    if text is None:
-        return cloaca.TriggerResult.skip()
-    return cloaca.TriggerResult.fire(cloaca.Context({"name": text}))
+def _file_trigger(file_name: str, key: str) -> Callable[[], cloaca.TriggerResult]:
+    """A poll that consumes `<dir>/<file_name>` and fires with its text as `key`."""
+
+    def poll() -> cloaca.TriggerResult:
+        text = _consume(file_name)
+        if text is None:
+            return cloaca.TriggerResult.skip()
+        return cloaca.TriggerResult.fire(cloaca.Context({key: text}))
+
+    return poll
 
 
-@cloaca.trigger(workflow="cli_slow", name="slow_inbox", poll_interval="100ms")
-def slow_inbox() -> cloaca.TriggerResult:
-    text = _consume("slow_inbox")
-    if text is None:
-        return cloaca.TriggerResult.skip()
-    return cloaca.TriggerResult.fire(cloaca.Context({"ticket": text}))
+inbox = cloaca.trigger(workflow="cli_greet", name="inbox", poll_interval="100ms")(
+    _file_trigger("inbox", "name"))
+slow_inbox = cloaca.trigger(workflow="cli_slow", name="slow_inbox", poll_interval="100ms")(
+    _file_trigger("slow_inbox", "ticket"))

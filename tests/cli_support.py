@@ -12,10 +12,9 @@ import json
 import os
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Iterator, Optional
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -67,17 +66,6 @@ def one_line_error(result: subprocess.CompletedProcess[str], code: int, *fragmen
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
     return lines[0]
-
-
-def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.1)
 
 
 # ---------------------------------------------------------------------- databases

@@ -10,7 +10,8 @@ from typing import Any, Iterator, Optional
 
 import pytest
 
-from cli_support import APP, BACKENDS, SCRIPT, ROOT, as_json, cli_env, cloaca, database_url, wait_for
+from cli_support import APP, BACKENDS, ROOT, SCRIPT, as_json, cli_env, cloaca, database_url
+from support import poll_until
 
 
 @pytest.fixture(params=BACKENDS)
@@ -34,8 +35,8 @@ class Workers:
             stderr=log.open("w"), text=True,
         )
         self.started.append(process)
-        wait_for(lambda: "serving" in log.read_text() or process.poll() is not None,
-                 f"worker {name} to start")
+        poll_until(lambda: "serving" in log.read_text() or process.poll() is not None,
+                 f"worker {name} to start", timeout=60)
         assert process.poll() is None, log.read_text()
         return process
 
@@ -75,22 +76,22 @@ def test_worker_fires_triggers_resumes_a_killed_workers_run_and_stops_on_sigterm
     first = workers.start("first")
 
     (tmp_path / "inbox").write_text("bob")
-    greeted = wait_for(lambda: _fired_run(db, "inbox"), "the inbox trigger to fire")
-    run = wait_for(lambda: _ended(db, greeted), "the fired run to end")
+    greeted = poll_until(lambda: _fired_run(db, "inbox"), "the inbox trigger to fire", timeout=60)
+    run = poll_until(lambda: _ended(db, greeted), "the fired run to end", timeout=60)
     assert (run["workflow_name"], run["status"]) == ("cli_greet", "Completed")
     assert run["final_context"]["message"] == "HELLO, BOB"
 
     # A run in progress in a worker killed with SIGKILL resumes in another worker.
     (tmp_path / "slow_inbox").write_text("t1")
     started = tmp_path / "slow_started"
-    wait_for(started.exists, "the slow task to start in the first worker")
+    poll_until(started.exists, "the slow task to start in the first worker", timeout=60)
     assert started.read_text().split() == [str(first.pid)]
-    slow = wait_for(lambda: _fired_run(db, "slow_inbox"), "the slow_inbox fire to be recorded")
+    slow = poll_until(lambda: _fired_run(db, "slow_inbox"), "the slow_inbox fire to be recorded", timeout=60)
     first.kill()
     first.wait()
     second = workers.start("second")
     (tmp_path / "release").touch()
-    run = wait_for(lambda: _ended(db, slow), "the interrupted run to end in the second worker")
+    run = poll_until(lambda: _ended(db, slow), "the interrupted run to end in the second worker", timeout=60)
     assert run["status"] == "Completed"
     assert run["final_context"]["released_in"] == second.pid
     assert started.read_text().split() == [str(first.pid), str(second.pid)]
