@@ -112,6 +112,12 @@ _FIELDS = (
         "max_concurrent_trigger_polls", 64, _integer(1, _U64_MAX),
         "Bound on sync trigger polls running concurrently in worker threads.", upstream=False,
     ),
+    _Field(
+        "enable_cron_firing", True, _flag,
+        "Fire due cron slots in this runner; False keeps the cron API only (tools such as "
+        "the CLI and the dashboard, which must not take slots from the workers).",
+        upstream=False,
+    ),
 )
 
 
@@ -139,6 +145,7 @@ class DefaultRunnerConfig:
     shutdown_grace_seconds: float
     trigger_poll_timeout_seconds: float
     max_concurrent_trigger_polls: int
+    enable_cron_firing: bool
 
     def __init__(
         self,
@@ -161,6 +168,7 @@ class DefaultRunnerConfig:
         shutdown_grace_seconds: Optional[float] = None,
         trigger_poll_timeout_seconds: Optional[float] = None,
         max_concurrent_trigger_polls: Optional[int] = None,
+        enable_cron_firing: Optional[bool] = None,
     ) -> None:
         arguments = locals()  # exactly the parameters (plus self), read by field name
         self._values: dict[str, Any] = {

@@ -167,7 +167,7 @@ class DefaultRunner(CronAPI, TriggerAPI):
         try:
             await self._poller.start()
             await self._engine.start()
-            if self._cron is not None:
+            if self._cron is not None and config.enable_cron_firing:
                 await self._cron.start()
         except BaseException:
             await self._close_services()

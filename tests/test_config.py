@@ -30,8 +30,9 @@ PROJECT_DEFAULTS = {
     "shutdown_grace_seconds": 10.0,
     "trigger_poll_timeout_seconds": 30.0,
     "max_concurrent_trigger_polls": 64,
+    "enable_cron_firing": True,
 }
-BOOL_FIELDS = ["enable_recovery", "enable_cron_scheduling", "cron_enable_recovery"]
+BOOL_FIELDS = ["enable_recovery", "enable_cron_scheduling", "cron_enable_recovery", "enable_cron_firing"]
 INT_FIELDS = [name for name, value in UPSTREAM_DEFAULTS.items() if name not in BOOL_FIELDS]
 UNSIGNED_FIELDS = [name for name in INT_FIELDS if name != "cron_lost_threshold_minutes"]
 POSITIVE_FLOAT_FIELDS = ["lease_seconds", "shutdown_grace_seconds", "trigger_poll_timeout_seconds"]
@@ -56,7 +57,7 @@ def test_positional_order_of_the_14_fields_then_keyword_only_extras() -> None:
         assert parameter.default is None
     kinds = [p.kind for p in parameters]
     assert kinds[:14] == [inspect.Parameter.POSITIONAL_OR_KEYWORD] * 14
-    assert kinds[14:] == [inspect.Parameter.KEYWORD_ONLY] * 4
+    assert kinds[14:] == [inspect.Parameter.KEYWORD_ONLY] * len(PROJECT_DEFAULTS)
 
 
 def test_positional_arguments_map_to_fields() -> None:
