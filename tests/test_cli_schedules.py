@@ -52,7 +52,9 @@ def test_triggers_list_enable_disable_and_history(db: str) -> None:
 def test_cron_add_list_enable_disable_history_delete(db: str) -> None:
     schedule_id = ok(cloaca("--db", db, "cron", "add", "cli_greet", "0 9 * * 1-5",
                             "--timezone", "Europe/Paris")).stdout.strip()
-    added = as_json(cloaca("--db", db, "--json", "cron", "add", "cli_fails", "*/5 * * * *",
+    # Every second: the commands below take longer than that, and none of them may fire it
+    # (firing is the workers' job).
+    added = as_json(cloaca("--db", db, "--json", "cron", "add", "cli_fails", "* * * * * *",
                            "--catchup", "run_all"))
     assert set(added) == CRON_KEYS
     assert (added["workflow_name"], added["timezone"], added["catchup_policy"]) == ("cli_fails", "UTC", "run_all")
@@ -72,6 +74,7 @@ def test_cron_add_list_enable_disable_history_delete(db: str) -> None:
 
     assert ok(cloaca("--db", db, "cron", "enable", schedule_id)).stdout.strip() == f"Cron schedule {schedule_id} enabled."
     assert as_json(cloaca("--db", db, "--json", "cron", "history", schedule_id)) == []
+    assert as_json(cloaca("--db", db, "--json", "cron", "history", added["id"])) == []
 
     assert as_json(cloaca("--db", db, "--json", "cron", "delete", added["id"])) == {"id": added["id"], "deleted": True}
     for command in ("enable", "disable", "delete", "history"):

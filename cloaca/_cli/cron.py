@@ -22,7 +22,7 @@ def cron() -> None:
 @pass_cli
 def list_schedules(cli: Cli, enabled_only: bool, limit: int) -> None:
     """Cron schedules, newest first."""
-    rows = cli.runner(cron=True).list_cron_schedules(enabled_only=enabled_only, limit=limit)
+    rows = cli.runner().list_cron_schedules(enabled_only=enabled_only, limit=limit)
     cli.show(rows, lambda: output.table(
         ("ID", "WORKFLOW", "EXPRESSION", "TIMEZONE", "ENABLED", "NEXT RUN", "LAST RUN"),
         ([r["id"], r["workflow_name"], r["cron_expression"], r["timezone"],
@@ -42,7 +42,7 @@ def list_schedules(cli: Cli, enabled_only: bool, limit: int) -> None:
 @pass_cli
 def add_schedule(cli: Cli, workflow: str, expression: str, tz: str, catchup: str) -> None:
     """Run WORKFLOW on cron EXPRESSION (e.g. '*/5 * * * *'); prints the schedule's id."""
-    runner = cli.runner(cron=True)
+    runner = cli.runner()
     with refused(usage=True):
         schedule_id = runner.register_cron_workflow(workflow, expression, tz, catchup)
     cli.show(runner.get_cron_schedule(schedule_id), lambda: schedule_id)
@@ -54,7 +54,7 @@ def _existing(runner: DefaultRunner, schedule_id: str) -> dict[str, Any]:
 
 
 def _set_enabled(cli: Cli, schedule_id: str, enabled: bool) -> None:
-    runner = cli.runner(cron=True)
+    runner = cli.runner()
     _existing(runner, schedule_id)
     runner.set_cron_schedule_enabled(schedule_id, enabled)
     cli.show(_existing(runner, schedule_id),
@@ -82,7 +82,7 @@ def disable_schedule(cli: Cli, schedule_id: str) -> None:
 @pass_cli
 def delete_schedule(cli: Cli, schedule_id: str) -> None:
     """Delete schedule ID (the runs it started stay)."""
-    runner = cli.runner(cron=True)
+    runner = cli.runner()
     _existing(runner, schedule_id)
     runner.delete_cron_schedule(schedule_id)
     cli.show({"id": schedule_id, "deleted": True},
@@ -95,7 +95,7 @@ def delete_schedule(cli: Cli, schedule_id: str) -> None:
 @pass_cli
 def schedule_history(cli: Cli, schedule_id: str, limit: int) -> None:
     """The slots schedule ID fired (or skipped), newest first."""
-    runner = cli.runner(cron=True)
+    runner = cli.runner()
     _existing(runner, schedule_id)
     rows = runner.get_cron_execution_history(schedule_id, limit=limit)
     cli.show(rows, lambda: output.table(

@@ -25,7 +25,7 @@ def dashboard(cli: Cli, host: str, port: int, allow_actions: bool) -> None:
         raise Failure(
             f"the dashboard is not available here ({exc}); install the 'dashboard' extra"
         ) from None
-    app = create_app(cli.runner(cron=True), allow_actions=allow_actions)
+    app = create_app(cli.runner(), allow_actions=allow_actions)
     shown = f"[{host}]" if ":" in host else host
     where = "only this machine can reach it" if host in _LOOPBACK else "reachable from the network"
     click.echo(f"cloaca dashboard on http://{shown}:{port}/ (binds {host}: {where}); "

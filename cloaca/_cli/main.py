@@ -52,14 +52,11 @@ class Cli:
             raise click.UsageError("no database given: pass --db URL or set CLOACA_DATABASE_URL")
         return self.database_url
 
-    def runner(self, *, cron: bool = False) -> DefaultRunner:
-        """A runner on the database for this command, shut down when the command ends.
-
-        `cron`: the command uses the cron API (which needs the cron scheduler enabled).
-        """
+    def runner(self) -> DefaultRunner:
+        """A runner on the database for this command, shut down when the command ends."""
         config = DefaultRunnerConfig(
             enable_recovery=False,
-            enable_cron_scheduling=cron,
+            enable_cron_firing=False,
             shutdown_grace_seconds=COMMAND_GRACE_SECONDS,
         )
         runner = open_runner(self.url(), config)
@@ -195,6 +192,10 @@ def main(argv: Optional[list[str]] = None) -> NoReturn:
     except click.ClickException as exc:
         report(exc)
         sys.exit(exc.exit_code)
+    except BrokenPipeError:
+        # The reader went away (`cloaca runs list | head -3`): stop quietly, as `head` expects.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(141)
     except click.Abort:
         click.echo("Error: interrupted", err=True)
         sys.exit(130)
