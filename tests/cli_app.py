@@ -4,6 +4,7 @@ Its triggers and slow task work with files in the directory named by `CLI_TEST_D
 (they do nothing without it, so importing this module in the test process is harmless):
 - `<dir>/inbox`: the `inbox` trigger consumes it and fires `cli_greet` with its text as `name`;
 - `<dir>/slow_inbox`: the `slow_inbox` trigger consumes it and fires `cli_slow`;
+- `<dir>/fan_inbox`: the `fan_inbox` trigger consumes it and fires `cli_fan`;
 - `cli_slow`'s task appends its pid to `<dir>/slow_started`, then waits for `<dir>/release`.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -65,6 +67,24 @@ with cloaca.WorkflowBuilder("cli_slow") as builder:
         return context
 
 
+with cloaca.WorkflowBuilder("cli_fan") as builder:
+    builder.description("Four parts in parallel, then a join: each part records its process")
+
+    def _part(index: int) -> None:
+        @cloaca.task(id=f"part_{index}")
+        def part(context: cloaca.Context) -> cloaca.Context:
+            time.sleep(0.3)
+            context.set(f"pid_{index}", os.getpid())
+            return context
+
+    for _index in range(4):
+        _part(_index)
+
+    @cloaca.task(id="join", dependencies=[f"part_{i}" for i in range(4)])
+    def join(context: cloaca.Context) -> cloaca.Context:
+        return context
+
+
 def _consume(name: str) -> Optional[str]:
     where = _dir()
     if where is None:
@@ -94,3 +114,5 @@ inbox = cloaca.trigger(workflow="cli_greet", name="inbox", poll_interval="100ms"
     _file_trigger("inbox", "name"))
 slow_inbox = cloaca.trigger(workflow="cli_slow", name="slow_inbox", poll_interval="100ms")(
     _file_trigger("slow_inbox", "ticket"))
+fan_inbox = cloaca.trigger(workflow="cli_fan", name="fan_inbox", poll_interval="100ms")(
+    _file_trigger("fan_inbox", "batch"))

@@ -27,10 +27,10 @@ class Workers:
         self.directory = directory
         self.started: list[subprocess.Popen[str]] = []
 
-    def start(self, name: str) -> subprocess.Popen[str]:
+    def start(self, name: str, *options: str) -> subprocess.Popen[str]:
         log = self.directory / f"{name}.log"
         process = subprocess.Popen(
-            [str(SCRIPT), "--db", self.db, "--app", APP, "worker", "--lease-seconds", "1"],
+            [str(SCRIPT), "--db", self.db, "--app", APP, "worker", "--lease-seconds", "1", *options],
             cwd=ROOT, env=cli_env(self.directory), stdout=subprocess.DEVNULL,
             stderr=log.open("w"), text=True,
         )
@@ -101,3 +101,15 @@ def test_worker_fires_triggers_resumes_a_killed_workers_run_and_stops_on_sigterm
     log = workers.log("second")
     assert "shutting down" in log and "stopped" in log
     assert "Traceback" not in log
+
+
+def test_workers_on_postgresql_share_the_tasks_of_a_run(db: str, workers: Workers, tmp_path: Path) -> None:
+    if not db.startswith("postgresql"):
+        pytest.skip("SQLite shares work by run, not by task")
+    # One task slot each: the four parallel parts cannot all run in one worker.
+    pids = {workers.start(name, "--max-concurrent-tasks", "1").pid for name in ("first", "second")}
+    (tmp_path / "fan_inbox").write_text("b1")
+    fanned = poll_until(lambda: _fired_run(db, "fan_inbox"), "the fan_inbox trigger to fire", timeout=60)
+    run = poll_until(lambda: _ended(db, fanned), "the fanned-out run to end", timeout=60)
+    assert run["status"] == "Completed"
+    assert {run["final_context"][f"pid_{i}"] for i in range(4)} == pids

@@ -106,10 +106,11 @@ def describe(result: WorkflowResult) -> str:
     )
     sections = [header, task_table]
     for t in tasks:
-        if t["error_message"] or t.get("traceback"):
-            title = output.paint(f"Task '{t['task_name']}' failed (attempt {t['attempt_count']}):",
-                                 "red", bold=True)
-            sections.append("\n".join(filter(None, [title, t["error_message"], t.get("traceback")])).rstrip())
+        if t["status"] == "Failed" or t.get("traceback"):
+            title = output.paint(
+                f"Task '{t['task_name']}' {t['status']} (attempt {t['attempt_count']}):", "red", bold=True)
+            detail = [title, t["error_message"], t.get("traceback")]
+            sections.append("\n".join(filter(None, detail)).rstrip())
     context = json.dumps(result.final_context.to_dict(), indent=2, ensure_ascii=False)
     sections.append(output.paint("Final context:", None, bold=True) + "\n" + context)
     return "\n\n".join(sections)
