@@ -88,6 +88,7 @@ def test_command_line_mistakes_are_usage_errors(tmp_path: Path) -> None:
     one_line_error(cloaca("--db", db, "runs", "list", "--limit", "0"), 2, "--limit")
     one_line_error(cloaca("--db", db, "runs", "show"), 2, "ID")
     one_line_error(cloaca("--db", db, "worker"), 2, "--app")
+    one_line_error(cloaca("--db", "mysql://x/y", "--app", APP, "worker"), 2, "--db", "mysql://x/y")
     assert not (tmp_path / "db.db").exists()
 
 
