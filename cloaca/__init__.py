@@ -1,5 +1,9 @@
 """cloaca: an asyncio-native, embeddable workflow engine (the Cloacina `cloaca` Python API)."""
 
+import logging as _logging
+
+_logging.getLogger("cloaca").addHandler(_logging.NullHandler())
+
 from .admin import DatabaseAdmin, TenantConfig, TenantCredentials
 from .config import DefaultRunnerConfig
 from .context import Context

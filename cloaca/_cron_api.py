@@ -197,14 +197,15 @@ class CronAPI:
         limit, offset = page(limit, offset)
         return [_fire_dict(r) for r in await self._store.cron_history(schedule_id, limit, offset)]
 
-    def get_cron_execution_stats(self, since: str) -> dict[str, Any]:
-        """Counts of schedule fires (cron and trigger) since an RFC 3339 time with offset."""
+    def get_cron_execution_stats(self, since: Union[str, datetime]) -> dict[str, Any]:
+        """Counts of schedule fires (cron and trigger) since a moment: an aware `datetime`, or
+        RFC 3339 text with an offset."""
         return self._call("get_cron_execution_stats", self._stats, since)
 
-    async def aget_cron_execution_stats(self, since: str) -> dict[str, Any]:
+    async def aget_cron_execution_stats(self, since: Union[str, datetime]) -> dict[str, Any]:
         return await self._acall("aget_cron_execution_stats", self._stats, since)
 
-    async def _stats(self, since: str) -> dict[str, Any]:
+    async def _stats(self, since: Union[str, datetime]) -> dict[str, Any]:
         prefix = "Failed to get cron execution stats"
         self._scheduler()
         moment = _parse_rfc3339(prefix, since)
@@ -237,6 +238,10 @@ class CronAPI:
 
 
 def _parse_rfc3339(prefix: str, text: Any) -> float:
+    if isinstance(text, datetime):
+        if text.tzinfo is None:
+            raise ValueError(f"{prefix}: since={text!r} has no time zone (use an aware datetime)")
+        return text.timestamp()
     if isinstance(text, str):
         try:
             moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
@@ -264,5 +269,6 @@ def _fire_dict(r: ScheduleExecutionRecord) -> dict[str, Any]:
         "id": r.id, "schedule_id": r.schedule_id, "scheduled_time": rfc3339(r.scheduled_time),
         "claimed_at": rfc3339(r.claimed_at), "workflow_execution_id": r.workflow_execution_id,
         "created_at": rfc3339(r.created_at), "updated_at": rfc3339(r.updated_at),
-        "outcome": r.outcome, "error": r.error,
+        "outcome": r.outcome or ("launched" if r.workflow_execution_id else "pending"),
+        "error": r.error,
     }

@@ -65,7 +65,7 @@ class _Field:
 
 
 _FIELDS = (
-    _Field("max_concurrent_tasks", 4, _integer(1, _U64_MAX), "Executor slots for task bodies."),
+    _Field("max_concurrent_tasks", 4, _integer(1, _U64_MAX), "Sync task bodies running at once (threads)."),
     _Field("scheduler_poll_interval_ms", 100, _integer(10, _U64_MAX), "Scheduler tick (ms)."),
     _Field("task_timeout_seconds", 300, _integer(0, _U64_MAX), "Per-attempt timeout (s)."),
     _Field(
@@ -109,6 +109,10 @@ _FIELDS = (
         "Timeout of one trigger poll (s).", upstream=False,
     ),
     _Field(
+        "max_concurrent_async_tasks", 1000, _integer(1, _U64_MAX),
+        "`async def` task bodies running at once.", upstream=False,
+    ),
+    _Field(
         "max_concurrent_trigger_polls", 64, _integer(1, _U64_MAX),
         "Bound on sync trigger polls running concurrently in worker threads.", upstream=False,
     ),
@@ -145,6 +149,7 @@ class DefaultRunnerConfig:
     shutdown_grace_seconds: float
     trigger_poll_timeout_seconds: float
     max_concurrent_trigger_polls: int
+    max_concurrent_async_tasks: int
     enable_cron_firing: bool
 
     def __init__(
@@ -168,6 +173,7 @@ class DefaultRunnerConfig:
         shutdown_grace_seconds: Optional[float] = None,
         trigger_poll_timeout_seconds: Optional[float] = None,
         max_concurrent_trigger_polls: Optional[int] = None,
+        max_concurrent_async_tasks: Optional[int] = None,
         enable_cron_firing: Optional[bool] = None,
     ) -> None:
         arguments = locals()  # exactly the parameters (plus self), read by field name

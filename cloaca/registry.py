@@ -7,6 +7,7 @@ to every live runner through the listeners.
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import TYPE_CHECKING, Callable
 
@@ -16,6 +17,8 @@ if TYPE_CHECKING:
     from .workflow import Workflow
 
 TriggerListener = Callable[["TriggerDefinition"], None]
+
+log = logging.getLogger("cloaca")
 
 
 class Registry:
@@ -48,7 +51,11 @@ class Registry:
     def register_workflow(self, name: str, workflow: Workflow) -> None:
         """Add or replace the workflow executed under `name`."""
         with self._lock:
+            replaced = name in self._workflows
             self._workflows[name] = workflow
+        if replaced:
+            log.warning("cloaca: workflow '%s' is declared again; the new declaration replaces "
+                        "the previous one", name)
 
     def get_workflow(self, name: str) -> Workflow | None:
         with self._lock:
@@ -62,8 +69,12 @@ class Registry:
     def register_trigger(self, definition: TriggerDefinition) -> None:
         """Add or replace a trigger and announce it to every listening runner."""
         with self._lock:
+            replaced = definition.name in self._triggers
             self._triggers[definition.name] = definition
             listeners = list(self._trigger_listeners)
+        if replaced:
+            log.warning("cloaca: trigger '%s' is declared again; the new declaration replaces "
+                        "the previous one", definition.name)
         for listener in listeners:
             listener(definition)
 

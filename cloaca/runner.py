@@ -13,6 +13,7 @@ import atexit
 import json
 import os
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -29,7 +30,8 @@ from ._trigger_api import TriggerAPI
 from .config import DefaultRunnerConfig
 from .context import Context
 from .engine.cron import Clock, CronScheduler
-from .engine.executor import Engine, EngineSettings
+from .engine.executor import RUN_STATUSES, Engine, EngineSettings, Run
+from .engine.observe import caller_trace_context
 from .engine.triggers import TriggerPoller
 from .registry import REGISTRY
 from .result import WorkflowResult, rfc3339
@@ -38,6 +40,7 @@ from .store.base import StoredRun
 from .tenancy import validate_schema_argument
 
 T = TypeVar("T")
+TraceParent = Optional[dict[str, str]]
 
 _THREAD_JOIN_SECONDS = 5.0
 _LIVE_RUNNERS: "weakref.WeakSet[DefaultRunner]" = weakref.WeakSet()
@@ -142,6 +145,7 @@ class DefaultRunner(CronAPI, TriggerAPI):
         await self._store.open()
         settings = EngineSettings(
             max_concurrent_tasks=config.max_concurrent_tasks,
+            max_concurrent_async_tasks=config.max_concurrent_async_tasks,
             task_timeout_seconds=config.task_timeout_seconds,
             lease_seconds=config.lease_seconds,
             enable_recovery=config.enable_recovery,
@@ -193,9 +197,13 @@ class DefaultRunner(CronAPI, TriggerAPI):
             self._state = "closing"
         try:
             self._run_blocking(self._close_services)
+        except KeyboardInterrupt:
+            self._state = "closed"  # stop at once: the loop's daemon thread dies with the process
+            raise
         finally:
-            self._state = "closed"
-            self._stop_own_thread()
+            if self._state != "closed":
+                self._state = "closed"
+                self._stop_own_thread()
 
     async def ashutdown(self) -> None:
         """Async twin of `shutdown` (idempotent); also safe while the caller is being cancelled."""
@@ -283,6 +291,24 @@ class DefaultRunner(CronAPI, TriggerAPI):
                     self._start_in_own_thread()
         return self._run_blocking(fn, *args)
 
+    def _interruptible(self, name: str, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """`_call` for the blocking waits: Ctrl-C shuts the runner down gracefully (running
+        tasks get the grace period); a second Ctrl-C stops at once. Unfinished runs resume
+        when a runner next starts on the database."""
+        try:
+            return self._call(name, fn, *args)
+        except KeyboardInterrupt:
+            grace = self._config.shutdown_grace_seconds
+            print(f"cloaca: interrupted; running tasks get {grace:g}s (shutdown_grace_seconds) to "
+                  "finish; press Ctrl-C again to stop at once", file=sys.stderr, flush=True)
+            try:
+                self.shutdown()
+            except KeyboardInterrupt:
+                print("cloaca: stopped at once; unfinished runs resume when a runner next starts "
+                      "on this database", file=sys.stderr, flush=True)
+                raise SystemExit(130) from None
+            raise
+
     async def _acall(self, name: str, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
         """Run core coroutine `fn` from async code, on the runner's loop (the async twins)."""
         self._check_running(name)
@@ -293,21 +319,80 @@ class DefaultRunner(CronAPI, TriggerAPI):
     # ================================================================== executions
     def execute(self, workflow_name: str, context: Context) -> WorkflowResult:
         """Run a workflow to its end and return the result (blocking)."""
-        return self._call("execute", self._execute, workflow_name, _context_json(context))
+        return self._interruptible("execute", self._execute, workflow_name, _context_json(context),
+                                   caller_trace_context())
 
     async def aexecute(self, workflow_name: str, context: Context) -> WorkflowResult:
         """Run a workflow to its end and return the result."""
-        return await self._acall("aexecute", self._execute, workflow_name, _context_json(context))
+        return await self._acall("aexecute", self._execute, workflow_name, _context_json(context),
+                                 caller_trace_context())
 
-    async def _execute(self, workflow_name: str, input_json: str) -> WorkflowResult:
+    async def _execute(self, workflow_name: str, input_json: str, parent: TraceParent) -> WorkflowResult:
+        run = await self._submit_run(workflow_name, input_json, parent)
+        timeout = self._config.workflow_timeout_seconds
+        return _result(await self._require_engine().wait(run, None if timeout is None else float(timeout)))
+
+    async def _submit_run(self, workflow_name: str, input_json: str, parent: TraceParent) -> Run:
         engine = self._require_engine()
         # Shielded: a caller cancelled while the run is being saved must not strand it.
-        submitting = asyncio.ensure_future(engine.submit(workflow_name, input_json))
+        submitting = asyncio.ensure_future(engine.submit(workflow_name, input_json, trace_parent=parent))
         submitting.add_done_callback(_retrieve_exception)
         run = await asyncio.shield(submitting)
         assert run is not None
-        timeout = self._config.workflow_timeout_seconds
-        return _result(await engine.wait(run, None if timeout is None else float(timeout)))
+        return run
+
+    # ================================================================== run control
+    def submit(self, workflow_name: str, context: Context) -> str:
+        """Start a run and return its execution id once it is persisted (does not wait for it)."""
+        return self._call("submit", self._submit, workflow_name, _context_json(context),
+                          caller_trace_context())
+
+    async def asubmit(self, workflow_name: str, context: Context) -> str:
+        return await self._acall("asubmit", self._submit, workflow_name, _context_json(context),
+                                 caller_trace_context())
+
+    async def _submit(self, workflow_name: str, input_json: str, parent: TraceParent) -> str:
+        return (await self._submit_run(workflow_name, input_json, parent)).id
+
+    def get_result(self, execution_id: str, timeout: Optional[float] = None) -> WorkflowResult:
+        """Wait for a run (of any process) to end; TimeoutError after `timeout` seconds."""
+        return self._interruptible("get_result", self._get_result, execution_id, timeout)
+
+    async def aget_result(self, execution_id: str, timeout: Optional[float] = None) -> WorkflowResult:
+        return await self._acall("aget_result", self._get_result, execution_id, timeout)
+
+    async def _get_result(self, execution_id: str, timeout: Optional[float]) -> WorkflowResult:
+        _check_execution_id(execution_id)
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0):
+            raise ValueError(f"get_result: timeout must be None or seconds >= 0, got {timeout!r}")
+        try:
+            return _result(await self._require_engine().result(execution_id, timeout))
+        except TimeoutError:
+            raise TimeoutError(
+                f"execution {execution_id} did not end within {timeout:g}s (it goes on)"
+            ) from None
+
+    def cancel(self, execution_id: str) -> bool:
+        """Cancel a run wherever it executes; False if it had already ended."""
+        return self._call("cancel", self._cancel, execution_id)
+
+    async def acancel(self, execution_id: str) -> bool:
+        return await self._acall("acancel", self._cancel, execution_id)
+
+    async def _cancel(self, execution_id: str) -> bool:
+        _check_execution_id(execution_id)
+        return await self._require_engine().cancel(execution_id)
+
+    def retry_execution(self, execution_id: str) -> str:
+        """Resume a Failed or Cancelled run under the same id (completed tasks are kept)."""
+        return self._call("retry_execution", self._retry_execution, execution_id)
+
+    async def aretry_execution(self, execution_id: str) -> str:
+        return await self._acall("aretry_execution", self._retry_execution, execution_id)
+
+    async def _retry_execution(self, execution_id: str) -> str:
+        _check_execution_id(execution_id)
+        return (await self._require_engine().retry(execution_id)).id
 
     def list_executions(self, workflow_name: Optional[str] = None, status: Optional[str] = None,
                         limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
@@ -322,6 +407,11 @@ class DefaultRunner(CronAPI, TriggerAPI):
     async def _list_executions(self, workflow_name: Optional[str], status: Optional[str],
                                limit: int, offset: int) -> list[dict[str, Any]]:
         limit, offset = page(limit, offset)
+        if status is not None and status not in RUN_STATUSES:
+            raise ValueError(
+                f"list_executions: unknown status {status!r}; valid statuses are "
+                + ", ".join(RUN_STATUSES)
+            )
         rows = await self._store.list_executions(workflow_name, status, limit, offset)
         return [
             {"id": r.id, "workflow_name": r.workflow_name, "status": r.status,
@@ -338,8 +428,7 @@ class DefaultRunner(CronAPI, TriggerAPI):
         return await self._acall("aget_execution", self._get_execution, execution_id)
 
     async def _get_execution(self, execution_id: str) -> Optional[WorkflowResult]:
-        if not isinstance(execution_id, str):
-            raise TypeError(f"execution_id must be a str, got {type(execution_id).__name__}")
+        _check_execution_id(execution_id)
         active = self._require_engine().active_run(execution_id)
         if active is not None:
             return _result(active.snapshot())
@@ -360,6 +449,11 @@ def _in_running_loop() -> bool:
     except RuntimeError:
         return False
     return True
+
+
+def _check_execution_id(execution_id: Any) -> None:
+    if not isinstance(execution_id, str):
+        raise TypeError(f"execution_id must be a str, got {type(execution_id).__name__}")
 
 
 def _retrieve_exception(future: "asyncio.Future[Any]") -> None:
@@ -387,9 +481,10 @@ def _result(stored: StoredRun) -> WorkflowResult:
         end=e.completed_at, final_context_json=e.final_context or e.input_context,
         error_message=e.error_message,
         task_results=[
-            {"task_name": t.task_name, "status": t.status, "start_time": rfc3339(t.started_at),
+            {"task_name": t.task_name.rsplit("::", 1)[-1], "task_namespace": t.task_name,
+             "status": t.status, "start_time": rfc3339(t.started_at),
              "end_time": rfc3339(t.completed_at), "attempt_count": t.attempt,
-             "error_message": t.error_message}
+             "error_message": t.error_message, "traceback": t.traceback}
             for t in tasks
         ],
     )

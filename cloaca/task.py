@@ -38,6 +38,10 @@ def push_scope(context: WorkflowContext) -> None:
     if stack is None:
         stack = _scope.stack = []
     stack.append(context)
+    declared = getattr(_scope, "declared", None)
+    if declared is None:
+        declared = _scope.declared = []
+    declared.append(set())
     with _scope_holders_lock:
         _scope_holders += 1
 
@@ -46,6 +50,7 @@ def pop_scope() -> None:
     """Leave the innermost workflow scope of this thread."""
     global _scope_holders
     _scope.stack.pop()
+    _scope.declared.pop()
     with _scope_holders_lock:
         _scope_holders -= 1
 
@@ -64,6 +69,17 @@ def current_scope() -> WorkflowContext:
         "No workflow context available: declare tasks inside a "
         "'with cloaca.WorkflowBuilder(...)' block"
     )
+
+
+def _declare_once(scope: WorkflowContext, task_id: str) -> None:
+    """ValueError if the innermost `with WorkflowBuilder` block already declared `task_id`."""
+    declared = _scope.declared[-1]
+    if task_id in declared:
+        raise ValueError(
+            f"Duplicate task id '{task_id}' in workflow '{scope.workflow_id}': two @task "
+            "declarations in one workflow must have different ids"
+        )
+    declared.add(task_id)
 
 
 # --------------------------------------------------------------------------------------
@@ -133,6 +149,7 @@ class TaskDecorator:
         scope = current_scope()
         options = self._options
         task_id = options["id"] or function.__name__
+        _declare_once(scope, task_id)
         prefix = str(scope)
         dependencies = tuple(
             f"{prefix}::{_dependency_id(i, dep)}" for i, dep in enumerate(options["dependencies"])

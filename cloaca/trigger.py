@@ -11,6 +11,7 @@ from .context import Context
 from .registry import REGISTRY
 
 DEFAULT_POLL_INTERVAL = "30s"
+MIN_POLL_INTERVAL_MS = 10
 
 _DURATION = re.compile(r"\s*(\d+)(ms|s|m|h)\s*")
 _UNIT_MS = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000}
@@ -26,7 +27,13 @@ def parse_duration_ms(text: str) -> int:
             f"Invalid poll_interval '{text}': expected an unsigned integer followed by "
             "'ms', 's', 'm' or 'h' (for example '100ms', '5s', '1m', '2h')"
         )
-    return int(match.group(1)) * _UNIT_MS[match.group(2)]
+    milliseconds = int(match.group(1)) * _UNIT_MS[match.group(2)]
+    if milliseconds < MIN_POLL_INTERVAL_MS:
+        raise ValueError(
+            f"Invalid poll_interval '{text}': the shortest poll interval is "
+            f"{MIN_POLL_INTERVAL_MS}ms"
+        )
+    return milliseconds
 
 
 class TriggerResult:

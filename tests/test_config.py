@@ -30,6 +30,7 @@ PROJECT_DEFAULTS = {
     "shutdown_grace_seconds": 10.0,
     "trigger_poll_timeout_seconds": 30.0,
     "max_concurrent_trigger_polls": 64,
+    "max_concurrent_async_tasks": 1000,
     "enable_cron_firing": True,
 }
 BOOL_FIELDS = ["enable_recovery", "enable_cron_scheduling", "cron_enable_recovery", "enable_cron_firing"]

@@ -342,7 +342,7 @@ async def test_history_has_the_spec_keys_newest_first_with_paging(api, runner, c
     assert [ts(row["scheduled_time"]) for row in history] == slots[::-1]
     assert [ts(row["claimed_at"]) for row in history] == [s + 1 for s in slots[::-1]]
     assert all(row["schedule_id"] == sid for row in history)
-    assert all(row["outcome"] is None and row["error"] is None for row in history)
+    assert all(row["outcome"] == "launched" and row["error"] is None for row in history)
     run_ids = [row["workflow_execution_id"] for row in history]
     assert all(isinstance(r, str) for r in run_ids) and len(set(run_ids)) == 3
     for row in history:

@@ -356,7 +356,7 @@ async def lose_a_hand_off(url: str, clock: FakeClock) -> str:
     await dying._cron.fire_due()
     await close(dying)
     (row,) = await _open_rows(url, sid, clock)
-    assert row["workflow_execution_id"] is None and row["outcome"] is None
+    assert row["workflow_execution_id"] is None and row["outcome"] == "pending"
     return sid
 
 
@@ -389,7 +389,7 @@ async def test_a_lost_hand_off_is_refired_once_older_than_the_threshold(tmp_path
         assert run_slots(sid) == [SLOT]
         (row,) = await runner.aget_cron_execution_history(sid)
         assert ts(row["scheduled_time"]) == SLOT
-        assert row["workflow_execution_id"] is not None and row["outcome"] is None
+        assert row["workflow_execution_id"] is not None and row["outcome"] == "launched"
         result = await runner.aget_execution(row["workflow_execution_id"])
         assert result.final_context.get("scheduled_time") == row["scheduled_time"]
 
@@ -425,7 +425,7 @@ async def test_a_lost_hand_off_is_retried_at_most_max_attempts_then_abandoned(tm
             await runner._cron.recover_lost()
             assert refired == [SLOT] * min(attempt, 3)
             (row,) = await runner.aget_cron_execution_history(sid)
-            assert row["outcome"] == (None if attempt <= 3 else "abandoned")
+            assert row["outcome"] == ("pending" if attempt <= 3 else "abandoned")
         assert row["error"] and "hand-off" in row["error"]
         assert row["workflow_execution_id"] is None
         assert RUNS[sid] == []

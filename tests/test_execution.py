@@ -7,6 +7,7 @@ use `retry_attempts=1` (one attempt) or `retry_delay_ms=1` so no test waits on b
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 import uuid
@@ -277,8 +278,9 @@ def test_final_context_is_a_fresh_copy_on_every_access(runner, wf_name):
     assert result.final_context.to_dict() == {"items": [1]}
 
 
-# ====================================================================== return values (§4.3)
-def test_returning_none_discards_in_place_mutations(runner, wf_name):
+# ====================================================================== return values (§4.3, A10)
+def test_returning_none_keeps_in_place_mutations(runner, wf_name):
+    """SPEC A10 overrides upstream's quirk: a body returning None outputs its changed context."""
     name = wf_name()
     with WorkflowBuilder(name):
 
@@ -296,7 +298,7 @@ def test_returning_none_discards_in_place_mutations(runner, wf_name):
     result = runner.execute(name, Context({"value": 1}))
     assert result.status == "Completed"
     assert result.final_context.to_dict() == {
-        "value": 1, "observer_saw_mutation": False, "observer_saw_value": 1,
+        "value": 99, "mutated": True, "observer_saw_mutation": True, "observer_saw_value": 99,
     }
 
 
@@ -863,11 +865,11 @@ def test_async_tasks_are_awaited_on_the_loop_and_sync_ones_run_off_it(runner, wf
 
         @cloaca.task(dependencies=["sync_step"])
         async def async_returns_none(context):
-            context.set("discarded", True)
+            context.set("kept", True)  # A10: returning None keeps in-place changes
 
     result = runner.execute(name, Context())
     assert result.status == "Completed", result.error_message
-    assert result.final_context.to_dict() == {"async_done": True, "sync_saw_async": True}
+    assert result.final_context.to_dict() == {"async_done": True, "sync_saw_async": True, "kept": True}
     assert isinstance(observed["async_loop"], asyncio.AbstractEventLoop)
     assert observed["sync_on_loop"] is False
     assert observed["sync_thread"] != observed["async_thread"]
@@ -971,7 +973,7 @@ def test_both_callbacks_on_one_task(runner, wf_name):
     assert seen.items == [("failure", "second_time_lucky"), ("success", "second_time_lucky")]
 
 
-def test_a_raising_callback_changes_nothing_and_is_reported_on_stderr(runner, wf_name, capfd):
+def test_a_raising_callback_changes_nothing_and_is_logged_at_error(runner, wf_name, caplog):
     name = wf_name()
 
     def broken_success(task_id, context):
@@ -996,9 +998,15 @@ def test_a_raising_callback_changes_nothing_and_is_reported_on_stderr(runner, wf
         "task_with_broken_callback": "Completed", "failing_with_broken_callback": "Failed",
     }
     assert result.error_message == "1 task(s) failed, 1 completed, 0 skipped"
-    err = capfd.readouterr().err
-    assert "task_with_broken_callback" in err and "callback exploded" in err
-    assert "failing_with_broken_callback" in err and "failure callback exploded" in err
+    reports = {
+        r.task_name: r for r in caplog.records
+        if r.name == "cloaca.task" and r.levelno == logging.ERROR and "callback" in r.getMessage()
+    }
+    assert set(reports) == {"task_with_broken_callback", "failing_with_broken_callback"}
+    assert "callback exploded" in reports["task_with_broken_callback"].getMessage()
+    assert "failure callback exploded" in reports["failing_with_broken_callback"].getMessage()
+    for record in reports.values():
+        assert record.execution_id == result.execution_id and record.exc_info is not None
 
 
 def test_async_callbacks_are_awaited(runner, wf_name):
@@ -1446,7 +1454,10 @@ def test_workflow_result_extras(runner, wf_name):
     rows = result.task_results
     assert len(rows) == 2
     for row in rows:
-        assert set(row) == {"task_name", "status", "start_time", "end_time", "attempt_count", "error_message"}
+        assert set(row) == {
+            "task_name", "task_namespace", "status", "start_time", "end_time", "attempt_count",
+            "error_message", "traceback",
+        }
     tasks = by_task(result)
     assert tasks["first"]["status"] == "Completed" and tasks["first"]["attempt_count"] == 1
     assert tasks["first"]["error_message"] is None
@@ -1549,71 +1560,68 @@ def test_get_execution_from_a_new_runner_after_a_restart(db_url, wf_name):
     assert [r["id"] for r in listed] == [bad.execution_id, ok.execution_id]
 
 
-# ====================================================================== concurrency bound (A2)
-@pytest.mark.parametrize("limit", [1, 3])
-def test_max_concurrent_tasks_bounds_sync_and_async_bodies_together(runner_factory, wf_name, limit):
-    name = wf_name()
-    runner = runner_factory(max_concurrent_tasks=limit)
+# ====================================================================== concurrency bounds (A2)
+def _peak_tracking_workflow(name: str, sync_tasks: int, async_tasks: int) -> dict[str, dict[str, int]]:
+    """Independent tasks that record, per kind, how many bodies of that kind ran at once."""
     lock = threading.Lock()
-    state = {"running": 0, "peak": 0}
+    state = {kind: {"running": 0, "peak": 0} for kind in ("sync", "async")}
 
-    def enter() -> None:
+    def enter(kind: str) -> None:
         with lock:
-            state["running"] += 1
-            state["peak"] = max(state["peak"], state["running"])
+            state[kind]["running"] += 1
+            state[kind]["peak"] = max(state[kind]["peak"], state[kind]["running"])
 
-    def leave() -> None:
+    def leave(kind: str) -> None:
         with lock:
-            state["running"] -= 1
+            state[kind]["running"] -= 1
 
     with WorkflowBuilder(name):
-        for i in range(5):
+        for i in range(sync_tasks):
 
-            def make_sync(i: int):
-                def sync_body(context):
-                    enter()
-                    time.sleep(0.05)
-                    leave()
-                    return context
+            def sync_body(context):
+                enter("sync")
+                time.sleep(0.05)
+                leave("sync")
+                return context
 
-                return sync_body
+            cloaca.task(id=f"sync_{i}")(sync_body)
+        for i in range(async_tasks):
 
-            def make_async(i: int):
-                async def async_body(context):
-                    enter()
-                    await asyncio.sleep(0.05)
-                    leave()
-                    return context
+            async def async_body(context):
+                enter("async")
+                await asyncio.sleep(0.05)
+                leave("async")
+                return context
 
-                return async_body
+            cloaca.task(id=f"async_{i}")(async_body)
+    return state
 
-            cloaca.task(id=f"sync_{i}")(make_sync(i))
-            cloaca.task(id=f"async_{i}")(make_async(i))
 
+@pytest.mark.parametrize("limit", [1, 3])
+def test_max_concurrent_tasks_bounds_sync_bodies_only(runner_factory, wf_name, limit):
+    name = wf_name()
+    runner = runner_factory(max_concurrent_tasks=limit)
+    state = _peak_tracking_workflow(name, sync_tasks=5, async_tasks=5)
     result = runner.execute(name, Context())
     assert result.status == "Completed"
     assert len(result.task_results) == 10
-    assert state["peak"] <= limit
-    assert state["peak"] == limit  # ready tasks do run concurrently up to the bound
+    assert state["sync"]["peak"] == limit  # ready sync tasks run concurrently up to the bound
+    assert state["async"]["peak"] == 5  # async bodies are not held back by the thread bound
 
 
-def test_default_bound_is_four(runner, wf_name):
+@pytest.mark.parametrize("limit", [1, 3])
+def test_max_concurrent_async_tasks_bounds_async_bodies(runner_factory, wf_name, limit):
     name = wf_name()
-    lock = threading.Lock()
-    state = {"running": 0, "peak": 0}
-    with WorkflowBuilder(name):
-        for i in range(8):
-
-            async def body(context):
-                with lock:
-                    state["running"] += 1
-                    state["peak"] = max(state["peak"], state["running"])
-                await asyncio.sleep(0.05)
-                with lock:
-                    state["running"] -= 1
-                return context
-
-            cloaca.task(id=f"t{i}")(body)
-
+    runner = runner_factory(max_concurrent_tasks=2, max_concurrent_async_tasks=limit)
+    state = _peak_tracking_workflow(name, sync_tasks=4, async_tasks=6)
     assert runner.execute(name, Context()).status == "Completed"
-    assert state["peak"] == 4
+    assert state["async"]["peak"] == limit
+    assert state["sync"]["peak"] == 2
+
+
+def test_default_bounds_are_four_threads_and_a_thousand_async_bodies(runner, wf_name):
+    name = wf_name()
+    state = _peak_tracking_workflow(name, sync_tasks=8, async_tasks=40)
+    assert runner.execute(name, Context()).status == "Completed"
+    assert state["sync"]["peak"] == 4
+    assert state["async"]["peak"] == 40

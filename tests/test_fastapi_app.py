@@ -236,7 +236,8 @@ async def test_runs_are_listed_and_fetched(service: ServerThread) -> None:
     assert fetched["execution_id"] == ids["grace"]
     assert fetched["status"] == "Completed"
     assert fetched["final_context"]["greeting"] == "hello, grace"
-    assert fetched["task_results"][0]["task_name"].endswith("::greet")
+    assert fetched["task_results"][0]["task_name"] == "greet"
+    assert fetched["task_results"][0]["task_namespace"].endswith("::greet")
 
 
 @pytest.mark.asyncio

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Optional
 
 from ..store.base import Notice
 from .deadline import deadline
+from .slots import SlotPool
 
 if TYPE_CHECKING:
     from .executor import Engine
@@ -90,12 +91,17 @@ class TaskClaims:
                 log.error("cloaca: claiming work from %s failed: %s", self.engine.store.description, exc)
 
     async def _claim_while_free(self, take_over: bool) -> None:
-        """Claim batches while slots are free and the store keeps handing out full batches."""
-        engine = self.engine
+        """Claim, for each kind of slot (threads, async), batches while slots of that kind are
+        free and the store keeps handing out full batches."""
         self._maybe_work = False
-        while not engine._stopping:
+        for pool, names in self.engine.claimable_names().items():
+            await self._claim_for(pool, names, take_over)
+
+    async def _claim_for(self, pool: SlotPool, task_names: list[str], take_over: bool) -> None:
+        engine = self.engine
+        while not engine._stopping and task_names:
             taken = 0
-            while taken < MAX_CLAIM_BATCH and engine.slots.try_acquire():
+            while taken < MAX_CLAIM_BATCH and pool.try_acquire():
                 taken += 1
             if taken == 0:
                 self._maybe_work = True  # look again when a slot frees up
@@ -105,36 +111,25 @@ class TaskClaims:
             try:
                 work = await engine.store.claim_tasks(
                     engine.owner, now, now + engine.settings.lease_seconds,
-                    engine.registry.workflow_names(), taken, take_over, known,
+                    engine.registry.workflow_names(), taken, take_over, known, task_names,
                 )
             except BaseException:
                 for _ in range(taken):
-                    engine.slots.release()
+                    pool.release()
                 raise
             got = sum(len(w.tasks) for w in work)
             started = 0
             for item in work:
                 started += await engine.start_claimed(item, known)
             for _ in range(taken - started):
-                engine.slots.release()
+                pool.release()
             if got < taken:
                 return
 
     async def _observe_ended(self, check_all: bool) -> None:
-        """Finish, here, the watched runs that another runner ended."""
-        engine = self.engine
+        """Stop, here, the runs that another runner ended (or that were cancelled)."""
         ended, self._ended = self._ended, set()
-        watched = {run.id: run for run in engine.watched_runs()}
-        if check_all and watched:
-            ended |= set(await engine.store.ended_runs(list(watched)))
-        for run_id in ended:
-            run = watched.get(run_id)
-            if run is None:
-                continue
-            stored = await engine.store.get_run(run_id)
-            if stored is not None and stored.execution.status in ("Pending", "Running"):
-                continue
-            if stored is None:
-                log.warning("cloaca: run %s vanished from %s", run_id, engine.store.description)
-                stored = run.snapshot()
-            engine.finished(run, stored)
+        if check_all:
+            await self.engine.observe_ended()
+        elif ended:
+            await self.engine.observe_ended(list(ended))

@@ -232,7 +232,10 @@ class CronScheduler:
             schedule_timezone=schedule.timezone, schedule_expression=schedule.cron_expression,
         )
         try:
-            await self.engine.submit(schedule.workflow_name, json.dumps(data), link_fire_id=fire_id)
+            await self.engine.submit(
+                schedule.workflow_name, json.dumps(data), link_fire_id=fire_id,
+                attributes={"cloaca.cron_schedule_id": schedule.id},
+            )
         except Exception as exc:
             log.error(
                 "cloaca: cron schedule %s could not start workflow '%s': %s",

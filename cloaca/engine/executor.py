@@ -20,6 +20,7 @@ import inspect
 import json
 import logging
 import time
+import traceback
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional
@@ -34,18 +35,23 @@ from ..rules import evaluate_rule
 from ..task import TaskDefinition, TaskHandle
 from ..workflow import Workflow
 from ..store.base import (
-    ClaimedWork, ExecutionRecord, FireRequest, RunLost, Store, StoredRun, TaskRecord, WorkSharing,
+    ClaimedWork, ExecutionRecord, FireRequest, RunEnded, RunLost, Store, StoredRun, TaskRecord,
+    WorkSharing,
 )
 from .callbacks import run_callback
 from .deadline import cancelled_from_outside, deadline
 from .merge import merge_contexts
+from .observe import Observer
 from .claims import TaskClaims
 from .slots import SlotPool, TaskSlot
 
-log = logging.getLogger("cloaca")
+log = logging.getLogger("cloaca.run")
 
-TERMINAL = frozenset({"Completed", "Failed", "Skipped"})
+TERMINAL = frozenset({"Completed", "Failed", "Skipped", "Cancelled"})
+RUN_STATUSES = ("Pending", "Running", "Completed", "Failed", "Cancelled")
 RULES_NOT_SATISFIED = "Trigger rules not satisfied"
+TRACEBACK_LIMIT = 64 * 1024
+"""Characters of a failed attempt's traceback that are kept (its end, where the error is)."""
 
 
 class EngineStopped(Exception):
@@ -57,6 +63,7 @@ class EngineSettings:
     """The knobs of DefaultRunnerConfig that the executor reads."""
 
     max_concurrent_tasks: int = 4
+    max_concurrent_async_tasks: int = 1000
     task_timeout_seconds: float = 300.0
     lease_seconds: float = 5.0
     enable_recovery: bool = True
@@ -70,6 +77,8 @@ class _TaskState:
     record: TaskRecord
     remaining: int
     pending_write: Optional[asyncio.Future[Any]] = None
+    body: Optional[asyncio.Task[Any]] = None
+    """The attempt running here, while its task body executes (cancelled with the run)."""
 
 
 @dataclass(eq=False)
@@ -100,6 +109,10 @@ class Run:
     """Task bodies of this run executing in this runner."""
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     """BY_TASK: held while a step is computed and written, and while claimed rows land."""
+    stopped: bool = False
+    """Ended elsewhere (cancelled): its attempts here are abandoned, their results dropped."""
+    span: Any = None
+    """The run's span in this process (tracing), if this runner started or resumed it."""
 
     @property
     def id(self) -> str:
@@ -117,9 +130,15 @@ class Engine:
         self.registry = registry
         self.settings = settings
         self.owner = owner
+        self.observe = Observer()
         self.slots = SlotPool(settings.max_concurrent_tasks)
+        """Sync task bodies (threads)."""
+        self.async_slots = SlotPool(settings.max_concurrent_async_tasks)
+        """`async def` task bodies."""
         self._thread_limiter = anyio.CapacityLimiter(max(40, 4 * settings.max_concurrent_tasks))
-        self._queue: deque[tuple[Run, _TaskState]] = deque()
+        self._queues: dict[SlotPool, deque[tuple[Run, _TaskState]]] = {
+            self.slots: deque(), self.async_slots: deque(),
+        }
         self._runs: dict[str, Run] = {}
         self._bodies: set[asyncio.Task[Any]] = set()
         self._background: set[asyncio.Task[Any]] = set()
@@ -151,7 +170,8 @@ class Engine:
             self._lease_task.cancel()
         if self.claims is not None:
             await self.claims.stop()
-        self._queue.clear()
+        for queue in self._queues.values():
+            queue.clear()
         if self._bodies:
             await asyncio.wait(set(self._bodies), timeout=grace_seconds)
         for body in list(self._bodies) + list(self._background):
@@ -180,9 +200,13 @@ class Engine:
     # ------------------------------------------------------------------ submission
     async def submit(
         self, workflow_name: str, input_json: str, fire: Optional[FireRequest] = None,
-        link_fire_id: Optional[str] = None,
+        link_fire_id: Optional[str] = None, trace_parent: Optional[Mapping[str, str]] = None,
+        attributes: Optional[Mapping[str, str]] = None,
     ) -> Optional[Run]:
-        """Persist and start a run; None if `fire` was refused as a duplicate."""
+        """Persist and start a run; None if `fire` was refused as a duplicate.
+
+        `trace_parent` is the trace context it was submitted in; `attributes` describe where
+        it came from (e.g. its cron schedule), for its span."""
         if self._stopping:
             raise ValueError("Workflow execution failed: the runner is shutting down")
         workflow = self.registry.get_workflow(workflow_name)
@@ -196,6 +220,9 @@ class Engine:
             status="Running", input_context=input_json, started_at=now,
         )
         run = self._new_run(execution, workflow)
+        if fire is not None:
+            attributes = {**(attributes or {}), "cloaca.trigger_name": fire.trigger_name}
+        run.span = self.observe.run_started(execution, trace_parent, attributes)
         for state in run.tasks.values():
             state.remaining = len(set(state.definition.dependencies))
         step = _Step(now)
@@ -212,6 +239,7 @@ class Engine:
         finally:
             if not created:
                 self._abandon(step)
+                self.observe.run_not_created(run.span)
         if not created:
             return None
         run.watched = True
@@ -221,8 +249,12 @@ class Engine:
 
     def _abandon(self, step: _Step) -> None:
         """Give back the slots taken by a step that was not committed."""
-        for _ in step.to_start:
-            self.slots.release()
+        for state in step.to_start:
+            self.pool_of(state.definition).release()
+
+    def pool_of(self, definition: TaskDefinition) -> SlotPool:
+        """The slots that bound this task's bodies: async ones, or threads."""
+        return self.async_slots if definition.is_async else self.slots
 
     def _new_run(self, execution: ExecutionRecord, workflow: Workflow) -> Run:
         loop = asyncio.get_running_loop()
@@ -254,7 +286,7 @@ class Engine:
             record.completed_at = step.now
             record.error_message = RULES_NOT_SATISFIED
             self._task_terminal(run, state, step)
-        elif self.slots.try_acquire():
+        elif self.pool_of(state.definition).try_acquire():
             self._mark_running(record, step.now)
             step.to_start.append(state)
         else:
@@ -292,14 +324,16 @@ class Engine:
         for state in step.to_start:
             self._start_body(run, state)
         if step.to_queue and self.claims is None:  # BY_TASK: left Ready in the store for anyone
-            self._queue.extend((run, state) for state in step.to_queue)
+            for state in step.to_queue:
+                self._queues[self.pool_of(state.definition)].append((run, state))
             self._start_queued()
         if run.open_tasks == 0:
             await self._finish(run, step.now)
 
     def _start_body(self, run: Run, state: _TaskState) -> None:
         """Execute a task that holds a slot and is Running under this runner."""
-        self._spawn(self._run_task(run, state, TaskSlot(self.slots, held=True, on_release=self._start_queued)))
+        pool = self.pool_of(state.definition)
+        self._spawn(self._run_task(run, state, TaskSlot(pool, held=True, on_release=self._start_queued)))
 
     def _spawn(self, coro: Any, background: bool = False) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -312,14 +346,15 @@ class Engine:
         if self.claims is not None:
             self.claims.slot_freed()
             return
-        while self._queue and not self._stopping and self.slots.try_acquire():
-            run, state = self._queue.popleft()
-            if run.id not in self._runs:
-                self.slots.release()
-                continue
-            self._mark_running(state.record, time.time())
-            state.pending_write = self._write_soon(state.record)
-            self._start_body(run, state)
+        for pool, queue in self._queues.items():
+            while queue and not self._stopping and pool.try_acquire():
+                run, state = queue.popleft()
+                if run.id not in self._runs:
+                    pool.release()
+                    continue
+                self._mark_running(state.record, time.time())
+                state.pending_write = self._write_soon(state.record)
+                self._start_body(run, state)
 
     def _write_soon(self, record: TaskRecord) -> asyncio.Future[Any]:
         snapshot = _copy(record)
@@ -343,6 +378,9 @@ class Engine:
                 self._forget(run)
 
     def _persist_failed(self, run: Run, exc: Exception) -> None:
+        if isinstance(exc, RunEnded):
+            self._spawn(self.observe_ended([run.id]), background=True)
+            return
         if isinstance(exc, RunLost):
             self._lost(run)
             return
@@ -387,24 +425,33 @@ class Engine:
     async def _run_task_steps(self, run: Run, state: _TaskState, slot: TaskSlot) -> None:
         definition = state.definition
         input_json = self._input_json(run, state)
+        traced = self.observe.attempt_started(run.execution, state.record, run.span)
+        state.body = asyncio.current_task()
         try:
-            ok, output_json, error, transient = await self._attempt(definition, input_json, slot)
+            attempt = await self._attempt(definition, input_json, slot)
+        except BaseException:
+            self.observe.attempt_abandoned(traced)
+            raise
         finally:
+            state.body = None
             slot.close()
             self._start_queued()
-        if ok:
+        if run.stopped:
+            self.observe.attempt_abandoned(traced)
+            return
+        self.observe.attempt_ended(run.execution, state.record, traced, attempt.ok, attempt.error, attempt.exc)
+        if attempt.ok:
             if definition.on_success is not None:
-                await self._call(definition.on_success, definition.id, _context(output_json))
-            await self._complete(run, state, output_json)
+                await self._call(run, state, definition.on_success, definition.id, _context(attempt.output))
+            await self._complete(run, state, attempt.output)
         else:
             if definition.on_failure is not None:
-                await self._call(definition.on_failure, definition.id, error, _context(input_json))
-            await self._fail_attempt(run, state, error, transient)
+                await self._call(run, state, definition.on_failure, definition.id, attempt.error,
+                                 _context(input_json))
+            await self._fail_attempt(run, state, attempt)
 
-    async def _attempt(
-        self, definition: TaskDefinition, input_json: str, slot: TaskSlot
-    ) -> tuple[bool, str, str, bool]:
-        """Run the body once: (ok, output JSON, error text, error is transient)."""
+    async def _attempt(self, definition: TaskDefinition, input_json: str, slot: TaskSlot) -> Attempt:
+        """Run the body once."""
         context = Context._from_trusted(json.loads(input_json))
         args: tuple[Any, ...] = (context,)
         handle = None
@@ -423,33 +470,32 @@ class Engine:
                 if inspect.isawaitable(result):
                     result = await result
         except TimeoutError:
-            return False, "", f"Task timed out after {timeout:g}s", True
+            return Attempt.failed(f"Task timed out after {timeout:g}s", transient=True, trace=_traceback())
         except asyncio.CancelledError as exc:
             if cancelled_from_outside():
                 raise
-            return False, "", f"Python task execution failed: CancelledError: {exc}", False
+            return Attempt.failed(f"Python task execution failed: CancelledError: {exc}", exc=exc)
         except BaseException as exc:
-            return False, "", f"Python task execution failed: {type(exc).__name__}: {exc}", False
+            return Attempt.failed(f"Python task execution failed: {type(exc).__name__}: {exc}", exc=exc)
         finally:
             if handle is not None:
                 handle._consume()
         if result is None:
-            return True, input_json, "", False
+            result = context  # the body changed its context in place
         if isinstance(result, Context):
             try:
-                return True, json.dumps(result._data_view()), "", False
+                return Attempt(True, json.dumps(result._data_view()))
             except (TypeError, ValueError) as exc:
-                return False, "", f"Python task execution failed: TypeError: {exc}", False
-        return (
-            False, "",
+                return Attempt.failed(f"Python task execution failed: TypeError: {exc}", exc=exc)
+        return Attempt.failed(
             "Python task execution failed: TypeError: task returned "
-            f"{type(result).__name__}; expected a cloaca.Context or None",
-            False,
+            f"{type(result).__name__}; expected a cloaca.Context or None"
         )
 
-    async def _call(self, callback: Optional[Callable[..., Any]], *args: Any) -> None:
-        if callback is not None:
-            await run_callback(callback, args, self._thread_limiter)
+    async def _call(self, run: Run, state: _TaskState, callback: Callable[..., Any], *args: Any) -> None:
+        error = await run_callback(callback, args, self._thread_limiter)
+        if error is not None:
+            self.observe.callback_failed(run.execution, state.record, callback, error)
 
     # ------------------------------------------------------------------ outcomes
     async def _complete(self, run: Run, state: _TaskState, output_json: str) -> None:
@@ -461,13 +507,17 @@ class Engine:
         outcome.error_message = None
         await self._settle(run, state, outcome)
 
-    async def _fail_attempt(self, run: Run, state: _TaskState, error: str, transient: bool) -> None:
+    async def _fail_attempt(self, run: Run, state: _TaskState, attempt: Attempt) -> None:
         now = time.time()
         outcome = _copy(state.record)
-        outcome.error_message = error
+        outcome.error_message = attempt.error
+        if attempt.trace is not None:
+            outcome.traceback = attempt.trace
         policy = state.definition.retry_policy
-        if not self._stopping and policy._should_retry_error(outcome.attempt, error, transient):
-            delay = policy.calculate_delay(outcome.attempt)
+        tries = outcome.attempt - outcome.attempt_base  # attempts since the run was last retried
+        if not self._stopping and policy._should_retry_error(tries, attempt.error, attempt.transient):
+            delay = policy.calculate_delay(tries)
+            self.observe.retry_scheduled(run.execution, outcome, delay)
             outcome.status = "Ready"
             outcome.not_before = now + delay
             if await self._settle(run, state, outcome):
@@ -481,7 +531,7 @@ class Engine:
         if self.claims is not None:
             self.claims.wake()  # the task is Ready in the store: whoever is free claims it
         elif run.id in self._runs and not self._stopping:
-            self._queue.append((run, state))
+            self._queues[self.pool_of(state.definition)].append((run, state))
             self._start_queued()
 
     def _adopt(self, run: Run, state: _TaskState, outcome: TaskRecord) -> None:
@@ -612,11 +662,13 @@ class Engine:
                 await self.store.save_progress([], finished, self.owner)
             elif await self.store.commit_step(run.id, run.version, self.owner, now, [], finished):
                 run.version += 1
-        self.finished(run, run.snapshot())
+        self.finished(run, run.snapshot(), ended_here=True)
 
-    def finished(self, run: Run, stored: StoredRun) -> None:
+    def finished(self, run: Run, stored: StoredRun, ended_here: bool = False) -> None:
         """The run has ended (here, or in another runner): tell its listeners and waiters."""
         self._forget(run)
+        self.observe.run_ended(stored.execution, run.span, counted=ended_here)
+        run.span = None
         for listener in run.on_finish:
             listener(run)
         if not run.done.done():
@@ -652,26 +704,125 @@ class Engine:
         workflow = self.registry.get_workflow(stored.execution.workflow_name)
         if workflow is None or stored.execution.id in self._runs:
             return
+        run = self._adopt_run(stored, workflow)
+        run.span = self.observe.run_resumed(run.execution)
+        for listener in self.resumed_listeners:
+            listener(run)
+        log.info("cloaca: resumed run %s of workflow '%s'", run.id, run.execution.workflow_name)
+        await self._restart(run, now)
+
+    def _adopt_run(self, stored: StoredRun, workflow: Workflow) -> Run:
         run = self._new_run(stored.execution, workflow)
         self._load(run, stored)
         self._runs[run.id] = run
-        for listener in self.resumed_listeners:
-            listener(run)
+        return run
+
+    async def _restart(self, run: Run, now: float) -> None:
+        """Go on with a run read back from the store: re-run its interrupted tasks (BY_RUN),
+        start those whose dependencies have ended."""
         step = _Step(now)
         for state in run.tasks.values():
             status = state.record.status
-            if status in ("Ready", "Running"):
+            if status in ("Ready", "Running") and self.claims is None:
                 state.record.status = "Ready"
                 step.to_queue.append(state)
             elif status == "NotStarted" and state.remaining == 0:
                 self._make_eligible(run, state, step)
         try:
-            await self.store.save_progress(step.changed, None, self.owner)
+            if self.claims is None:
+                await self.store.save_progress(step.changed, None, self.owner)
+            elif not await self.store.commit_step(
+                run.id, run.version, self.owner, now + self.settings.lease_seconds, step.changed
+            ):
+                raise RunLost(run.id)
+            else:
+                run.version += 1
         except Exception:
             self._abandon(step)
             raise
-        log.info("cloaca: resumed run %s of workflow '%s'", run.id, run.execution.workflow_name)
         await self._after_step(run, step)
+
+    # ------------------------------------------------------------------ run control
+    async def cancel(self, execution_id: str) -> bool:
+        """End a run "Cancelled" wherever it executes; False if it had already ended."""
+        cancelled = await self.store.cancel_execution(execution_id, time.time())
+        if cancelled is None:
+            raise ValueError(f"Unknown execution id: {execution_id}")
+        if cancelled:
+            stored = await self.store.get_run(execution_id)
+            if stored is not None:
+                self.observe.count_run(stored.execution.workflow_name, "Cancelled")
+        if execution_id in self._runs:
+            await self.observe_ended([execution_id])
+        return cancelled
+
+    async def retry(self, execution_id: str) -> Run:
+        """Reopen a Failed or Cancelled run and go on with it here; its completed tasks stay."""
+        if self._stopping:
+            raise ValueError("retry_execution failed: the runner is shutting down")
+        stored = await self.store.get_run(execution_id)
+        if stored is None:
+            raise ValueError(f"Unknown execution id: {execution_id}")
+        workflow = self.registry.get_workflow(stored.execution.workflow_name)
+        if workflow is None:
+            raise ValueError(
+                f"retry_execution failed: Workflow not found in registry: {stored.execution.workflow_name}"
+            )
+        now = time.time()
+        reopened = await self.store.reset_for_retry(
+            execution_id, self.owner, now, now + self.settings.lease_seconds
+        )
+        if reopened is None:
+            raise ValueError(f"Unknown execution id: {execution_id}")
+        run = self._adopt_run(reopened, workflow)
+        run.watched = True
+        run.span = self.observe.run_resumed(run.execution)
+        log.info("cloaca: retrying run %s of workflow '%s'", run.id, run.execution.workflow_name)
+        await self._restart(run, now)
+        return run
+
+    async def result(self, execution_id: str, timeout: Optional[float]) -> StoredRun:
+        """The run once it has ended, whichever runner ends it; TimeoutError after `timeout`."""
+        async with asyncio.timeout(timeout):
+            run = self._runs.get(execution_id)
+            if run is not None:
+                run.watched = True
+                return await asyncio.shield(run.done)
+            delay = 0.01
+            while True:
+                stored = await self.store.get_run(execution_id)
+                if stored is None:
+                    raise ValueError(f"Unknown execution id: {execution_id}")
+                if stored.execution.status in TERMINAL:
+                    return stored
+                run = self._runs.get(execution_id)
+                if run is not None:  # taken over or claimed here meanwhile
+                    run.watched = True
+                    return await asyncio.shield(run.done)
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, self.settings.lease_seconds / 10)
+
+    async def observe_ended(self, execution_ids: Optional[list[str]] = None) -> None:
+        """Stop, here, the runs (of these, or all this runner holds) that ended elsewhere:
+        their attempts here are abandoned and their waiters told how they ended."""
+        ids = list(self._runs) if execution_ids is None else execution_ids
+        if not ids:
+            return
+        for execution_id in await self.store.ended_runs(ids):
+            run = self._runs.get(execution_id)
+            if run is None or run.stopped:
+                continue
+            stored = await self.store.get_run(execution_id)
+            if stored is None:
+                log.warning("cloaca: run %s vanished from %s", execution_id, self.store.description)
+            self._stop(run, stored or run.snapshot())
+
+    def _stop(self, run: Run, stored: StoredRun) -> None:
+        run.stopped = True
+        for state in run.tasks.values():
+            if state.body is not None:
+                state.body.cancel()
+        self.finished(run, stored)
 
     def _load(self, run: Run, stored: StoredRun) -> None:
         """Bring the run in memory up to what the store holds: the run's record and version,
@@ -734,6 +885,7 @@ class Engine:
                     await self.store.renew_task_leases(self.owner, list(self._active_tasks), lease_until)
                     continue
                 await self.store.renew_leases(self.owner, lease_until)
+                await self.observe_ended()
                 if self.settings.enable_recovery:
                     await self.recover()
             except Exception as exc:
@@ -743,12 +895,46 @@ class Engine:
         """The run as this runner executes it, if it alone writes it (BY_RUN)."""
         return self._runs.get(execution_id) if self.claims is None else None
 
-    def watched_runs(self) -> list[Run]:
-        """BY_TASK: runs started here that no body of this runner is executing now."""
-        return [r for r in self._runs.values() if r.watched and r.active == 0]
+    def claimable_names(self) -> dict[SlotPool, list[str]]:
+        """BY_TASK: the tasks of the registered workflows, by the slots their bodies take."""
+        names: dict[SlotPool, list[str]] = {self.async_slots: [], self.slots: []}
+        for workflow_name in self.registry.workflow_names():
+            workflow = self.registry.get_workflow(workflow_name)
+            for task_name, definition in (workflow.tasks.items() if workflow else ()):
+                names[self.pool_of(definition)].append(task_name)
+        return names
 
     def cached_versions(self) -> dict[str, int]:
         return {run_id: run.version for run_id, run in self._runs.items()}
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """How one execution of a task body ended."""
+
+    ok: bool
+    output: str = ""
+    """The output context (JSON) when `ok`."""
+    error: str = ""
+    transient: bool = False
+    """A failure that retry conditions treat as transient (a timeout)."""
+    trace: Optional[str] = None
+    """The formatted traceback of the exception, when there was one (its last 64 KB)."""
+    exc: Optional[BaseException] = field(default=None, compare=False)
+
+    @staticmethod
+    def failed(error: str, transient: bool = False, trace: Optional[str] = None,
+               exc: Optional[BaseException] = None) -> Attempt:
+        if exc is not None and trace is None:
+            trace = _traceback(exc)
+        return Attempt(False, "", error, transient, trace, exc)
+
+
+def _traceback(exc: Optional[BaseException] = None) -> str:
+    """An exception (by default the one being handled), formatted, bounded to its last
+    `TRACEBACK_LIMIT` characters."""
+    text = traceback.format_exc() if exc is None else "".join(traceback.format_exception(exc))
+    return text if len(text) <= TRACEBACK_LIMIT else "...\n" + text[-TRACEBACK_LIMIT:]
 
 
 def _context(text: str) -> Context:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 import tempfile
 
@@ -12,6 +13,9 @@ __all__ = ["Store", "store_for_url"]
 
 _MEMORY_URLS = (":memory:", "sqlite://:memory:", "sqlite:///:memory:")
 _SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]+:")
+DISTRIBUTION = "cloaca-asyncio"
+"""The project's name on the package index (the index's `cloaca` is upstream's binding)."""
 
 
 def store_for_url(url: str, schema: str | None = None, pool_size: int = 10) -> Store:
@@ -58,11 +62,11 @@ def _sqlite_store(url: str) -> Store:
         return SQLiteStore(path)
     if url.startswith("file:"):
         return SQLiteStore(url)
-    if url.startswith(("/", "./", "../")) or url.endswith(_SQLITE_SUFFIXES):
+    if _SCHEME.match(url) is None and (url.startswith(("/", "./", "../")) or url.endswith(_SQLITE_SUFFIXES)):
         return SQLiteStore(url)
     raise ValueError(
-        f"Unsupported database URL '{url}': use 'sqlite:///path/to.db', a path ending in .db, "
-        "':memory:', or 'postgresql://user@host/database'"
+        f"Unsupported database URL '{url}': use 'sqlite:///abs/path.db', 'sqlite://rel/path.db', "
+        "a path ending in .db, ':memory:', or 'postgresql://user@host/database'"
     )
 
 
@@ -71,6 +75,6 @@ def _postgres_store(url: str, schema: str | None, pool_size: int) -> Store:
         from .postgres import PostgresStore
     except ImportError as exc:
         raise RuntimeError(
-            f"PostgreSQL support needs the 'postgres' extra (pip install 'cloaca[postgres]'): {exc}"
+            f"PostgreSQL support needs the 'postgres' extra (pip install '{DISTRIBUTION}[postgres]'): {exc}"
         ) from None
     return PostgresStore(url, schema=schema, pool_size=pool_size)

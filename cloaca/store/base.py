@@ -39,6 +39,8 @@ class ExecutionRecord:
     final_context: Optional[str] = None
     error_message: Optional[str] = None
     completed_at: Optional[float] = None
+    trace_context: Optional[str] = None
+    """The W3C trace context (JSON) the run's spans continue, when tracing is on."""
 
 
 @dataclass
@@ -55,6 +57,10 @@ class TaskRecord:
     output_context: Optional[str] = None
     error_message: Optional[str] = None
     finish_seq: Optional[int] = None
+    attempt_base: int = 0
+    """Attempts made before the run was last retried: the retry policy counts from here."""
+    traceback: Optional[str] = None
+    """The formatted traceback of the last failed attempt (bounded), else None."""
 
 
 @dataclass
@@ -173,6 +179,27 @@ class RunLost(Exception):
         self.execution_id = execution_id
 
 
+class RunEnded(RunLost):
+    """A runner wrote to a run that has ended meanwhile (it was cancelled)."""
+
+    def __init__(self, execution_id: str, status: str) -> None:
+        Exception.__init__(self, f"run {execution_id} has ended ({status}) meanwhile")
+        self.execution_id = execution_id
+        self.status = status
+
+
+RETRYABLE = ("Failed", "Cancelled")
+
+
+def check_retryable(execution_id: str, status: str) -> None:
+    """ValueError unless a run of this status may be retried."""
+    if status not in RETRYABLE:
+        raise ValueError(
+            f"cannot retry execution {execution_id}: it is {status}; only Failed or Cancelled "
+            "runs can be retried"
+        )
+
+
 def runs_written(tasks: Sequence[TaskRecord], finished: Optional[ExecutionRecord]) -> set[str]:
     """The ids of the runs that a `save_progress` call writes to."""
     ids = {t.execution_id for t in tasks}
@@ -260,8 +287,10 @@ class Store(abc.ABC):
     async def claim_tasks(
         self, owner: str, now: float, lease_until: float, workflow_names: Sequence[str],
         limit: int, take_over: bool, known_versions: Mapping[str, int],
+        task_names: Optional[Sequence[str]] = None,
     ) -> list[ClaimedWork]:
-        """Claim up to `limit` tasks of running runs of these workflows for `owner`.
+        """Claim up to `limit` tasks of running runs of these workflows for `owner` (only tasks
+        named in `task_names`, when given).
 
         A task is claimable when it is Ready (and its `not_before` has passed) or, with
         `take_over`, Running under an expired lease. A claimed task becomes Running under
@@ -304,10 +333,6 @@ class Store(abc.ABC):
         """Extend `owner`'s claim on these (execution id, task name) tasks still Running."""
         raise NotImplementedError(f"{type(self).__name__} shares work by run, not by task")
 
-    async def ended_runs(self, execution_ids: Sequence[str]) -> list[str]:
-        """Those of these runs that have ended or do not exist."""
-        raise NotImplementedError(f"{type(self).__name__} shares work by run, not by task")
-
     async def listen(self, on_notice: Callable[[Notice], None]) -> bool:
         """Push notices of new work and ended runs to `on_notice` (on the calling loop).
 
@@ -315,6 +340,27 @@ class Store(abc.ABC):
         a connection drops: they are hints, the data is read back from the store.
         """
         return False
+
+    @abc.abstractmethod
+    async def cancel_execution(self, execution_id: str, now: float) -> Optional[bool]:
+        """End a run "Cancelled" with its unfinished tasks; None for an unknown run, False
+        (writing nothing) for a run that has already ended.
+
+        Later steps of whoever executes the run are refused, as for a run taken over."""
+
+    @abc.abstractmethod
+    async def reset_for_retry(
+        self, execution_id: str, owner: str, now: float, lease_until: float
+    ) -> Optional[StoredRun]:
+        """Reopen a Failed or Cancelled run under `owner`: its Failed, Skipped and Cancelled
+        tasks go back to NotStarted (attempts kept, counted afresh from `attempt_base`).
+
+        None for an unknown run; ValueError naming the status for a run that is not Failed
+        or Cancelled. Returns the reopened run."""
+
+    @abc.abstractmethod
+    async def ended_runs(self, execution_ids: Sequence[str]) -> list[str]:
+        """Those of these runs that have ended or do not exist."""
 
     @abc.abstractmethod
     async def get_run(self, execution_id: str) -> Optional[StoredRun]:

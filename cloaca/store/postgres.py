@@ -39,6 +39,7 @@ from .base import (
     FireRequest,
     Notice,
     OpenFire,
+    RunEnded,
     RunLost,
     runs_written,
     ScheduleExecutionRecord,
@@ -48,6 +49,7 @@ from .base import (
     TaskRecord,
     TriggerScheduleRecord,
     WorkSharing,
+    check_retryable,
 )
 from ..tenancy import RESERVED_SCHEMAS, check_identifier
 
@@ -193,9 +195,12 @@ class PostgresStore(Store):
         ids = sorted(runs_written(tasks, finished))
         async with pool.acquire() as conn:
             async with conn.transaction():
-                held = dict(await conn.fetch(q.LOCK_RUN_OWNERS, ids))
+                held = {r["id"]: r for r in await conn.fetch(q.LOCK_RUN_OWNERS, ids)}
                 for execution_id in ids:
-                    if held.get(execution_id, None) != owner:
+                    row = held.get(execution_id)
+                    if row is not None and row["status"] not in ("Pending", "Running"):
+                        raise RunEnded(execution_id, row["status"])
+                    if row is None or row["owner"] != owner:
                         raise RunLost(execution_id)
                 await conn.execute(sql, *params)
 
@@ -226,6 +231,25 @@ class PostgresStore(Store):
         if released:
             await pool.execute(q.NOTIFY, self.channel, "w")
 
+    async def cancel_execution(self, execution_id: str, now: float) -> Optional[bool]:
+        row = await self._require_pool().fetchrow(q.CANCEL_EXECUTION, execution_id, now, self.channel)
+        if row[2] is None:
+            return None
+        return bool(row[0])
+
+    async def reset_for_retry(
+        self, execution_id: str, owner: str, now: float, lease_until: float
+    ) -> Optional[StoredRun]:
+        async with self._require_pool().acquire() as conn:
+            async with conn.transaction():
+                status = await conn.fetchval(q.LOCK_RUN_STATUS, execution_id)
+                if status is None:
+                    return None
+                check_retryable(execution_id, status)
+                await conn.execute(q.RESET_TASKS_FOR_RETRY, execution_id)
+                await conn.execute(q.REOPEN_EXECUTION, execution_id, owner, lease_until)
+        return await self.get_run(execution_id)
+
     async def get_run(self, execution_id: str) -> Optional[StoredRun]:
         runs = await self._read_runs([execution_id])
         return runs[0] if runs else None
@@ -252,16 +276,20 @@ class PostgresStore(Store):
     async def claim_tasks(
         self, owner: str, now: float, lease_until: float, workflow_names: Sequence[str],
         limit: int, take_over: bool, known_versions: Mapping[str, int],
+        task_names: Optional[Sequence[str]] = None,
     ) -> list[ClaimedWork]:
-        if not workflow_names or limit <= 0:
+        if not workflow_names or limit <= 0 or (task_names is not None and not task_names):
             return []
         pool = self._require_pool()
         names = list(workflow_names)
+        only = None if task_names is None else list(task_names)
         rows = []
         if take_over:
-            rows = await pool.fetch(q.TAKE_OVER_TASKS, now, owner, names, limit, lease_until)
+            rows = await pool.fetch(q.TAKE_OVER_TASKS, now, owner, names, limit, lease_until, only)
         if len(rows) < limit:
-            rows += await pool.fetch(q.CLAIM_READY_TASKS, now, owner, names, limit - len(rows), lease_until)
+            rows += await pool.fetch(
+                q.CLAIM_READY_TASKS, now, owner, names, limit - len(rows), lease_until, only
+            )
         if not rows:
             return []
         claimed: dict[str, list[TaskRecord]] = {}
@@ -628,7 +656,7 @@ def describe_error(exc: BaseException) -> str:
 
 def _execution_row(e: ExecutionRecord) -> tuple[Any, ...]:
     return (e.id, e.workflow_name, e.workflow_version, e.status, e.input_context, e.started_at,
-            e.final_context, e.error_message, e.completed_at)
+            e.final_context, e.error_message, e.completed_at, e.trace_context)
 
 
 def _claimable(task: TaskRecord) -> bool:
@@ -637,12 +665,13 @@ def _claimable(task: TaskRecord) -> bool:
 
 
 def _task_arrays(tasks: Sequence[TaskRecord]) -> tuple[list[Any], ...]:
-    """The task rows as ten parallel arrays (the unnest() parameters $1..$10)."""
+    """The task rows as twelve parallel arrays (the unnest() parameters $1..$12)."""
     return (
         [t.execution_id for t in tasks], [t.task_name for t in tasks], [t.status for t in tasks],
         [t.attempt for t in tasks], [t.not_before for t in tasks], [t.started_at for t in tasks],
         [t.completed_at for t in tasks], [t.output_context for t in tasks],
         [t.error_message for t in tasks], [t.finish_seq for t in tasks],
+        [t.attempt_base for t in tasks], [t.traceback for t in tasks],
     )
 
 

@@ -127,6 +127,14 @@ MIGRATIONS: list[tuple[int, str]] = [
         CREATE INDEX ix_tasks_owner ON task_executions (owner) WHERE owner IS NOT NULL;
         """,
     ),
+    (
+        4,
+        """
+        ALTER TABLE workflow_executions ADD COLUMN trace_context TEXT;
+        ALTER TABLE task_executions ADD COLUMN attempt_base INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE task_executions ADD COLUMN traceback TEXT;
+        """,
+    ),
 ]
 
 LATEST_VERSION = max(version for version, _ in MIGRATIONS)
@@ -146,16 +154,16 @@ SET_VERSION = "INSERT INTO cloaca_schema_version (version) VALUES ($1)"
 # runs -------------------------------------------------------------------------------
 EXECUTION_COLUMNS = (
     "id, workflow_name, workflow_version, status, input_context, started_at, "
-    "final_context, error_message, completed_at"
+    "final_context, error_message, completed_at, trace_context"
 )
 TASK_COLUMNS = (
     "execution_id, task_name, status, attempt, not_before, started_at, completed_at, "
-    "output_context, error_message, finish_seq"
+    "output_context, error_message, finish_seq, attempt_base, traceback"
 )
 _T_TASK_COLUMNS = ", ".join("t." + c.strip() for c in TASK_COLUMNS.split(","))
 _TASK_ARRAYS = (
     "$1::text[], $2::text[], $3::text[], $4::int[], $5::float8[], $6::float8[], $7::float8[], "
-    "$8::text[], $9::text[], $10::int[]"
+    "$8::text[], $9::text[], $10::int[], $11::int[], $12::text[]"
 )
 
 # A task row written Running is claimed by the writer; any other row is unclaimed.
@@ -169,13 +177,13 @@ _LEASE_IF_RUNNING = "CASE WHEN u.status = 'Running' THEN {}::float8 END"
 CREATE_EXECUTION = f"""
     WITH run AS (
         INSERT INTO workflow_executions ({EXECUTION_COLUMNS}, owner, lease_until)
-        VALUES ($11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)
+        VALUES ($13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)
     ), link AS (
-        UPDATE schedule_executions SET workflow_execution_id = $11, updated_at = $16
-         WHERE id = $22::text
+        UPDATE schedule_executions SET workflow_execution_id = $13, updated_at = $18
+         WHERE id = $25::text
     )
     INSERT INTO task_executions ({TASK_COLUMNS}, owner, lease_until)
-    SELECT u.*, {_OWNER_IF_RUNNING.format("$20")}, {_LEASE_IF_RUNNING.format("$21")}
+    SELECT u.*, {_OWNER_IF_RUNNING.format("$23")}, {_LEASE_IF_RUNNING.format("$24")}
       FROM unnest({_TASK_ARRAYS}) AS u ({TASK_COLUMNS})
 """
 DEDUP_LOCK_KEY = "cloaca.fire:"
@@ -193,29 +201,27 @@ INSERT_TRIGGER_FIRE = """
 """
 
 LOCK_RUN_OWNERS = """
-    SELECT id, owner FROM workflow_executions WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE
+    SELECT id, owner, status FROM workflow_executions WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE
 """
 UPDATE_TASKS = f"""
     UPDATE task_executions t
        SET status = u.status, attempt = u.attempt, not_before = u.not_before,
            started_at = u.started_at, completed_at = u.completed_at,
            output_context = u.output_context, error_message = u.error_message,
-           finish_seq = u.finish_seq
-      FROM unnest({_TASK_ARRAYS})
-           AS u (execution_id, task_name, status, attempt, not_before, started_at, completed_at,
-                 output_context, error_message, finish_seq)
+           finish_seq = u.finish_seq, attempt_base = u.attempt_base, traceback = u.traceback
+      FROM unnest({_TASK_ARRAYS}) AS u ({TASK_COLUMNS})
      WHERE t.execution_id = u.execution_id AND t.task_name = u.task_name
 """
 # Task rows, the end of the run ($11..$15) and the closing of its fires, in one statement.
 SAVE_AND_FINISH = f"""
     WITH tasks AS ({UPDATE_TASKS}), run AS (
         UPDATE workflow_executions
-           SET status = $11, final_context = $12, error_message = $13, completed_at = $14,
+           SET status = $13, final_context = $14, error_message = $15, completed_at = $16,
                owner = NULL, lease_until = NULL
-         WHERE id = $15
+         WHERE id = $17
     )
-    UPDATE schedule_executions SET completed_at = $14, updated_at = $14
-     WHERE workflow_execution_id = $15 AND completed_at IS NULL
+    UPDATE schedule_executions SET completed_at = $16, updated_at = $16
+     WHERE workflow_execution_id = $17 AND completed_at IS NULL
 """
 
 # Two runners never claim the same run: the candidate rows are locked FOR UPDATE and rows
@@ -279,12 +285,13 @@ RELEASE_LEASES = """
 #
 # Oldest runs first. A row whose claim committed meanwhile is re-checked against the WHERE
 # clause (READ COMMITTED), so two claimers never get the same task.
-# $1 now, $2 owner, $3 workflow names, $4 limit, $5 lease until.
+# $1 now, $2 owner, $3 workflow names, $4 limit, $5 lease until, $6 task names (NULL: any).
 _CLAIM = """
     WITH pick AS (
         SELECT t.execution_id, t.task_name, e.version
           FROM task_executions t JOIN workflow_executions e ON e.id = t.execution_id
          WHERE {claimable} AND e.status = 'Running' AND e.workflow_name = ANY($3::text[])
+           AND ($6::text[] IS NULL OR t.task_name = ANY($6::text[]))
          ORDER BY e.started_at, e.seq, t.task_name
          LIMIT $4
            FOR UPDATE OF {locked} SKIP LOCKED
@@ -329,32 +336,32 @@ COMMIT_STEP = f"""
     WITH run AS (
         UPDATE workflow_executions
            SET version = version + 1,
-               status = COALESCE($15::text, status),
-               final_context = CASE WHEN $15::text IS NULL THEN final_context ELSE $16::text END,
-               error_message = CASE WHEN $15::text IS NULL THEN error_message ELSE $17::text END,
-               completed_at = COALESCE($18::float8, completed_at),
-               owner = CASE WHEN $15::text IS NULL THEN owner END,
-               lease_until = CASE WHEN $15::text IS NULL THEN lease_until END
-         WHERE id = $11::text AND version = $12::bigint AND status = 'Running'
+               status = COALESCE($17::text, status),
+               final_context = CASE WHEN $17::text IS NULL THEN final_context ELSE $18::text END,
+               error_message = CASE WHEN $17::text IS NULL THEN error_message ELSE $19::text END,
+               completed_at = COALESCE($20::float8, completed_at),
+               owner = CASE WHEN $17::text IS NULL THEN owner END,
+               lease_until = CASE WHEN $17::text IS NULL THEN lease_until END
+         WHERE id = $13::text AND version = $14::bigint AND status = 'Running'
         RETURNING id, version
     ), tasks AS (
         UPDATE task_executions t
            SET status = u.status, attempt = u.attempt, not_before = u.not_before,
                started_at = u.started_at, completed_at = u.completed_at,
                output_context = u.output_context, error_message = u.error_message,
-               finish_seq = u.finish_seq,
-               owner = {_OWNER_IF_RUNNING.format("$13")}, lease_until = {_LEASE_IF_RUNNING.format("$14")},
+               finish_seq = u.finish_seq, attempt_base = u.attempt_base, traceback = u.traceback,
+               owner = {_OWNER_IF_RUNNING.format("$15")}, lease_until = {_LEASE_IF_RUNNING.format("$16")},
                step_version = run.version
           FROM unnest({_TASK_ARRAYS}) AS u ({TASK_COLUMNS}), run
          WHERE t.execution_id = u.execution_id AND t.task_name = u.task_name
     ), fires AS (
-        UPDATE schedule_executions SET completed_at = $18::float8, updated_at = $18::float8
-         WHERE $15::text IS NOT NULL AND completed_at IS NULL
+        UPDATE schedule_executions SET completed_at = $20::float8, updated_at = $20::float8
+         WHERE $17::text IS NOT NULL AND completed_at IS NULL
            AND workflow_execution_id IN (SELECT id FROM run)
     ), work AS (
-        SELECT pg_notify($20::text, 'w') FROM run WHERE $19::boolean
+        SELECT pg_notify($22::text, 'w') FROM run WHERE $21::boolean
     ), ended AS (
-        SELECT pg_notify($20::text, 'd' || id) FROM run WHERE $15::text IS NOT NULL
+        SELECT pg_notify($22::text, 'd' || id) FROM run WHERE $17::text IS NOT NULL
     )
     SELECT (SELECT count(*) FROM run), (SELECT count(*) FROM work), (SELECT count(*) FROM ended)
 """
@@ -371,6 +378,54 @@ ENDED_RUNS = """
           WHERE e.id = i.id AND e.status IN ('Pending', 'Running'))
 """
 NOTIFY = "SELECT pg_notify($1::text, $2::text)"
+
+# run control ---------------------------------------------------------------------------
+# A run is cancelled in one statement: its row first (locked, version bumped, so a late step
+# of whoever executes it is refused), then its unfinished tasks and its fires; executors
+# hear of it on channel $3 ('d' || id) or at their next lease renewal.
+CANCEL_EXECUTION = """
+    WITH run AS (
+        UPDATE workflow_executions e
+           SET status = 'Cancelled', completed_at = $2, error_message = 'Cancelled',
+               owner = NULL, lease_until = NULL, version = e.version + 1,
+               final_context = COALESCE(
+                   (SELECT t.output_context FROM task_executions t
+                     WHERE t.execution_id = e.id AND t.status = 'Completed'
+                     ORDER BY t.finish_seq DESC, t.task_name DESC LIMIT 1),
+                   e.input_context)
+         WHERE e.id = $1 AND e.status IN ('Pending', 'Running')
+        RETURNING e.id, e.version
+    ), tasks AS (
+        UPDATE task_executions t
+           SET status = 'Cancelled', completed_at = $2, owner = NULL, lease_until = NULL,
+               step_version = run.version,
+               error_message = CASE WHEN t.status = 'Running' THEN 'Cancelled while running' END
+          FROM run
+         WHERE t.execution_id = run.id AND t.status IN ('NotStarted', 'Ready', 'Running')
+    ), fires AS (
+        UPDATE schedule_executions SET completed_at = $2, updated_at = $2
+         WHERE completed_at IS NULL AND workflow_execution_id IN (SELECT id FROM run)
+    ), ended AS (
+        SELECT pg_notify($3::text, 'd' || id) FROM run
+    )
+    SELECT (SELECT count(*) FROM run), (SELECT count(*) FROM ended),
+           (SELECT status FROM workflow_executions WHERE id = $1)
+"""
+LOCK_RUN_STATUS = "SELECT status FROM workflow_executions WHERE id = $1 FOR UPDATE"
+RESET_TASKS_FOR_RETRY = """
+    UPDATE task_executions t
+       SET status = 'NotStarted', attempt_base = attempt, not_before = NULL, started_at = NULL,
+           completed_at = NULL, output_context = NULL, error_message = NULL, finish_seq = NULL,
+           owner = NULL, lease_until = NULL,
+           step_version = (SELECT e.version + 1 FROM workflow_executions e WHERE e.id = t.execution_id)
+     WHERE execution_id = $1 AND status IN ('Failed', 'Skipped', 'Cancelled')
+"""
+REOPEN_EXECUTION = """
+    UPDATE workflow_executions
+       SET status = 'Running', completed_at = NULL, error_message = NULL, final_context = NULL,
+           owner = $2, lease_until = $3, version = version + 1
+     WHERE id = $1
+"""
 SELECT_EXECUTION = f"SELECT {EXECUTION_COLUMNS}, version FROM workflow_executions WHERE id = $1"
 SELECT_EXECUTIONS = f"""
     SELECT {EXECUTION_COLUMNS}, version FROM workflow_executions WHERE id = ANY($1::text[])

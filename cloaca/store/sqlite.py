@@ -32,10 +32,12 @@ from .base import (
     ExecutionRecord,
     FireRequest,
     OpenFire,
+    RunEnded,
     RunLost,
     runs_written,
     ScheduleExecutionRecord,
     Store,
+    check_retryable,
     StoredRun,
     TaskRecord,
     TriggerScheduleRecord,
@@ -190,6 +192,8 @@ class SQLiteStore(Store):
             if owner is not None:
                 for execution_id in runs_written(tasks, finished):
                     row = cur.execute(q.SELECT_RUN_OWNER, (execution_id,)).fetchone()
+                    if row is not None and row[1] not in ("Pending", "Running"):
+                        raise RunEnded(execution_id, row[1])
                     if row is None or row[0] != owner:
                         raise RunLost(execution_id)
             cur.executemany(q.UPDATE_TASK, [_task_update_row(t) for t in tasks])
@@ -228,6 +232,39 @@ class SQLiteStore(Store):
     async def release_leases(self, owner: str) -> None:
         await self._write(lambda cur: cur.execute(q.RELEASE_LEASES, (owner,)) and None,
                           rows=_BULK)
+
+    async def cancel_execution(self, execution_id: str, now: float) -> Optional[bool]:
+        def op(cur: sqlite3.Cursor) -> Optional[bool]:
+            row = cur.execute(q.SELECT_RUN_STATUS, (execution_id,)).fetchone()
+            if row is None:
+                return None
+            if row[0] not in ("Pending", "Running"):
+                return False
+            cur.execute(q.CANCEL_TASKS, (now, execution_id))
+            cur.execute(q.CANCEL_EXECUTION, (now, execution_id))
+            cur.execute(q.CLOSE_FIRES_OF_RUN, (now, now, execution_id))
+            return True
+
+        return await self._write(op, rows=_BULK)
+
+    async def reset_for_retry(
+        self, execution_id: str, owner: str, now: float, lease_until: float
+    ) -> Optional[StoredRun]:
+        def op(cur: sqlite3.Cursor) -> Optional[StoredRun]:
+            row = cur.execute(q.SELECT_RUN_STATUS, (execution_id,)).fetchone()
+            if row is None:
+                return None
+            check_retryable(execution_id, row[0])
+            cur.execute(q.RESET_TASKS_FOR_RETRY, (execution_id,))
+            cur.execute(q.REOPEN_EXECUTION, (owner, lease_until, execution_id))
+            return _load_run(cur, execution_id)
+
+        return await self._write(op, rows=_BULK)
+
+    async def ended_runs(self, execution_ids: Sequence[str]) -> list[str]:
+        ids = json.dumps(list(execution_ids))
+        rows = await self._read(lambda cur: cur.execute(q.ENDED_RUNS, (ids,)).fetchall())
+        return [r[0] for r in rows]
 
     async def get_run(self, execution_id: str) -> Optional[StoredRun]:
         return await self._read(lambda cur: _load_run(cur, execution_id))
@@ -532,17 +569,19 @@ def _load_run(cur: sqlite3.Cursor, execution_id: str) -> Optional[StoredRun]:
 
 def _execution_row(e: ExecutionRecord) -> tuple[Any, ...]:
     return (e.id, e.workflow_name, e.workflow_version, e.status, e.input_context, e.started_at,
-            e.final_context, e.error_message, e.completed_at)
+            e.final_context, e.error_message, e.completed_at, e.trace_context)
 
 
 def _task_row(t: TaskRecord) -> tuple[Any, ...]:
     return (t.execution_id, t.task_name, t.status, t.attempt, t.not_before, t.started_at,
-            t.completed_at, t.output_context, t.error_message, t.finish_seq)
+            t.completed_at, t.output_context, t.error_message, t.finish_seq, t.attempt_base,
+            t.traceback)
 
 
 def _task_update_row(t: TaskRecord) -> tuple[Any, ...]:
     return (t.status, t.attempt, t.not_before, t.started_at, t.completed_at, t.output_context,
-            t.error_message, t.finish_seq, t.execution_id, t.task_name)
+            t.error_message, t.finish_seq, t.attempt_base, t.traceback, t.execution_id,
+            t.task_name)
 
 
 def _trigger(row: tuple[Any, ...]) -> TriggerScheduleRecord:

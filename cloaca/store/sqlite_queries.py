@@ -98,6 +98,15 @@ MIGRATIONS: list[tuple[int, str]] = [
             WHERE completed_at IS NULL AND kind = 'cron';
         """,
     ),
+    # (3 is PostgreSQL's per-task claims.)
+    (
+        4,
+        """
+        ALTER TABLE workflow_executions ADD COLUMN trace_context TEXT;
+        ALTER TABLE task_executions ADD COLUMN attempt_base INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE task_executions ADD COLUMN traceback TEXT;
+        """,
+    ),
 ]
 
 CREATE_VERSION_TABLE = "CREATE TABLE IF NOT EXISTS cloaca_schema_version (version INTEGER NOT NULL)"
@@ -107,25 +116,62 @@ SET_VERSION = "INSERT INTO cloaca_schema_version (version) VALUES (?)"
 # runs -------------------------------------------------------------------------------
 EXECUTION_COLUMNS = (
     "id, workflow_name, workflow_version, status, input_context, started_at, "
-    "final_context, error_message, completed_at"
+    "final_context, error_message, completed_at, trace_context"
 )
 TASK_COLUMNS = (
     "execution_id, task_name, status, attempt, not_before, started_at, completed_at, "
-    "output_context, error_message, finish_seq"
+    "output_context, error_message, finish_seq, attempt_base, traceback"
 )
 
 LINK_FIRE = "UPDATE schedule_executions SET workflow_execution_id = ?, updated_at = ? WHERE id = ?"
 INSERT_EXECUTION = f"""
     INSERT INTO workflow_executions ({EXECUTION_COLUMNS}, owner, lease_until)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
-INSERT_TASK = f"INSERT INTO task_executions ({TASK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-SELECT_RUN_OWNER = "SELECT owner FROM workflow_executions WHERE id = ?"
+INSERT_TASK = f"INSERT INTO task_executions ({TASK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+SELECT_RUN_OWNER = "SELECT owner, status FROM workflow_executions WHERE id = ?"
 UPDATE_TASK = """
     UPDATE task_executions
        SET status = ?, attempt = ?, not_before = ?, started_at = ?, completed_at = ?,
-           output_context = ?, error_message = ?, finish_seq = ?
+           output_context = ?, error_message = ?, finish_seq = ?, attempt_base = ?, traceback = ?
      WHERE execution_id = ? AND task_name = ?
+"""
+# run control ---------------------------------------------------------------------------
+SELECT_RUN_STATUS = "SELECT status FROM workflow_executions WHERE id = ?"
+CANCEL_TASKS = """
+    UPDATE task_executions
+       SET status = 'Cancelled', completed_at = ?,
+           error_message = CASE WHEN status = 'Running' THEN 'Cancelled while running' END
+     WHERE execution_id = ? AND status IN ('NotStarted', 'Ready', 'Running')
+"""
+CANCEL_EXECUTION = """
+    UPDATE workflow_executions
+       SET status = 'Cancelled', completed_at = ?, error_message = 'Cancelled',
+           owner = NULL, lease_until = NULL,
+           final_context = COALESCE(
+               (SELECT output_context FROM task_executions
+                 WHERE execution_id = workflow_executions.id AND status = 'Completed'
+                 ORDER BY finish_seq DESC, task_name DESC LIMIT 1),
+               input_context)
+     WHERE id = ?
+"""
+RESET_TASKS_FOR_RETRY = """
+    UPDATE task_executions
+       SET status = 'NotStarted', attempt_base = attempt, not_before = NULL, started_at = NULL,
+           completed_at = NULL, output_context = NULL, error_message = NULL, finish_seq = NULL
+     WHERE execution_id = ? AND status IN ('Failed', 'Skipped', 'Cancelled')
+"""
+REOPEN_EXECUTION = """
+    UPDATE workflow_executions
+       SET status = 'Running', completed_at = NULL, error_message = NULL, final_context = NULL,
+           owner = ?, lease_until = ?
+     WHERE id = ?
+"""
+ENDED_RUNS = """
+    SELECT i.value FROM json_each(?) AS i
+     WHERE NOT EXISTS (
+         SELECT 1 FROM workflow_executions e
+          WHERE e.id = i.value AND e.status IN ('Pending', 'Running'))
 """
 FINISH_EXECUTION = """
     UPDATE workflow_executions
