@@ -145,11 +145,19 @@ def _described(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {one_line(exc)}{where}"
 
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level), stream=sys.stderr,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-    )
+class _WithoutTracebacks(logging.Formatter):
+    """Log lines without the tracebacks attached to them (a command shows a failed task's
+    traceback in its result; `--log-level DEBUG` brings them back)."""
+
+    def formatException(self, ei: Any) -> str:
+        return ""
+
+
+def configure_logging(level: str, tracebacks: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    formatter = logging.Formatter if tracebacks else _WithoutTracebacks
+    handler.setFormatter(formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    logging.basicConfig(level=getattr(logging, level), handlers=[handler])
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -164,8 +172,9 @@ def configure_logging(level: str) -> None:
 def cli(ctx: click.Context, database_url: Optional[str], apps: tuple[str, ...], as_json: bool,
         log_level: Optional[str]) -> None:
     """Inspect and operate cloaca runs, triggers and cron schedules; run a worker."""
-    default_level = "INFO" if ctx.invoked_subcommand == "worker" else "WARNING"
-    configure_logging((log_level or default_level).upper())
+    serving = ctx.invoked_subcommand == "worker"
+    level = (log_level or ("INFO" if serving else "WARNING")).upper()
+    configure_logging(level, tracebacks=serving or level == "DEBUG")
     real_stdout = sys.stdout
     if as_json:
         # User code (imports, task bodies) printing must not break the JSON document.

@@ -39,7 +39,7 @@ def use_colour() -> bool:
 def paint(text: str, colour: Optional[str], *, bold: bool = False) -> str:
     if not use_colour() or (colour is None and not bold):
         return text
-    return click.style(text, fg=colour, bold=bold)
+    return click.style(text, fg=colour, bold=bold or None)
 
 
 def status(text: Optional[str]) -> str:
