@@ -22,9 +22,11 @@ def test_the_database_comes_from_db_or_the_environment(tmp_path: Path) -> None:
     assert (tmp_path / "env.db").exists()
 
 
-def test_an_unsupported_url_is_a_usage_error() -> None:
+def test_an_unsupported_or_malformed_url_is_a_usage_error(tmp_path: Path) -> None:
     one_line_error(cloaca("--db", "mysql://db.example/x", "runs", "list"), 2,
                    "--db", "Unsupported database URL 'mysql://db.example/x'")
+    one_line_error(cloaca("--db", f"sqlite:{tmp_path}/x.db", "runs", "list"), 2, "--db", "sqlite:")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_an_unreachable_server_is_named_without_its_password() -> None:

@@ -24,7 +24,7 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 def test_triggers_list_enable_disable_and_history(db: str) -> None:
     # A runner with the app loaded records its triggers' schedules.
     triggers = as_json(cloaca("--db", db, "--app", APP, "--json", "triggers", "list"))
-    assert {t["trigger_name"] for t in triggers} == {"inbox", "slow_inbox"}
+    assert {t["trigger_name"] for t in triggers} == {"inbox", "slow_inbox", "fan_inbox"}
     assert all(set(t) == TRIGGER_KEYS for t in triggers)
     inbox = next(t for t in triggers if t["trigger_name"] == "inbox")
     assert (inbox["workflow_name"], inbox["poll_interval_ms"], inbox["enabled"]) == ("cli_greet", 100, True)
@@ -32,7 +32,7 @@ def test_triggers_list_enable_disable_and_history(db: str) -> None:
     disabled = as_json(cloaca("--db", db, "--json", "triggers", "disable", "inbox"))
     assert (disabled["trigger_name"], disabled["enabled"]) == ("inbox", False)
     enabled_only = as_json(cloaca("--db", db, "--json", "triggers", "list", "--enabled-only"))
-    assert [t["trigger_name"] for t in enabled_only] == ["slow_inbox"]
+    assert {t["trigger_name"] for t in enabled_only} == {"slow_inbox", "fan_inbox"}
 
     human = ok(cloaca("--db", db, "triggers", "list")).stdout.splitlines()
     assert human[0].split() == ["TRIGGER", "WORKFLOW", "EVERY", "CONCURRENT", "ENABLED", "LAST", "POLL"]
@@ -41,7 +41,7 @@ def test_triggers_list_enable_disable_and_history(db: str) -> None:
     assert rows["slow_inbox"][1:5] == ["cli_slow", "100ms", "no", "yes"]
 
     assert ok(cloaca("--db", db, "triggers", "enable", "inbox")).stdout.strip() == "Trigger 'inbox' enabled."
-    assert len(as_json(cloaca("--db", db, "--json", "triggers", "list", "--enabled-only"))) == 2
+    assert len(as_json(cloaca("--db", db, "--json", "triggers", "list", "--enabled-only"))) == 3
 
     assert as_json(cloaca("--db", db, "--json", "triggers", "history", "inbox")) == []
     assert "has not fired" in ok(cloaca("--db", db, "triggers", "history", "inbox")).stdout
