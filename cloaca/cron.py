@@ -30,47 +30,63 @@ raises ``OverflowError`` only when no fire time is left before the year 10000.
 Time zones and daylight saving
 ------------------------------
 The expression is matched against the wall clock of its IANA zone; results are
-UTC instants. Where the wall clock jumps, these rules decide:
+UTC instants. Where the wall clock jumps, these rules decide (those of croner,
+Cronos, ISC cron and the OCPS cron spec):
 
 * A schedule whose hour field matches every hour (``*``, ``*/1``, ``0-23``,
-  e.g. ``*/30 * * * *``, ``@hourly``) is *clock-following*: it fires at every
+  e.g. ``*/30 * * * *``, ``@hourly``) *follows the clock*: it fires at every
   real instant whose local wall time matches. Wall times skipped by a
   spring-forward do not fire; wall times repeated by a fall-back fire in
   both passes.
 * Any other schedule (fixed hours, e.g. ``30 2 * * *``) fires once per
   matching wall time: a wall time skipped by a spring-forward fires at the
-  instant it would have had before the change, i.e. shifted forward by the
-  gap (``30 2 * * *`` in America/New_York on 2026-03-08 fires at 03:30 EDT =
-  07:30 UTC); a wall time repeated by a fall-back fires at its FIRST
-  occurrence only (``30 1 * * *`` on 2026-11-01 fires at 01:30 EDT = 05:30
-  UTC). This is the ``fold=0`` reading of PEP 495.
-* Two wall times that land on the same instant fire once.
+  first valid second after the gap (``30 2 * * *`` in America/New_York on
+  2026-03-08 fires at 03:00 EDT = 07:00 UTC); a wall time repeated by a
+  fall-back fires at its FIRST occurrence only (``30 1 * * *`` on 2026-11-01
+  fires at 01:30 EDT = 05:30 UTC).
+* Wall times that land on the same instant fire once.
 
-Zone transitions are assumed to be at least a few days apart (true of every
-zone in the tz database since 1970).
+Who does what
+-------------
+croniter evaluates the calendar: given a naive wall time, the next matching
+wall time (fields, ``L``, ``W``, ``#``, ``L5``). This module adds:
+
+* the grammar front-end: validation with errors quoting the expression, and
+  the translation of the forms croniter lacks or reads differently -- ``5#L``
+  and ``5L`` become croniter's ``L5``; ``LW`` becomes ``31W`` (croniter moves
+  ``nW`` to the month's last day when the month is shorter, which for 31 is
+  the last weekday); ``nW`` with n > 28 is filtered out of months without day
+  n; a weekday list mixing plain days and ``#``/``L`` forms, and the
+  day-of-month / day-of-week OR, are evaluated as several croniter
+  expressions whose earliest match wins;
+* the time-zone policy above (zoneinfo offsets; croniter only sees wall times);
+* caches: compiled expressions per (expression, zone) and recent next-fire
+  results, so that many schedules on one expression cost one evaluation.
 """
 
 from __future__ import annotations
 
 import re
-from bisect import bisect_left, bisect_right
+import threading
 from calendar import monthrange
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from functools import lru_cache
+from typing import Callable, Optional
 from zoneinfo import ZoneInfo
+
+from croniter import CroniterBadDateError, croniter
 
 __all__ = ["CronExpression"]
 
-_DAY = 86_400
-_NEAR = 2 * _DAY
-_PROBE_STEP = 6 * 3600
-_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+_NEAR = 2 * 86_400
+"""Zone transitions are assumed to be more than this far apart (true of every zone since 1970)."""
 _EPOCH_UTC = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH_WALL = datetime(1970, 1, 1)
 _ONE_SECOND = timedelta(seconds=1)
-_MIN_PROBE = (date.min.toordinal() + 1 - _EPOCH_ORDINAL) * _DAY
-_MAX_PROBE = (date.max.toordinal() - 1 - _EPOCH_ORDINAL) * _DAY
-_MAX_YEAR = date.max.year
+_FIRST_PROBE = (datetime.min.replace(tzinfo=timezone.utc) - _EPOCH_UTC) // _ONE_SECOND + 86_400
+_LAST_PROBE = (datetime.max.replace(tzinfo=timezone.utc) - _EPOCH_UTC) // _ONE_SECOND - 86_400
+_LONGEST_MONTH = {1: 31, 2: 29, 3: 31, 4: 30, 5: 31, 6: 30, 7: 31, 8: 31, 9: 30, 10: 31, 11: 30, 12: 31}
 
 _MONTH_NAMES = {
     name: number
@@ -107,7 +123,7 @@ class _Field:
     name: str
     low: int
     high: int
-    names: dict[str, int] | None = None
+    names: Optional[dict[str, int]] = None
 
 
 _SECOND = _Field("second", 0, 59)
@@ -118,77 +134,7 @@ _MONTH = _Field("month", 1, 12, _MONTH_NAMES)
 _DOW = _Field("day-of-week", 0, 7, _DOW_NAMES)
 
 
-@dataclass(frozen=True)
-class _DaySpec:
-    """Which days of a month fire: the day-of-month and day-of-week rules."""
-
-    dom_star: bool
-    dom_days: frozenset[int]
-    dom_last: bool
-    dom_last_weekday: bool
-    dom_nearest: frozenset[int]
-    dow_star: bool
-    dow_days: frozenset[int]
-    dow_nth: frozenset[tuple[int, int]]
-    dow_last: frozenset[int]
-
-    def days_in(self, year: int, month: int) -> tuple[int, ...]:
-        """The firing days of ``month`` of ``year``, ascending."""
-        length = monthrange(year, month)[1]
-        if self.dom_star and self.dow_star:
-            return tuple(range(1, length + 1))
-        first_dow = (date(year, month, 1).weekday() + 1) % 7  # cron numbering, Sunday = 0
-        dom = set() if self.dom_star else self._dom_matches(year, month, length, first_dow)
-        dow = set() if self.dow_star else self._dow_matches(length, first_dow)
-        return tuple(sorted(dom | dow))
-
-    def _dom_matches(self, year: int, month: int, length: int, first_dow: int) -> set[int]:
-        """The days matched by the day-of-month field."""
-        days = {d for d in self.dom_days if d <= length}
-        if self.dom_last:
-            days.add(length)
-        if self.dom_last_weekday:
-            days.add(_nearest_weekday(length, length, first_dow))
-        for target in self.dom_nearest:
-            if target <= length:
-                days.add(_nearest_weekday(target, length, first_dow))
-        return days
-
-    def _dow_matches(self, length: int, first_dow: int) -> set[int]:
-        """The days matched by the day-of-week field."""
-        days = set()
-        for day in range(1, length + 1):
-            dow = (first_dow + day - 1) % 7
-            if (
-                dow in self.dow_days
-                or (dow, (day - 1) // 7 + 1) in self.dow_nth
-                or (dow in self.dow_last and day + 7 > length)
-            ):
-                days.add(day)
-        return days
-
-    def always_fires_monthly(self) -> bool:
-        """Whether every month surely has at least one firing day."""
-        dom_sure = self.dom_last or self.dom_last_weekday or any(d <= 28 for d in self.dom_days | self.dom_nearest)
-        dow_sure = bool(self.dow_days or self.dow_last or any(n <= 4 for _, n in self.dow_nth))
-        if self.dom_star:
-            return self.dow_star or dow_sure
-        if self.dow_star:
-            return dom_sure
-        return dom_sure or dow_sure
-
-
-def _nearest_weekday(day: int, length: int, first_dow: int) -> int:
-    """The Monday-Friday day nearest ``day`` without leaving the month."""
-    dow = (first_dow + day - 1) % 7
-    if dow == 6:  # Saturday
-        return day - 1 if day > 1 else day + 2
-    if dow == 0:  # Sunday
-        return day + 1 if day < length else day - 2
-    return day
-
-
-# --------------------------------------------------------------------------- parsing
+# --------------------------------------------------------------------------- validation
 
 
 def _parse_value(text: str, field: _Field) -> int:
@@ -203,20 +149,17 @@ def _parse_value(text: str, field: _Field) -> int:
     return value
 
 
-def _parse_step(text: str, field: _Field) -> int:
-    """The ``/n`` part of an item: a positive integer."""
-    if not text.isdigit() or not text.isascii() or int(text) == 0:
-        raise _FieldError(f"{field.name} step {text!r} is not a positive integer")
-    return int(text)
-
-
 def _parse_item(item: str, field: _Field) -> set[int]:
     """The values of one list element (``*``, ``a``, ``a-b``, with optional ``/n``)."""
     match = _ITEM_RE.match(item)
     if match is None:
         raise _FieldError(f"invalid {field.name} element {item!r}")
     star, lo_text, hi_text, step_text = match.group("star", "lo", "hi", "step")
-    step = 1 if step_text is None else _parse_step(step_text, field)
+    step = 1
+    if step_text is not None:
+        if not step_text.isdigit() or not step_text.isascii() or int(step_text) == 0:
+            raise _FieldError(f"{field.name} step {step_text!r} is not a positive integer")
+        step = int(step_text)
     open_high = 6 if field is _DOW else field.high
     if star:
         low, high = field.low, open_high
@@ -230,14 +173,10 @@ def _parse_item(item: str, field: _Field) -> set[int]:
                 raise _FieldError(f"{field.name} range {lo_text}-{hi_text} is reversed")
         else:
             high = max(low, open_high) if step_text is not None else low
-    values = set(range(low, high + 1, step))
-    if field is _DOW and 7 in values:
-        values.discard(7)
-        values.add(0)
-    return values
+    return {value % 7 if field is _DOW else value for value in range(low, high + 1, step)}
 
 
-def _split_list(text: str, field: _Field) -> list[str]:
+def _items(text: str, field: _Field) -> list[str]:
     """The elements of a comma list; empty elements are errors."""
     items = text.split(",")
     if any(not item for item in items):
@@ -245,65 +184,17 @@ def _split_list(text: str, field: _Field) -> list[str]:
     return items
 
 
-def _parse_plain(text: str, field: _Field) -> frozenset[int]:
+def _values(text: str, field: _Field) -> set[int]:
     """A field without extensions: the set of allowed values."""
     values: set[int] = set()
-    for item in _split_list(text, field):
+    for item in _items(text, field):
         values |= _parse_item(item, field)
-    return frozenset(values)
+    return values
 
 
-def _parse_dom(text: str) -> dict[str, object]:
-    """The day-of-month field, with ``L``, ``LW`` and ``nW``."""
-    days: set[int] = set()
-    nearest: set[int] = set()
-    last = last_weekday = False
-    for item in _split_list(text, _DOM):
-        nearest_match = _NEAREST_RE.match(item)
-        if item == "L":
-            last = True
-        elif item == "LW":
-            last_weekday = True
-        elif nearest_match:
-            nearest.add(_parse_value(nearest_match.group("day"), _DOM))
-        else:
-            days |= _parse_item(item, _DOM)
-    return {
-        "dom_star": text in ("*", "?"),
-        "dom_days": frozenset(days),
-        "dom_last": last,
-        "dom_last_weekday": last_weekday,
-        "dom_nearest": frozenset(nearest),
-    }
-
-
-def _parse_dow(text: str) -> dict[str, object]:
-    """The day-of-week field, with ``d#n``, ``d#L`` and ``dL``."""
-    days: set[int] = set()
-    nth: set[tuple[int, int]] = set()
-    last: set[int] = set()
-    for item in _split_list(text, _DOW):
-        nth_match = _NTH_RE.match(item)
-        last_match = _LAST_DOW_RE.match(item)
-        if nth_match:
-            dow = _parse_value(nth_match.group("dow"), _DOW) % 7
-            which = nth_match.group("nth")
-            if which == "L":
-                last.add(dow)
-            elif which.isdigit() and which.isascii() and 1 <= int(which) <= 5:
-                nth.add((dow, int(which)))
-            else:
-                raise _FieldError(f"day-of-week occurrence {which!r} in {item!r} must be 1-5 or L")
-        elif last_match:
-            last.add(_parse_value(last_match.group("dow"), _DOW) % 7)
-        else:
-            days |= _parse_item(item, _DOW)
-    return {
-        "dow_star": text in ("*", "?"),
-        "dow_days": frozenset(days),
-        "dow_nth": frozenset(nth),
-        "dow_last": frozenset(last),
-    }
+def _listed(values: set[int], every: int) -> str:
+    """The values as a croniter list, ``*`` when they are all ``every`` values of the field."""
+    return "*" if len(values) == every else ",".join(str(value) for value in sorted(values))
 
 
 def _fields_of(expression: str) -> list[str]:
@@ -321,25 +212,132 @@ def _fields_of(expression: str) -> list[str]:
     return fields
 
 
-def _next_table(values: frozenset[int], size: int) -> tuple[int, ...]:
-    """For each v in 0..size, the smallest allowed value >= v, or -1 (last slot is -1)."""
-    table = [-1] * (size + 1)
-    following = -1
-    for v in range(size - 1, -1, -1):
-        if v in values:
-            following = v
-        table[v] = following
-    return tuple(table)
+# --------------------------------------------------------------------------- translation to croniter
+
+_DayRule = tuple[str, str, Optional[Callable[[datetime], bool]]]
+"""A croniter (day-of-month, day-of-week) pair, and a filter its matches must pass."""
 
 
-def _can_fire(months: frozenset[int], days: _DaySpec) -> bool:
-    """Whether some month of the 400-year Gregorian cycle has a firing day."""
-    if days.always_fires_monthly():
-        return True
-    return any(days.days_in(year, month) for month in months for year in range(2000, 2400))
+def _day_of_month_rules(text: str, months: set[int]) -> list[_DayRule]:
+    """croniter rules for the day-of-month field (with the day-of-week unrestricted)."""
+    days: set[int] = set()
+    rules: list[_DayRule] = []
+    tokens: list[str] = []
+    for item in _items(text, _DOM):
+        nearest = _NEAREST_RE.match(item)
+        if item == "L":
+            tokens.append("L")
+        elif item == "LW":
+            rules.append(("31W", "*", None))  # croniter: nW in a shorter month = weekday nearest its last day
+        elif nearest:
+            day = _parse_value(nearest.group("day"), _DOM)
+            if any(day <= _LONGEST_MONTH[month] for month in months):
+                rules.append((f"{day}W", "*", None if day <= 28 else _month_has_day(day)))
+        else:
+            days |= _parse_item(item, _DOM)
+    days = {day for day in days if any(day <= _LONGEST_MONTH[month] for month in months)}
+    if len(days) == 31:
+        rules.append(("*", "*", None))
+    elif days or tokens:
+        rules.append((",".join([_listed(days, 31)] * bool(days) + tokens), "*", None))
+    return rules
 
 
-# --------------------------------------------------------------------------- time zones
+def _month_has_day(day: int) -> Callable[[datetime], bool]:
+    """A filter keeping the matches that fall in a month with a day ``day``."""
+    return lambda moment: day <= monthrange(moment.year, moment.month)[1]
+
+
+def _day_of_week_rules(text: str) -> list[_DayRule]:
+    """croniter rules for the day-of-week field (with the day-of-month unrestricted)."""
+    days: set[int] = set()
+    special: list[str] = []  # croniter does not mix plain days with #n / Ln in one field
+    for item in _items(text, _DOW):
+        nth, last = _NTH_RE.match(item), _LAST_DOW_RE.match(item)
+        if nth:
+            day = _parse_value(nth.group("dow"), _DOW) % 7
+            which = nth.group("nth")
+            if which == "L":
+                special.append(f"L{day}")
+            elif which.isdigit() and which.isascii() and 1 <= int(which) <= 5:
+                special.append(f"{day}#{int(which)}")
+            else:
+                raise _FieldError(f"day-of-week occurrence {which!r} in {item!r} must be 1-5 or L")
+        elif last:
+            special.append(f"L{_parse_value(last.group('dow'), _DOW) % 7}")
+        else:
+            days |= _parse_item(item, _DOW)
+    rules: list[_DayRule] = [("*", _listed(days, 7), None)] if days else []
+    return rules + ([("*", ",".join(special), None)] if special else [])
+
+
+class _Calendar:
+    """One croniter expression over naive wall times, with an optional filter on its matches."""
+
+    def __init__(self, fields: str, keep: Optional[Callable[[datetime], bool]]) -> None:
+        self._iter = croniter(fields, _EPOCH_WALL)
+        self._keep = keep
+        self._lock = threading.Lock()  # croniter iterators are stateful
+
+    def first_after(self, start: datetime) -> datetime:
+        """The first matching wall time strictly after ``start``."""
+        with self._lock:
+            while True:
+                self._iter.set_current(start, force=True)
+                found = self._iter.get_next(datetime)
+                if self._keep is None or self._keep(found):
+                    return found
+                start = found.replace(hour=23, minute=59, second=59)  # the filter rejects the whole day
+
+
+@dataclass(frozen=True, eq=False)
+class _Plan:
+    """A compiled expression: its croniter calendars, zone and daylight-saving policy."""
+
+    expression: str
+    zone: ZoneInfo
+    calendars: tuple[_Calendar, ...]
+    follows_clock: bool
+
+    def next_wall(self, wall: int) -> int:
+        """The first matching wall time (naive epoch seconds) at or after ``wall``."""
+        try:
+            start = _EPOCH_WALL + timedelta(seconds=wall - 1)
+            found = min(calendar.first_after(start) for calendar in self.calendars)
+        except (OverflowError, ValueError, CroniterBadDateError):  # past datetime.max
+            raise OverflowError(f"{self.expression!r} has no fire time before year 10000") from None
+        return (found - _EPOCH_WALL) // _ONE_SECOND
+
+
+def _compile(expression: str, zone: ZoneInfo) -> _Plan:
+    """The croniter calendars of an expression; _FieldError when invalid."""
+    fields = _fields_of(expression)
+    second, minute, hour = (_values(text, field) for text, field in zip(fields, (_SECOND, _MINUTE, _HOUR)))
+    month = _values(fields[4], _MONTH)
+    dom_free, dow_free = fields[3] in ("*", "?"), fields[5] in ("*", "?")
+    rules: list[_DayRule] = [("*", "*", None)] if dom_free and dow_free else []
+    if not dom_free:
+        rules += _day_of_month_rules(fields[3], month)
+    if not dow_free:
+        rules += _day_of_week_rules(fields[5])
+    if not rules:
+        raise _FieldError("it never fires (no month has a matching day)")
+    times = f"{_listed(minute, 60)} {_listed(hour, 24)}", _listed(month, 12), _listed(second, 60)
+    calendars = tuple(_Calendar(f"{times[0]} {dom} {times[1]} {dow} {times[2]}", keep) for dom, dow, keep in rules)
+    return _Plan(expression, zone, calendars, follows_clock=len(hour) == 24)
+
+
+@lru_cache(maxsize=1024)
+def _plan(expression: str, timezone: str) -> _Plan:
+    """The shared compiled form of a valid (expression, zone)."""
+    zone = _load_zone(timezone)
+    try:
+        return _compile(expression, zone)
+    except _FieldError as exc:
+        raise ValueError(f"Invalid cron expression {expression!r}: {exc}") from None
+
+
+# --------------------------------------------------------------------------- time-zone policy
 
 
 def _load_zone(name: str) -> ZoneInfo:
@@ -352,108 +350,78 @@ def _load_zone(name: str) -> ZoneInfo:
         raise ValueError(f"Unknown timezone {name!r}") from exc
 
 
-def _year_start(year: int) -> int:
-    """Epoch seconds of January 1st, 00:00 UTC, of ``year`` (up to 10000)."""
-    ordinal = date(year, 1, 1).toordinal() if year <= _MAX_YEAR else date.max.toordinal() + 1
-    return (ordinal - _EPOCH_ORDINAL) * _DAY
+def _offset(zone: ZoneInfo, instant: int) -> int:
+    """The UTC offset (seconds) in force at an epoch-seconds instant (clamped to years 1-9999)."""
+    instant = min(max(instant, _FIRST_PROBE), _LAST_PROBE)
+    return int(datetime.fromtimestamp(instant, zone).utcoffset().total_seconds())  # type: ignore[union-attr]
 
 
-def _year_of(instant: int) -> int:
-    """The UTC calendar year of an epoch-seconds instant (clamped to 1..9999)."""
-    instant = min(max(instant, _MIN_PROBE), _MAX_PROBE)
-    return date.fromordinal(instant // _DAY + _EPOCH_ORDINAL).year
+def _wall_offset(zone: ZoneInfo, wall: int, fold: int = 0) -> int:
+    """The offset of a wall time read as its first (fold=0) or second (fold=1) pass (PEP 495)."""
+    moment = _EPOCH_WALL + timedelta(seconds=wall)
+    return int(zone.utcoffset(moment.replace(fold=fold)).total_seconds())  # type: ignore[union-attr]
 
 
-class _Timeline:
-    """The UTC offsets (integer seconds) of one zone over time, transitions found per year."""
-
-    def __init__(self, zone: ZoneInfo) -> None:
-        self._zone = zone
-        self._years: dict[int, tuple[list[int], list[int]]] = {}
-        self._quiet: tuple[int, int, int] = (0, 0, 0)
-
-    def _probe(self, instant: int) -> int:
-        """The offset at ``instant``, straight from zoneinfo."""
-        instant = min(max(instant, _MIN_PROBE), _MAX_PROBE)
-        offset = datetime.fromtimestamp(instant, self._zone).utcoffset()
-        return int(offset.total_seconds()) if offset is not None else 0
-
-    def _year(self, year: int) -> tuple[list[int], list[int]]:
-        """(starts, offsets) of a year: starts[0] is the second before it, the rest transitions."""
-        table = self._years.get(year)
-        if table is None:
-            table = self._scan_year(year)
-            self._years[year] = table
-        return table
-
-    def _scan_year(self, year: int) -> tuple[list[int], list[int]]:
-        """Find the transitions of one year by probing and bisection."""
-        start, end = _year_start(year) - 1, _year_start(year + 1)
-        starts, offsets = [start], [self._probe(start)]
-        previous = start
-        while previous < end - 1:
-            point = min(previous + _PROBE_STEP, end - 1)
-            offset = self._probe(point)
-            if offset != offsets[-1]:
-                starts.append(self._bisect(previous, point, offsets[-1]))
-                offsets.append(offset)
-            previous = point
-        return starts, offsets
-
-    def _bisect(self, low: int, high: int, old: int) -> int:
-        """The first second in (low, high] whose offset is not ``old``."""
-        while high - low > 1:
-            middle = (low + high) // 2
-            if self._probe(middle) == old:
-                low = middle
-            else:
-                high = middle
-        return high
-
-    def offset_at(self, instant: int) -> int:
-        """The UTC offset in force at ``instant``."""
-        starts, offsets = self._year(_year_of(instant))
-        return offsets[max(bisect_right(starts, instant) - 1, 0)]
-
-    def offsets_near(self, instant: int) -> tuple[int, int]:
-        """(min, max) offset within two days of ``instant``."""
-        before, after = self.offset_at(instant - _NEAR), self.offset_at(instant + _NEAR)
-        return min(before, after), max(before, after)
-
-    def quiet_span(self, instant: int) -> tuple[int, int, int]:
-        """(low, high, offset): a span around ``instant`` with no transition within two days.
-
-        ``low <= instant < high`` does not hold when ``instant`` is near a transition.
-        """
-        quiet = self._quiet
-        if quiet[0] <= instant < quiet[1]:
-            return quiet
-        year = _year_of(instant)
-        previous = [t for y in (year - 1, year) for t in self._year(y)[0][1:] if t <= instant]
-        following = [t for y in (year, year + 1) for t in self._year(y)[0][1:] if t > instant]
-        low = (previous[-1] if previous else _year_start(year - 1)) + _NEAR
-        high = (following[0] if following else _year_start(year + 2)) - _NEAR
-        quiet = (low, high, self.offset_at(instant))
-        self._quiet = quiet
-        return quiet
-
-    def instants_of_wall(self, wall: int) -> list[int]:
-        """Every instant whose local wall time is ``wall``: none in a gap, two in a fold."""
-        before, after = self.offset_at(wall - _NEAR), self.offset_at(wall + _NEAR)
-        found = {wall - o for o in (before, after) if self.offset_at(wall - o) == o}
-        return sorted(found)
-
-    def first_instant_of_wall(self, wall: int) -> int:
-        """The PEP 495 ``fold=0`` instant of ``wall``: first occurrence, gaps shifted forward."""
-        before = self.offset_at(wall - _NEAR)
-        instants = self.instants_of_wall(wall)
-        return instants[0] if instants else wall - before
+def _transition(zone: ZoneInfo, low: int, high: int) -> int:
+    """The first second in (low, high] whose offset is not the offset at ``low``."""
+    old = _offset(zone, low)
+    while high - low > 1:
+        middle = (low + high) // 2
+        if _offset(zone, middle) == old:
+            low = middle
+        else:
+            high = middle
+    return high
 
 
-@lru_cache(maxsize=None)
-def _timeline(name: str) -> _Timeline:
-    """The shared timeline of the zone ``name`` (already validated)."""
-    return _Timeline(ZoneInfo(name))
+def _instants(zone: ZoneInfo, wall: int) -> list[int]:
+    """Every instant whose wall time is ``wall``: none in a gap, two in a fold."""
+    offsets = {_wall_offset(zone, wall, fold) for fold in (0, 1)}
+    return sorted(wall - o for o in offsets if _offset(zone, wall - o) == o)
+
+
+def _first_instant(zone: ZoneInfo, wall: int) -> int:
+    """A fixed-time wall time's one fire: its first occurrence, or the end of the gap it falls in."""
+    first = _wall_offset(zone, wall)
+    if _offset(zone, wall - first) == first:  # fold=0 is the earlier reading of a repeated time
+        return wall - first
+    return _transition(zone, wall - _wall_offset(zone, wall, 1), wall - first)
+
+
+def _next_fixed(plan: _Plan, earliest: int) -> int:
+    """The first fire at or after ``earliest`` of a fixed-time expression."""
+    zone = plan.zone
+    offset, before = _offset(zone, earliest), _offset(zone, earliest - 1)
+    first_pass = _wall_offset(zone, earliest + offset)
+    if before < offset:  # ``earliest`` ends a gap: the skipped wall times fire now
+        wall = earliest + before
+    elif first_pass != offset:  # in a repeated hour: its wall times fired in the first pass
+        wall = _transition(zone, earliest + offset - first_pass, earliest) + first_pass
+    else:
+        wall = earliest + offset
+    return _first_instant(zone, plan.next_wall(wall))
+
+
+def _next_following_clock(plan: _Plan, earliest: int) -> int:
+    """The first fire at or after ``earliest`` of an expression matching every hour."""
+    zone, moment = plan.zone, earliest
+    while True:
+        offset = _offset(zone, moment)
+        change = None if _offset(zone, moment + _NEAR) == offset else _transition(zone, moment, moment + _NEAR)
+        wall = plan.next_wall(moment + offset)
+        if change is None and wall - offset < moment + _NEAR and _offset(zone, wall - offset) == offset:
+            return wall - offset  # no transition within reach: the wall time's only instant
+        while not (later := [i for i in _instants(zone, wall) if i >= moment]):
+            wall = plan.next_wall(wall + 1)  # skipped by a spring-forward
+        if change is None or later[0] < change:
+            return later[0]
+        moment = change  # the clock jumps before that fire: read it again from the jump
+
+
+@lru_cache(maxsize=4096)
+def _next_instant(plan: _Plan, earliest: int) -> int:
+    """The first fire instant (epoch seconds) at or after ``earliest`` (shared by equal schedules)."""
+    return _next_following_clock(plan, earliest) if plan.follows_clock else _next_fixed(plan, earliest)
 
 
 # --------------------------------------------------------------------------- datetimes
@@ -479,18 +447,7 @@ def _utc(instant: int) -> datetime:
 class CronExpression:
     """An immutable, validated cron expression evaluated in an IANA time zone."""
 
-    __slots__ = (
-        "expression",
-        "timezone",
-        "_seconds",
-        "_minutes",
-        "_hours",
-        "_months",
-        "_days",
-        "_follows_clock",
-        "_timeline",
-        "_month_cache",
-    )
+    __slots__ = ("expression", "timezone", "_plan")
 
     expression: str
     timezone: str
@@ -499,27 +456,11 @@ class CronExpression:
         """Parse and validate; ValueError quoting the expression or zone when invalid."""
         if not isinstance(expression, str):
             raise TypeError(f"cron expression must be a str, not {type(expression).__name__}")
-        _load_zone(timezone)
-        try:
-            fields = _fields_of(expression)
-            seconds, minutes, hours = (_parse_plain(t, f) for t, f in zip(fields[:3], (_SECOND, _MINUTE, _HOUR)))
-            months = _parse_plain(fields[4], _MONTH)
-            days = _DaySpec(**_parse_dom(fields[3]), **_parse_dow(fields[5]))  # type: ignore[arg-type]
-            if not _can_fire(months, days):
-                raise _FieldError("it never fires (no month has a matching day)")
-        except _FieldError as exc:
-            raise ValueError(f"Invalid cron expression {expression!r}: {exc}") from None
+        plan = _plan(expression, timezone)
         setter = object.__setattr__
         setter(self, "expression", expression)
         setter(self, "timezone", timezone)
-        setter(self, "_seconds", _next_table(seconds, 60))
-        setter(self, "_minutes", _next_table(minutes, 60))
-        setter(self, "_hours", _next_table(hours, 24))
-        setter(self, "_months", _next_table(months, 13))
-        setter(self, "_days", days)
-        setter(self, "_follows_clock", len(hours) == 24)
-        setter(self, "_timeline", _timeline(timezone))
-        setter(self, "_month_cache", {})
+        setter(self, "_plan", plan)
 
     @classmethod
     def parse(cls, expression: str, timezone: str = "UTC") -> CronExpression:
@@ -546,11 +487,9 @@ class CronExpression:
     def __reduce__(self) -> tuple[type[CronExpression], tuple[str, str]]:
         return (CronExpression, (self.expression, self.timezone))
 
-    # ----------------------------------------------------------------- public queries
-
     def next_after(self, after: datetime) -> datetime:
         """The first fire time strictly after the aware datetime ``after``, in UTC."""
-        return _utc(self._next_instant(_epoch_seconds(after, "after") + 1))
+        return _utc(_next_instant(self._plan, _epoch_seconds(after, "after") + 1))
 
     def slots_between(self, start: datetime, end: datetime, limit: int) -> list[datetime]:
         """Fire times t with start < t <= end, earliest first, at most ``limit``, in UTC."""
@@ -559,102 +498,14 @@ class CronExpression:
         if limit < 0:
             raise ValueError(f"limit must be >= 0, got {limit}")
         instant, last = _epoch_seconds(start, "start") + 1, _epoch_seconds(end, "end")
-        found: list[int] = []
+        found: list[datetime] = []
         while len(found) < limit and instant <= last:
             try:
-                fire = self._next_instant(instant)
+                fire = _next_instant(self._plan, instant)
             except OverflowError:
                 break
             if fire > last:
                 break
-            found.append(fire)
+            found.append(_utc(fire))
             instant = fire + 1
-        return [_utc(fire) for fire in found]
-
-    # ----------------------------------------------------------------- instants
-
-    def _next_instant(self, earliest: int) -> int:
-        """The first fire instant (epoch seconds) at or after ``earliest``."""
-        low, high, offset = self._timeline.quiet_span(earliest)
-        if low <= earliest < high:
-            fire = self._next_wall(earliest + offset) - offset
-            if fire < high:
-                return fire
-        return self._next_instant_near_transition(earliest)
-
-    def _next_instant_near_transition(self, earliest: int) -> int:
-        """The first fire instant at or after ``earliest`` when offsets may change."""
-        timeline = self._timeline
-        wall = self._next_wall(earliest + timeline.offsets_near(earliest)[0])
-        best: int | None = None
-        while True:
-            for fire in self._instants_of(wall):
-                if fire >= earliest:
-                    best = fire if best is None else min(best, fire)
-                    break
-            # A later wall time maps to an instant >= wall + 1 - (largest nearby offset).
-            if best is not None and wall + 1 - timeline.offsets_near(best)[1] >= best:
-                return best
-            wall = self._next_wall(wall + 1)
-
-    def _instants_of(self, wall: int) -> list[int]:
-        """The instants at which a matching wall time fires, per the DST rules."""
-        if self._follows_clock:
-            return self._timeline.instants_of_wall(wall)
-        return [self._timeline.first_instant_of_wall(wall)]
-
-    # ----------------------------------------------------------------- wall clock
-
-    def _month_days(self, year: int, month: int) -> tuple[int, ...]:
-        """The firing days of a month (cached)."""
-        key = year * 16 + month
-        days = self._month_cache.get(key)
-        if days is None:
-            days = self._days.days_in(year, month)
-            if len(self._month_cache) >= 1024:
-                self._month_cache.clear()
-            self._month_cache[key] = days
-        return days
-
-    def _next_wall(self, wall: int) -> int:
-        """The first matching local wall time (naive epoch seconds) at or after ``wall``."""
-        day_number, rest = divmod(wall, _DAY)
-        day0 = date.fromordinal(day_number + _EPOCH_ORDINAL)
-        year, month, day = day0.year, day0.month, day0.day
-        hour, rest = divmod(rest, 3600)
-        minute, second = divmod(rest, 60)
-        while True:
-            if year > _MAX_YEAR:
-                raise OverflowError(f"{self!r} has no fire time before year {_MAX_YEAR + 1}")
-            next_month = self._months[month]
-            if next_month < 0:
-                year, month, day, hour, minute, second = year + 1, 1, 1, 0, 0, 0
-                continue
-            if next_month != month:
-                month, day, hour, minute, second = next_month, 1, 0, 0, 0
-            days = self._month_days(year, month)
-            index = bisect_left(days, day)
-            if index == len(days):
-                year, month = (year + 1, 1) if month == 12 else (year, month + 1)
-                day, hour, minute, second = 1, 0, 0, 0
-                continue
-            if days[index] != day:
-                day, hour, minute, second = days[index], 0, 0, 0
-            next_hour = self._hours[hour]
-            if next_hour < 0:
-                day, hour, minute, second = day + 1, 0, 0, 0
-                continue
-            if next_hour != hour:
-                hour, minute, second = next_hour, 0, 0
-            next_minute = self._minutes[minute]
-            if next_minute < 0:
-                hour, minute, second = hour + 1, 0, 0
-                continue
-            if next_minute != minute:
-                minute, second = next_minute, 0
-            next_second = self._seconds[second]
-            if next_second < 0:
-                minute, second = minute + 1, 0
-                continue
-            ordinal = date(year, month, day).toordinal() - _EPOCH_ORDINAL
-            return ordinal * _DAY + hour * 3600 + minute * 60 + next_second
+        return found

@@ -9,14 +9,26 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import TYPE_CHECKING, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Mapping, Optional
 
 if TYPE_CHECKING:
     from .task import TaskDefinition
     from .trigger import TriggerDefinition
     from .workflow import Workflow
 
-TriggerListener = Callable[["TriggerDefinition"], None]
+TriggerListener = Callable[[str, Optional["TriggerDefinition"]], None]
+"""Told of each change of a trigger: `(name, definition)` when it is declared or replaced,
+`(name, None)` when it is removed."""
+
+
+@dataclass(frozen=True)
+class RegistrySnapshot:
+    """What a registry held at one moment (see `Registry.snapshot`)."""
+
+    tasks: Mapping[str, TaskDefinition]
+    workflows: Mapping[str, Workflow]
+    triggers: Mapping[str, TriggerDefinition]
 
 log = logging.getLogger("cloaca")
 
@@ -71,12 +83,10 @@ class Registry:
         with self._lock:
             replaced = definition.name in self._triggers
             self._triggers[definition.name] = definition
-            listeners = list(self._trigger_listeners)
         if replaced:
             log.warning("cloaca: trigger '%s' is declared again; the new declaration replaces "
                         "the previous one", definition.name)
-        for listener in listeners:
-            listener(definition)
+        self._announce([(definition.name, definition)])
 
     def triggers(self) -> list[TriggerDefinition]:
         with self._lock:
@@ -87,9 +97,11 @@ class Registry:
             return self._triggers.get(name)
 
     def remove_trigger(self, name: str) -> None:
-        """Forget a trigger: runners started afterwards do not poll it (live ones keep theirs)."""
+        """Forget a trigger: no runner polls or schedules it any more, live ones included."""
         with self._lock:
-            self._triggers.pop(name, None)
+            removed = self._triggers.pop(name, None)
+        if removed is not None:
+            self._announce([(name, None)])
 
     def add_trigger_listener(self, listener: TriggerListener) -> None:
         with self._lock:
@@ -99,6 +111,41 @@ class Registry:
         with self._lock:
             if listener in self._trigger_listeners:
                 self._trigger_listeners.remove(listener)
+
+    def _announce(self, changes: list[tuple[str, Optional[TriggerDefinition]]]) -> None:
+        # Called without the lock held: a listener may wait for a runner's loop.
+        with self._lock:
+            listeners = list(self._trigger_listeners)
+        for name, definition in changes:
+            for listener in listeners:
+                listener(name, definition)
+
+    # snapshots -----------------------------------------------------------------------
+    def snapshot(self) -> RegistrySnapshot:
+        """Everything declared so far, to be put back later by `restore`."""
+        with self._lock:
+            return RegistrySnapshot(dict(self._tasks), dict(self._workflows), dict(self._triggers))
+
+    def restore(self, snapshot: RegistrySnapshot) -> None:
+        """Hold exactly what `snapshot` held again: what was declared since is forgotten.
+
+        Live runners are told as for `register_trigger`/`remove_trigger`: they stop polling
+        (or scheduling) the triggers declared since, and go back to the former definition of
+        those re-declared since.
+        """
+        with self._lock:
+            current = self._triggers
+            self._tasks = dict(snapshot.tasks)
+            self._workflows = dict(snapshot.workflows)
+            self._triggers = dict(snapshot.triggers)
+        changes: list[tuple[str, Optional[TriggerDefinition]]] = [
+            (name, None) for name in current if name not in snapshot.triggers
+        ]
+        changes += [
+            (name, definition) for name, definition in snapshot.triggers.items()
+            if current.get(name) is not definition
+        ]
+        self._announce(changes)
 
 
 REGISTRY = Registry()

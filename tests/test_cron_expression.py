@@ -369,20 +369,25 @@ SPRING_DAY = (utc(2026, 3, 8, 5), utc(2026, 3, 9, 3, 59, 59))  # local 00:00 EST
 FALL_DAY = (utc(2026, 11, 1, 4), utc(2026, 11, 2, 4, 59, 59))  # local 00:00 EDT .. 23:59:59 EST
 
 
-def test_spring_forward_fixed_time_fires_once_shifted_by_the_gap() -> None:
-    assert day_fires("30 2 * * *", NY, *SPRING_DAY) == [utc(2026, 3, 8, 7, 30)]  # 03:30 EDT
+def test_spring_forward_fixed_time_fires_once_at_the_end_of_the_gap() -> None:
+    # The skipped 02:30 fires at the first valid second after the gap, 03:00 EDT (croner,
+    # Cronos, ISC cron, OCPS), not shifted by the gap to 03:30.
+    assert day_fires("30 2 * * *", NY, *SPRING_DAY) == [utc(2026, 3, 8, 7)]  # 03:00 EDT
     assert fires("30 2 * * *", utc(2026, 3, 6), 4, NY) == [
         utc(2026, 3, 6, 7, 30),  # 02:30 EST
         utc(2026, 3, 7, 7, 30),
-        utc(2026, 3, 8, 7, 30),  # 03:30 EDT
+        utc(2026, 3, 8, 7),  # 03:00 EDT
         utc(2026, 3, 9, 6, 30),  # 02:30 EDT
     ]
     assert day_fires("0 2 * * *", NY, *SPRING_DAY) == [utc(2026, 3, 8, 7)]  # 03:00 EDT
-    assert day_fires("0 30 2 * * *", NY, *SPRING_DAY) == [utc(2026, 3, 8, 7, 30)]
+    assert day_fires("0 30 2 * * *", NY, *SPRING_DAY) == [utc(2026, 3, 8, 7)]
+    assert day_fires("59 59 2 * * *", NY, *SPRING_DAY) == [utc(2026, 3, 8, 7)]
 
 
 def test_spring_forward_colliding_wall_times_fire_once() -> None:
-    assert day_fires("30 2,3 * * *", NY, *SPRING_DAY) == [utc(2026, 3, 8, 7, 30)]
+    assert day_fires("0,30 2 * * *", NY, *SPRING_DAY) == [utc(2026, 3, 8, 7)]
+    assert day_fires("0 2,3 * * *", NY, *SPRING_DAY) == [utc(2026, 3, 8, 7)]
+    assert day_fires("30 2,3 * * *", NY, *SPRING_DAY) == [utc(2026, 3, 8, 7), utc(2026, 3, 8, 7, 30)]
 
 
 def test_spring_forward_every_thirty_minutes() -> None:
@@ -399,18 +404,21 @@ def test_spring_forward_every_thirty_minutes() -> None:
     assert len(got) == 46  # a 23-hour day
 
 
-def test_spring_forward_every_two_hours_keeps_the_shifted_slot() -> None:
+def test_spring_forward_every_two_hours_keeps_the_skipped_slot() -> None:
     assert day_fires("15 */2 * * *", NY, *SPRING_DAY) == [
         utc(2026, 3, 8, 5, 15),  # 00:15 EST
-        utc(2026, 3, 8, 7, 15),  # 02:15 -> 03:15 EDT
+        utc(2026, 3, 8, 7),  # 02:15 -> 03:00 EDT
         utc(2026, 3, 8, 8, 15),  # 04:15 EDT
         *every(utc(2026, 3, 8, 10, 15), utc(2026, 3, 9, 2, 15), timedelta(hours=2)),
     ]
 
 
-def test_next_after_from_inside_the_shifted_window() -> None:
-    # 07:10Z is 03:10 EDT: the shifted 02:45 (= 07:45Z) is still ahead.
-    assert fires("45 2 * * *", utc(2026, 3, 8, 7, 10), 2, NY) == [utc(2026, 3, 8, 7, 45), utc(2026, 3, 9, 6, 45)]
+def test_next_after_around_the_end_of_the_gap() -> None:
+    # The skipped 02:45 fires at 07:00Z (03:00 EDT): from 06:59:59Z it is next, from 07:00Z
+    # or 07:10Z (03:10 EDT) it is past.
+    assert fires("45 2 * * *", utc(2026, 3, 8, 6, 59, 59), 2, NY) == [utc(2026, 3, 8, 7), utc(2026, 3, 9, 6, 45)]
+    assert fires("45 2 * * *", utc(2026, 3, 8, 7), 1, NY) == [utc(2026, 3, 9, 6, 45)]
+    assert fires("45 2 * * *", utc(2026, 3, 8, 7, 10), 2, NY) == [utc(2026, 3, 9, 6, 45), utc(2026, 3, 10, 6, 45)]
     assert fires("15 2,3 * * *", utc(2026, 3, 8, 7, 10), 3, NY) == [
         utc(2026, 3, 8, 7, 15),
         utc(2026, 3, 9, 6, 15),
@@ -476,7 +484,7 @@ def test_london_transitions() -> None:
     london = "Europe/London"
     assert fires("30 1 * * *", utc(2026, 3, 27, 12), 3, london) == [
         utc(2026, 3, 28, 1, 30),  # 01:30 GMT
-        utc(2026, 3, 29, 1, 30),  # nonexistent 01:30 -> 02:30 BST
+        utc(2026, 3, 29, 1),  # nonexistent 01:30 -> 02:00 BST
         utc(2026, 3, 30, 0, 30),  # 01:30 BST
     ]
     assert fires("30 1 * * *", utc(2026, 10, 24, 12), 2, london) == [
@@ -501,7 +509,7 @@ def test_sydney_transitions() -> None:
     ]
     assert fires("30 2 * * *", utc(2026, 10, 2), 3, sydney) == [
         utc(2026, 10, 2, 16, 30),  # Oct 3 02:30 AEST
-        utc(2026, 10, 3, 16, 30),  # Oct 4 nonexistent 02:30 -> 03:30 AEDT
+        utc(2026, 10, 3, 16),  # Oct 4 nonexistent 02:30 -> 03:00 AEDT
         utc(2026, 10, 4, 15, 30),  # Oct 5 02:30 AEDT
     ]
     long_day = day_fires("0 * * * *", sydney, utc(2026, 4, 4, 13), utc(2026, 4, 5, 13, 59))
@@ -634,12 +642,16 @@ def reference_fires(minutes: set[int], hours: set[int], tz: str, start: datetime
             if wall.minute in minutes and wall.hour in hours:
                 found.add(moment)
             moment += timedelta(minutes=1)
-    else:  # fixed: each matching wall time once, at its fold=0 instant
+    else:  # fixed: each matching wall time once, at its first occurrence or the end of its gap
         wall = start.astimezone(zone).replace(tzinfo=None) - timedelta(hours=3)
         last = end.astimezone(zone).replace(tzinfo=None) + timedelta(hours=3)
         while wall <= last:
             if wall.minute in minutes and wall.hour in hours:
                 moment = wall.replace(tzinfo=zone, fold=0).astimezone(UTC)
+                if moment.astimezone(zone).replace(tzinfo=None) != wall:  # skipped: the first minute after the gap
+                    moment = wall.replace(tzinfo=zone, fold=1).astimezone(UTC)
+                    while moment.astimezone(zone).replace(tzinfo=None) <= wall:
+                        moment += timedelta(minutes=1)
                 if start <= moment <= end:
                     found.add(moment)
             wall += timedelta(minutes=1)

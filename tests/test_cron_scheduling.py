@@ -470,9 +470,10 @@ async def walk(runner: DefaultRunner, clock: FakeClock, until: float, step: floa
 @pytest.mark.parametrize(
     "expression, start, end, expected",
     [
-        # Spring forward: 02:30 does not exist on 2026-03-08; it fires once, at 03:30 EDT.
+        # Spring forward: 02:30 does not exist on 2026-03-08; it fires once, at the end of
+        # the gap (03:00 EDT).
         ("30 2 * * *", utc(2026, 3, 7, 17), utc(2026, 3, 9, 17),
-         [utc(2026, 3, 8, 7, 30), utc(2026, 3, 9, 6, 30)]),
+         [utc(2026, 3, 8, 7), utc(2026, 3, 9, 6, 30)]),
         # Fall back: 01:30 happens twice on 2026-11-01; it fires once, at the first (EDT).
         ("30 1 * * *", utc(2026, 10, 31, 16), utc(2026, 11, 2, 18),
          [utc(2026, 11, 1, 5, 30), utc(2026, 11, 2, 6, 30)]),

@@ -11,7 +11,6 @@ import logging
 import threading
 import time
 import uuid
-import warnings
 from datetime import datetime
 from typing import Any
 
@@ -432,20 +431,10 @@ def test_a_task_raising_system_exit_fails_the_task_not_the_runner(wf_name, kind)
 
 
 def close_dead_runner_connection(runner: DefaultRunner) -> None:
-    """Stop the aiosqlite thread of a runner whose event loop died (test hygiene only)."""
+    """Stop the SQLite thread of a runner whose event loop died (test hygiene only)."""
     connection = getattr(getattr(runner, "_store", None), "_conn", None)
-    if connection is None:
-        return
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        loop = asyncio.new_event_loop()
-        try:
-            asyncio.set_event_loop(loop)
-            connection.stop()
-            connection._thread.join(5)
-        finally:
-            asyncio.set_event_loop(None)
-            loop.close()
+    if connection is not None:
+        connection.stop(5)
 
 
 # ====================================================================== no propagation (§5)

@@ -575,7 +575,7 @@ async def test_cancelling_the_task_holding_the_runner_shuts_it_down_cleanly(
         result = await eventually(finished, "the interrupted run to resume and finish")
     assert result.status == "Completed"
     assert result.final_context.to_dict() == {"order": 7, "first": True, "second": True}
-    attempts = {r["task_name"].rsplit("::", 1)[1]: r["attempt_count"] for r in result.task_results}
+    attempts = {r["task_name"]: r["attempt_count"] for r in result.task_results}
     assert attempts == {"first": 1, "second": 2}
     assert STATE["first_runs"] == 1
 

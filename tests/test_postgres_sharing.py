@@ -84,8 +84,8 @@ def runner(schema: str, **config: object) -> DefaultRunner:
 
 
 def test_ready_tasks_of_a_run_are_executed_by_other_runners(schema):
-    submitter = runner(schema, max_concurrent_tasks=1)
-    helper = runner(schema, max_concurrent_tasks=4)
+    submitter = runner(schema, max_concurrent_async_tasks=1)
+    helper = runner(schema, max_concurrent_async_tasks=4)
     try:
         result = submitter.execute(FANOUT, Context({"key": "shared"}))
         assert result.status == "Completed", result.error_message
@@ -192,8 +192,8 @@ def test_without_listen_runners_still_share_work_by_polling(schema, monkeypatch)
         return False
 
     monkeypatch.setattr(PostgresStore, "listen", cannot_listen)
-    submitter = runner(schema, max_concurrent_tasks=1)
-    helper = runner(schema, max_concurrent_tasks=4)
+    submitter = runner(schema, max_concurrent_async_tasks=1)
+    helper = runner(schema, max_concurrent_async_tasks=4)
     try:
         assert helper._engine.claims is not None and not helper._engine.claims.listening
         result = submitter.execute(FANOUT, Context({"key": "polled"}))

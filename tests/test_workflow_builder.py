@@ -23,7 +23,7 @@ def ns(workflow: str, task_id: str) -> str:
 
 
 def task_names(result) -> set[str]:
-    return {r["task_name"] for r in result.task_results}
+    return {r["task_namespace"] for r in result.task_results}
 
 
 def define_diamond(name: str) -> None:
@@ -243,24 +243,40 @@ def test_handle_is_injected_only_when_the_second_parameter_is_named_handle(runne
     assert seen["context_only"] is True
 
 
-def test_redecorating_an_id_replaces_the_task(runner, wf_name):
+def test_two_tasks_with_one_id_in_one_block_are_a_value_error(wf_name):
+    """SPEC A10 overrides §4.2's silent replacement within one workflow block."""
     name = wf_name()
-    with WorkflowBuilder(name):
+    with pytest.raises(ValueError, match=f"Duplicate task id 'step' in workflow '{name}'"):
+        with WorkflowBuilder(name):
 
-        @cloaca.task(id="step")
-        def first_version(context):
-            context.set("version", 1)
-            return context
+            @cloaca.task(id="step")
+            def first_version(context):
+                return context
 
-        @cloaca.task(id="step")
-        def second_version(context):
-            context.set("version", 2)
-            return context
+            @cloaca.task(id="step")
+            def second_version(context):
+                return context
 
+
+def test_redeclaring_a_workflow_replaces_its_tasks_and_warns(runner, wf_name, caplog):
+    name = wf_name()
+    for version in (1, 2):
+        with WorkflowBuilder(name):
+
+            def make(version: int):
+                def step(context):
+                    context.set("version", version)
+                    return context
+
+                return step
+
+            cloaca.task(id="step")(make(version))
     result = runner.execute(name, Context())
     assert result.status == "Completed"
     assert result.final_context.get("version") == 2
     assert len(result.task_results) == 1
+    warnings = [r for r in caplog.records if r.levelname == "WARNING" and name in r.getMessage()]
+    assert len(warnings) == 1 and "declared again" in warnings[0].getMessage()
 
 
 # ====================================================================== WorkflowBuilder (§2.2)

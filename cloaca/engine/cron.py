@@ -29,6 +29,9 @@ from .executor import Engine
 log = logging.getLogger("cloaca")
 
 Clock = Callable[[], float]
+"""The POSIX time now. A clock that can jump (a test's fake clock) may also offer
+`add_jump_listener(callback)` and `remove_jump_listener(callback)`: the scheduler is then
+woken, from any thread, to fire what became due."""
 
 RESERVED_KEYS = frozenset(
     {"scheduled_time", "schedule_id", "schedule_timezone", "schedule_expression",
@@ -80,6 +83,10 @@ def next_slot(expression: CronExpression, after: float) -> float:
     return expression.next_after(datetime.fromtimestamp(after, timezone.utc)).timestamp()
 
 
+def _ignore(callback: Callable[[], None]) -> None:
+    """What a clock that never jumps does with a jump listener."""
+
+
 def _slots_between(expression: CronExpression, start: float, end: float, limit: int) -> list[float]:
     utc = timezone.utc
     found = expression.slots_between(
@@ -113,6 +120,7 @@ class CronScheduler:
         self._tasks: list[asyncio.Task[None]] = []
         self._launches: set[asyncio.Task[None]] = set()
         self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._trigger_schedules: dict[str, str] = {}  # cron-form trigger name -> schedule id
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -121,12 +129,14 @@ class CronScheduler:
         for definition in self.registry.triggers():
             await self.add_trigger(definition)
         self.registry.add_trigger_listener(self._on_trigger_registered)
+        getattr(self.clock, "add_jump_listener", _ignore)(self._rearm_threadsafe)
         self._tasks.append(self._loop.create_task(self._schedule_forever()))
         if self.recovery:
             self._tasks.append(self._loop.create_task(self._recover_forever()))
 
     async def stop(self) -> None:
         self.registry.remove_trigger_listener(self._on_trigger_registered)
+        getattr(self.clock, "remove_jump_listener", _ignore)(self._rearm_threadsafe)
         tasks = self._tasks + list(self._launches)
         for task in tasks:
             task.cancel()
@@ -137,19 +147,32 @@ class CronScheduler:
         """Re-read the earliest `next_run_at` now (schedules changed)."""
         self._wake.set()
 
-    # ------------------------------------------------------------------ cron-form triggers
-    def _on_trigger_registered(self, definition: TriggerDefinition) -> None:
+    def _rearm_threadsafe(self) -> None:
         loop = self._loop
-        if definition.cron is None or loop is None or loop.is_closed():
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._wake.set)
+
+    # ------------------------------------------------------------------ cron-form triggers
+    def _on_trigger_registered(self, name: str, definition: Optional[TriggerDefinition]) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        if definition is not None and definition.cron is not None:
+            change = self.add_trigger(definition)
+        elif name in self._trigger_schedules:
+            change = self.remove_trigger(name)  # removed, or re-declared as a polling trigger
+        else:
             return
         try:
             on_loop = asyncio.get_running_loop() is loop
         except RuntimeError:
             on_loop = False
         if on_loop:
-            loop.create_task(self.add_trigger(definition))
-        else:
-            asyncio.run_coroutine_threadsafe(self.add_trigger(definition), loop).result(timeout=10)
+            loop.create_task(change)
+            return
+        future = asyncio.run_coroutine_threadsafe(change, loop)
+        if loop.is_running():  # else applied when it runs again (a test's loop, between fixtures)
+            future.result(timeout=10)
 
     async def add_trigger(self, definition: TriggerDefinition) -> None:
         """A cron-form trigger is the schedule instance `trigger:<name>` of its workflow."""
@@ -159,8 +182,18 @@ class CronScheduler:
         record = new_schedule(
             definition.workflow, expression, self.clock(), instance_name=f"trigger:{definition.name}"
         )
-        await self.store.upsert_cron_instance(record)
+        stored = await self.store.upsert_cron_instance(record)
+        previous = self._trigger_schedules.get(definition.name)
+        self._trigger_schedules[definition.name] = stored.id
+        if previous is not None and previous != stored.id:
+            await self.store.delete_cron_schedule(previous)  # re-declared for another workflow
         self.rearm()
+
+    async def remove_trigger(self, name: str) -> None:
+        """A cron-form trigger no longer declared: delete its schedule instance."""
+        schedule_id = self._trigger_schedules.pop(name, None)
+        if schedule_id is not None:
+            await self.store.delete_cron_schedule(schedule_id)
 
     # ------------------------------------------------------------------ scheduling
     async def _schedule_forever(self) -> None:

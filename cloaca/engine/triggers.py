@@ -93,8 +93,8 @@ class TriggerPoller:
             run.on_finish.append(lambda _run: self.inflight.release(key))
 
     # ------------------------------------------------------------------ registration
-    def _on_registered(self, definition: TriggerDefinition) -> None:
-        """Called by the registry, from whatever thread declared the trigger."""
+    def _on_registered(self, name: str, definition: Optional[TriggerDefinition]) -> None:
+        """Called by the registry, from whatever thread declared (or removed) the trigger."""
         loop = self._loop
         if loop is None or loop.is_closed():
             return
@@ -102,18 +102,22 @@ class TriggerPoller:
             running = asyncio.get_running_loop()
         except RuntimeError:
             running = None
+        change = self.add(definition) if definition is not None else self.remove(name)
         if running is loop:
-            loop.create_task(self.add(definition))
+            loop.create_task(change)
             return
-        future = asyncio.run_coroutine_threadsafe(self.add(definition), loop)
+        future = asyncio.run_coroutine_threadsafe(change, loop)
+        if not loop.is_running():
+            return  # applied when the loop runs again (a test's loop, between its fixtures)
         try:
             future.result(timeout=10)  # the schedule row exists when the decorator returns
         except Exception as exc:
-            log.error("cloaca: could not register trigger '%s': %s", definition.name, exc)
+            log.error("cloaca: could not apply the declaration of trigger '%s': %s", name, exc)
 
     async def add(self, definition: TriggerDefinition) -> None:
         """Upsert the trigger's schedule and (re)start its poller."""
         if definition.workflow is None or definition.cron is not None:
+            await self.remove(definition.name)  # no longer polled if it was before
             return  # recorded by the registry only; cron-form triggers are cron schedules
         record = await self.store.upsert_trigger_schedule(
             definition.name, definition.workflow, definition.poll_interval_ms,
@@ -125,6 +129,13 @@ class TriggerPoller:
             previous.cancel()
         assert self._loop is not None
         self._pollers[definition.name] = self._loop.create_task(self._poll_forever(definition))
+
+    async def remove(self, trigger_name: str) -> None:
+        """Stop polling a trigger that is no longer declared (its schedule row stays)."""
+        poller = self._pollers.pop(trigger_name, None)
+        if poller is not None:
+            poller.cancel()
+        self._enabled.pop(trigger_name, None)
 
     def set_enabled(self, trigger_name: str, enabled: bool) -> None:
         """Apply an enable flag at once in this runner (the store keeps it for the others)."""

@@ -1,9 +1,16 @@
-"""The SQLite store (aiosqlite): one connection, one writer, group commit.
+"""The SQLite store: one connection in a thread of its own, one writer, group commit.
 
 Concurrent calls are queued and applied together in one `BEGIN IMMEDIATE` transaction run
 as a single call in the connection's thread, each call inside its own savepoint so that a
 failing call does not undo its neighbours. A thread hop costs about as much as a small
 write, so this is what makes many concurrent runs cheap.
+
+The connection is the standard library's `sqlite3`, served by a daemon thread of our own
+(`_sqlite_thread.SQLiteThread`), not aiosqlite: aiosqlite's public API costs a thread hop
+per statement and has no public way to run a whole transaction in its thread in one hop,
+which the group commit needs; its thread is not a daemon either, so an application whose
+loop ends without closing the store could not exit. Our thread does what aiosqlite's does
+(a queue of calls, results handed back with `call_soon_threadsafe`) through public APIs.
 
 A small group (a chain's one step, a one-task run: at most `INLINE_MAX_ROWS` rows) is
 cheaper still written on the event loop's thread, through a second connection that never waits: it has no busy timeout, so
@@ -21,10 +28,9 @@ import sqlite3
 import uuid
 from typing import Any, Callable, Optional, Sequence, TypeVar
 
-import aiosqlite
-
 from .._ids import time_ordered_id
 from . import sqlite_queries as q
+from ._sqlite_thread import SQLiteThread
 from .base import (
     CronScheduleRecord,
     CronSlotClaim,
@@ -62,7 +68,7 @@ class SQLiteStore(Store):
         self.path = path
         self.description = f"SQLite database '{path}'"
         self._delete_on_close = delete_on_close
-        self._conn: Optional[aiosqlite.Connection] = None
+        self._conn: Optional[SQLiteThread] = None
         self._pending: list[tuple[Op, asyncio.Future[Any], int]] = []
         self._flusher: Optional[asyncio.Task[None]] = None
         self._inline: Optional[sqlite3.Connection] = None
@@ -71,14 +77,8 @@ class SQLiteStore(Store):
     # lifecycle ----------------------------------------------------------------------
     async def open(self) -> None:
         try:
-            connection = aiosqlite.connect(
-                self.path, isolation_level=None, uri=self.path.startswith("file:")
-            )
-            # A daemon thread: an application whose loop ends without shutting the runner
-            # down must still be able to exit (the data is committed already).
-            connection._thread.daemon = True
-            self._conn = await connection
-            await self._conn._execute(_prepare, self._conn._conn)
+            self._conn = SQLiteThread(self._connect, name=f"cloaca-sqlite {self.path}")
+            await self._conn.run(_prepare)
             self._inline = _open_inline(self.path)
         except (sqlite3.Error, OSError) as exc:
             await self.close()
@@ -120,7 +120,7 @@ class SQLiteStore(Store):
                 if outcomes is None:
                     conn = self._require_conn()
                     try:
-                        outcomes = await conn._execute(_run_batch, conn._conn, ops)
+                        outcomes = await conn.run(_run_batch, ops)
                     except BaseException as exc:  # the commit itself failed: nothing was written
                         outcomes = [(False, exc)] * len(batch)
                 for (_, future, _), (ok, value) in zip(batch, outcomes):
@@ -145,15 +145,18 @@ class SQLiteStore(Store):
         self._inline_commits += 1
         if self._inline_commits % CHECKPOINT_EVERY == 0:
             conn = self._require_conn()
-            checkpoint = asyncio.ensure_future(conn._execute(_checkpoint, conn._conn))
+            checkpoint = asyncio.ensure_future(conn.run(_checkpoint))
             checkpoint.add_done_callback(_ignore_result)
         return outcomes
 
     async def _read(self, op: Callable[[sqlite3.Cursor], T]) -> T:
         conn = self._require_conn()
-        return await conn._execute(_run_read, conn._conn, op)
+        return await conn.run(_run_read, op)
 
-    def _require_conn(self) -> aiosqlite.Connection:
+    def _connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.path, isolation_level=None, uri=self.path.startswith("file:"))
+
+    def _require_conn(self) -> SQLiteThread:
         if self._conn is None:
             raise RuntimeError(f"{self.description} is closed")
         return self._conn
