@@ -81,6 +81,9 @@ def test_start_cancel_and_retry(db: str, tmp_path: Path) -> None:
     execution_id = ok(start(db, "runs", "start", "cli_slow", env=env)).stdout.strip()
     assert as_json(cloaca("--db", db, "--json", "runs", "show", execution_id))["status"] == "Running"
 
+    waited = start(db, "runs", "start", "cli_slow", "--wait", "--timeout", "0.2", env=env)
+    one_line_error(waited, 1, "did not end within 0.2s")
+
     cancelled = as_json(cloaca("--db", db, "--json", "runs", "cancel", execution_id))
     assert cancelled == {"execution_id": execution_id, "cancelled": True, "status": "Cancelled"}
     again = ok(cloaca("--db", db, "runs", "cancel", execution_id)).stdout

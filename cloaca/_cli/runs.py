@@ -171,8 +171,8 @@ def finish(cli: Cli, runner: DefaultRunner, execution_id: str, wait: bool,
         return
     try:
         result = runner.get_result(execution_id, timeout=timeout)
-    except TimeoutError:
-        raise Failure(f"run {execution_id} has not ended after {timeout:g}s (it goes on)") from None
+    except TimeoutError as exc:
+        raise Failure(one_line(exc)) from None
     show_result(cli, result)
     if result.status != "Completed":
         click.get_current_context().exit(1)
