@@ -7,6 +7,7 @@ import importlib.util
 import socket
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -127,7 +128,9 @@ def test_dashboard_serves_on_localhost_or_says_it_is_not_there(tmp_path: Path) -
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/runs", timeout=5) as reply:
                     assert reply.status == 200
                     break
-            except OSError:
+            except urllib.error.HTTPError:
+                raise
+            except OSError:  # not listening yet
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.1)
