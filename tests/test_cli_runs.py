@@ -7,7 +7,7 @@ import os
 import pty
 import subprocess
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 import pytest
 

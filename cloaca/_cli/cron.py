@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from ..runner import DefaultRunner
+from .. import DefaultRunner
 from . import output
 from .main import Cli, pass_cli, refused
 

@@ -19,8 +19,7 @@ from typing import Any, Callable, Iterator, NoReturn, Optional, TextIO
 
 import click
 
-from ..config import DefaultRunnerConfig
-from ..runner import DefaultRunner
+from .. import DefaultRunner, DefaultRunnerConfig
 from . import output
 
 COMMAND_GRACE_SECONDS = 1.0

@@ -9,9 +9,7 @@ from typing import Any, Optional
 
 import click
 
-from ..context import Context
-from ..result import WorkflowResult
-from ..runner import DefaultRunner
+from .. import Context, DefaultRunner, WorkflowResult
 from . import output
 from .main import Cli, Failure, one_line, pass_cli, refused
 

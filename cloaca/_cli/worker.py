@@ -11,8 +11,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import click
 
-from ..config import DefaultRunnerConfig
-from ..runner import DefaultRunner
+from .. import DefaultRunner, DefaultRunnerConfig
 from .main import Cli, one_line, opening_database, pass_cli
 
 log = logging.getLogger("cloaca.cli")
