@@ -11,7 +11,6 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-
 from cli_support import APP, ROOT, SCRIPT, as_json, cli_env, cloaca, one_line_error
 
 
