@@ -25,8 +25,9 @@ sys.path.insert(0, HERE)
 
 from _common import fmt, machine_facts, table  # noqa: E402
 
-SCRIPTS = ("bench_core", "baselines", "peers", "bench_triggers", "bench_fastapi", "bench_postgres")
-OPTIONAL = {"bench_triggers", "bench_fastapi", "bench_postgres"}
+SCRIPTS = ("bench_core", "baselines", "peers", "bench_triggers", "bench_fastapi", "bench_postgres",
+           "bench_reactors")
+OPTIONAL = {"bench_triggers", "bench_fastapi", "bench_postgres", "bench_reactors"}
 
 
 def _git(*args: str) -> str:

@@ -4,6 +4,15 @@ import logging as _logging
 
 _logging.getLogger("cloaca").addHandler(_logging.NullHandler())
 
+from ._graphs import ComputationGraphBuilder, node
+from ._reactors import (
+    batch_accumulator,
+    passthrough_accumulator,
+    polling_accumulator,
+    reactor,
+    state_accumulator,
+    stream_accumulator,
+)
 from .admin import DatabaseAdmin, TenantConfig, TenantCredentials
 from .config import DefaultRunnerConfig
 from .context import Context
@@ -26,6 +35,7 @@ from .workflow import Workflow, WorkflowBuilder, register_workflow_constructor
 
 __all__ = [
     "BackoffStrategy",
+    "ComputationGraphBuilder",
     "Context",
     "DatabaseAdmin",
     "DefaultRunner",
@@ -49,10 +59,17 @@ __all__ = [
     "all_of",
     "always",
     "any_of",
+    "batch_accumulator",
     "boundary_schema",
     "context_value",
+    "node",
     "none_of",
+    "passthrough_accumulator",
+    "polling_accumulator",
+    "reactor",
     "register_workflow_constructor",
+    "state_accumulator",
+    "stream_accumulator",
     "task",
     "task_failed",
     "task_skipped",

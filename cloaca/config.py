@@ -117,6 +117,14 @@ _FIELDS = (
         "Bound on sync trigger polls running concurrently in worker threads.", upstream=False,
     ),
     _Field(
+        "enable_reactors", True, _flag,
+        "Run registered reactors and accumulators on the runner's loop.", upstream=False,
+    ),
+    _Field(
+        "reactor_poll_interval_seconds", 1.0, _positive_seconds,
+        "How often reactor subscriptions look for new firings (s).", upstream=False,
+    ),
+    _Field(
         "enable_cron_firing", True, _flag,
         "Fire due cron slots in this runner; False keeps the cron API only (tools such as "
         "the CLI and the dashboard, which must not take slots from the workers).",
@@ -150,6 +158,8 @@ class DefaultRunnerConfig:
     trigger_poll_timeout_seconds: float
     max_concurrent_trigger_polls: int
     max_concurrent_async_tasks: int
+    enable_reactors: bool
+    reactor_poll_interval_seconds: float
     enable_cron_firing: bool
 
     def __init__(
@@ -174,6 +184,8 @@ class DefaultRunnerConfig:
         trigger_poll_timeout_seconds: Optional[float] = None,
         max_concurrent_trigger_polls: Optional[int] = None,
         max_concurrent_async_tasks: Optional[int] = None,
+        enable_reactors: Optional[bool] = None,
+        reactor_poll_interval_seconds: Optional[float] = None,
         enable_cron_firing: Optional[bool] = None,
     ) -> None:
         arguments = locals()  # exactly the parameters (plus self), read by field name

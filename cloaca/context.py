@@ -6,6 +6,8 @@ import hashlib
 import json
 from typing import Any, Optional
 
+from ._secrets import NOT_CONFIGURED, SecretResolver, aliased, field_of
+
 _INT64_MIN = -(2**63)
 _INT64_MAX = 2**63 - 1
 
@@ -114,18 +116,45 @@ def _key_not_found(key: Any) -> KeyError:
 class Context:
     """A mutable mapping from `str` keys to JSON values; reads never alias stored data."""
 
-    __slots__ = ("_data",)
+    __slots__ = ("_data", "_secrets")
     __iter__ = None  # not iterable, as upstream (no keys()/items() either)
 
     def __init__(self, data: Optional[dict[str, Any]] = None) -> None:
         self._data: dict[str, Any] = {} if data is None else _checked_items(data)
+        self._secrets: Optional[SecretResolver] = None
 
     @classmethod
-    def _from_trusted(cls, data: dict[str, Any]) -> Context:
-        """Wrap an already-validated dict without copying it (engine-internal)."""
+    def _from_trusted(cls, data: dict[str, Any], secrets: Optional[SecretResolver] = None) -> Context:
+        """Wrap an already-validated dict without copying it (engine-internal); `secrets` is
+        the resolver `secret()` uses (never part of the data)."""
         context = cls.__new__(cls)
         context._data = data
+        context._secrets = secrets
         return context
+
+    # ------------------------------------------------------------------ secrets
+    def secret(self, name: str) -> dict[str, str]:
+        """The fields of secret `name` (through the runner's secret source)."""
+        return self._resolver().resolve(aliased(self._data, name))
+
+    def secret_field(self, name: str, field: str) -> str:
+        """One field of secret `name`."""
+        resolved = aliased(self._data, name)
+        return field_of(resolved, self._resolver().resolve(resolved), field)
+
+    async def asecret(self, name: str) -> dict[str, str]:
+        """Async `secret`, for `async def` tasks and nodes."""
+        return await self._resolver().aresolve(aliased(self._data, name))
+
+    async def asecret_field(self, name: str, field: str) -> str:
+        """Async `secret_field`."""
+        resolved = aliased(self._data, name)
+        return field_of(resolved, await self._resolver().aresolve(resolved), field)
+
+    def _resolver(self) -> SecretResolver:
+        if self._secrets is None:
+            raise RuntimeError(NOT_CONFIGURED)
+        return self._secrets
 
     def _data_view(self) -> dict[str, Any]:
         """The internal dict itself, for engine-internal read-only use."""

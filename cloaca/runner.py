@@ -19,13 +19,17 @@ import time
 import uuid
 import weakref
 from types import TracebackType
-from typing import Any, Awaitable, Callable, Optional, TypeVar
+from typing import Any, Awaitable, Callable, Iterable, Optional, TypeVar
 
 import anyio
 from anyio.from_thread import BlockingPortal
 
 from ._cron_api import CronAPI
 from ._paging import page
+from ._reactors.api import ReactorAPI
+from ._reactors.runtime import ReactorRuntime
+from ._reactors.subscriptions import SubscriptionPoller
+from ._secrets import resolver_for
 from ._trigger_api import TriggerAPI
 from .config import DefaultRunnerConfig
 from .context import Context
@@ -43,16 +47,24 @@ T = TypeVar("T")
 TraceParent = Optional[dict[str, str]]
 
 _THREAD_JOIN_SECONDS = 5.0
+_REACTOR_THREADS = 40
+"""Worker threads for sync graph nodes and accumulator bodies of the live reactors."""
 _LIVE_RUNNERS: "weakref.WeakSet[DefaultRunner]" = weakref.WeakSet()
 
 
-class DefaultRunner(CronAPI, TriggerAPI):
+class DefaultRunner(CronAPI, TriggerAPI, ReactorAPI):
     """Persists and executes workflows; keeps triggers polling and cron schedules firing."""
 
-    def __init__(self, database_url: str, *, _config: Optional[DefaultRunnerConfig] = None,
+    def __init__(self, database_url: str, *, secrets: Any = None,
+                 granted_secrets: Optional[Iterable[str]] = None,
+                 _config: Optional[DefaultRunnerConfig] = None,
                  _schema: Optional[str] = None, _clock: Clock = time.time) -> None:
+        """`secrets`: where `Context.secret` looks (None: `CLOACINA_SECRETS_<name>` environment
+        variables; a mapping, a callable, an object with resolve()/aresolve(); False: none);
+        `granted_secrets`: if given, the only names tasks may resolve."""
         if _config is not None and not isinstance(_config, DefaultRunnerConfig):
             raise TypeError(f"config must be a DefaultRunnerConfig, got {type(_config).__name__}")
+        self._secrets = resolver_for(secrets, granted_secrets)
         self._config = _config or DefaultRunnerConfig.default()
         self._store: Store = store_for_url(database_url, _schema, self._config.db_pool_size)
         self._state = "new"  # new -> running -> closed
@@ -64,6 +76,8 @@ class DefaultRunner(CronAPI, TriggerAPI):
         self._engine: Optional[Engine] = None
         self._poller: Optional[TriggerPoller] = None
         self._cron: Optional[CronScheduler] = None
+        self._subscriptions: Optional[SubscriptionPoller] = None
+        self._reactors: Optional[ReactorRuntime] = None
         self._clock = _clock
         self._owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         _LIVE_RUNNERS.add(self)
@@ -73,16 +87,20 @@ class DefaultRunner(CronAPI, TriggerAPI):
         # a sync call made before that starts it in its own thread instead.
 
     @staticmethod
-    def with_config(database_url: str, config: DefaultRunnerConfig) -> DefaultRunner:
+    def with_config(database_url: str, config: DefaultRunnerConfig, *, secrets: Any = None,
+                    granted_secrets: Optional[Iterable[str]] = None) -> DefaultRunner:
         """A runner with explicit tuning."""
-        return DefaultRunner(database_url, _config=config)
+        return DefaultRunner(database_url, secrets=secrets, granted_secrets=granted_secrets,
+                             _config=config)
 
     @staticmethod
-    def with_schema(database_url: str, schema: str) -> DefaultRunner:
+    def with_schema(database_url: str, schema: str, *, secrets: Any = None,
+                    granted_secrets: Optional[Iterable[str]] = None) -> DefaultRunner:
         """A runner whose tables live in PostgreSQL schema `schema` (created if missing)."""
         validate_schema_argument(database_url, schema)
         try:
-            return DefaultRunner(database_url, _schema=schema)
+            return DefaultRunner(database_url, secrets=secrets, granted_secrets=granted_secrets,
+                                 _schema=schema)
         except RuntimeError as exc:
             raise RuntimeError(f"Failed to set up schema '{schema}': {exc}") from None
 
@@ -151,7 +169,7 @@ class DefaultRunner(CronAPI, TriggerAPI):
             enable_recovery=config.enable_recovery,
             poll_interval_seconds=config.scheduler_poll_interval_ms / 1000.0,
         )
-        self._engine = Engine(self._store, REGISTRY, settings, self._owner)
+        self._engine = Engine(self._store, REGISTRY, settings, self._owner, self._secrets)
         self._poller = TriggerPoller(
             self._engine, self._store, REGISTRY,
             config.trigger_poll_timeout_seconds, config.max_concurrent_trigger_polls,
@@ -168,11 +186,21 @@ class DefaultRunner(CronAPI, TriggerAPI):
                 max_recovery_attempts=config.cron_max_recovery_attempts,
                 clock=self._clock,
             )
+        self._subscriptions = SubscriptionPoller(
+            self._store, self._engine.submit, config.reactor_poll_interval_seconds, self._owner,
+            self._clock,
+        )
         try:
             await self._poller.start()
             await self._engine.start()
             if self._cron is not None and config.enable_cron_firing:
                 await self._cron.start()
+            self._subscriptions.start()
+            if config.enable_reactors:
+                self._reactors = ReactorRuntime(
+                    self._store, anyio.CapacityLimiter(_REACTOR_THREADS), self._subscriptions.wake
+                )
+                await self._reactors.load()
         except BaseException:
             await self._close_services()
             raise
@@ -183,6 +211,10 @@ class DefaultRunner(CronAPI, TriggerAPI):
             await self._cron.stop()
         if self._poller is not None:
             await self._poller.stop()
+        if self._reactors is not None:
+            await self._reactors.shutdown(self._config.shutdown_grace_seconds)
+        if self._subscriptions is not None:  # last (C13.7); firings left wait for the next runner
+            await self._subscriptions.stop()
         if self._engine is not None:
             await self._engine.stop(self._config.shutdown_grace_seconds)
         await self._store.close()

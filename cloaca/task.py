@@ -11,6 +11,7 @@ from typing import Any, Awaitable, Callable, Optional, Protocol, Sequence, Union
 
 import anyio.from_thread
 
+from ._graphs.builder import get_graph
 from .namespace import WorkflowContext, TaskNamespace
 from .registry import REGISTRY
 from .retry import RetryPolicy, policy_from_task_kwargs
@@ -99,6 +100,9 @@ class TaskDefinition:
     on_failure: Optional[FailureCallback]
     wants_handle: bool
     is_async: bool
+    invokes: Optional[str] = None
+    """Name of the trigger-less computation graph run after the body (looked up at each run)."""
+    post_invocation: Optional[Callable[..., Any]] = None
 
     @property
     def id(self) -> str:
@@ -131,6 +135,31 @@ def _check_callback(option: str, callback: Any) -> None:
         raise TypeError(f"@cloaca.task({option}=...) must be callable, got {type(callback).__name__}")
 
 
+def _invoked_graph(invokes: Any, post_invocation: Any) -> Optional[str]:
+    """The name of the graph a task invokes, checked now (C8.1); None if it invokes none."""
+    if invokes is None:
+        if post_invocation is not None:
+            raise ValueError("@cloaca.task(post_invocation=...) requires invokes=... (a computation graph)")
+        return None
+    name = getattr(invokes, "NAME", None)
+    if not isinstance(name, str):
+        raise ValueError(
+            f"@cloaca.task(invokes=...): expected a ComputationGraphBuilder instance, got {invokes!r}"
+        )
+    graph = get_graph(name)
+    if graph is None:
+        raise ValueError(
+            f"@cloaca.task(invokes=...): computation graph '{name}' is not registered; declare the "
+            "task after the graph's 'with ComputationGraphBuilder(...)' block"
+        )
+    if graph.reactor is not None:
+        raise ValueError(
+            f"@cloaca.task(invokes=...): computation graph '{name}' is reactor-triggered (bound to "
+            f"reactor '{graph.reactor.name}'); a task can only invoke a trigger-less graph"
+        )
+    return name
+
+
 class TaskDecorator:
     """What `cloaca.task(...)` returns; calling it on a function registers the task."""
 
@@ -148,6 +177,7 @@ class TaskDecorator:
     def __call__(self, function: Callable[..., Any]) -> Callable[..., Any]:
         scope = current_scope()
         options = self._options
+        invokes = _invoked_graph(options["invokes"], options["post_invocation"])
         task_id = options["id"] or function.__name__
         _declare_once(scope, task_id)
         prefix = str(scope)
@@ -164,6 +194,8 @@ class TaskDecorator:
             on_failure=options["on_failure"],
             wants_handle=_wants_handle(function),
             is_async=inspect.iscoroutinefunction(function),
+            invokes=invokes,
+            post_invocation=options["post_invocation"],
         )
         REGISTRY.register_task(definition)
         return function
@@ -190,17 +222,13 @@ def task(
     trigger_rules: Optional[dict[str, Any]] = None,
 ) -> TaskDecorator:
     """Declare a task of the workflow whose `with WorkflowBuilder(...)` block is open."""
-    if invokes is not None or post_invocation is not None:
-        raise ValueError(
-            "@cloaca.task(invokes=..., post_invocation=...): computation graphs are not "
-            "supported by this version of cloaca"
-        )
     if id is not None and not isinstance(id, str):
         raise TypeError(f"@cloaca.task(id=...) must be a str, got {type(id).__name__}")
     if dependencies is not None and isinstance(dependencies, (str, bytes)):
         raise TypeError("@cloaca.task(dependencies=...) must be a list of task ids or functions")
     _check_callback("on_success", on_success)
     _check_callback("on_failure", on_failure)
+    _check_callback("post_invocation", post_invocation)
     policy = policy_from_task_kwargs(
         retry, retry_attempts, retry_backoff, retry_delay_ms, retry_max_delay_ms,
         retry_condition, retry_jitter,
@@ -214,6 +242,8 @@ def task(
             "trigger_rule": rule,
             "on_success": on_success,
             "on_failure": on_failure,
+            "invokes": invokes,
+            "post_invocation": post_invocation,
         }
     )
 

@@ -6,6 +6,7 @@ names of its own. `wf_name` gives names that are unique per test (and per call).
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 import re
@@ -106,3 +107,38 @@ async def opened(backend: Any) -> AsyncIterator[Callable[[], Awaitable[Any]]]:
     yield open_one
     for s in stores:
         await s.close()
+
+
+@pytest_asyncio.fixture(params=["sqlite", "postgres"])
+async def make_runner(request: pytest.FixtureRequest, tmp_path) -> AsyncIterator[Callable[..., DefaultRunner]]:
+    """`make_runner(**config)`: a new (unstarted) runner on the test's one database; use it
+    with `async with`. Successive runners see what earlier ones persisted."""
+    if request.param == "postgres" and not POSTGRES_URL:
+        pytest.skip("CLOACA_TEST_POSTGRES_URL is not set")
+    schema = f"cloaca_reactors_{uuid.uuid4().hex[:12]}"
+
+    def make(**config: Any) -> DefaultRunner:
+        config.setdefault("workflow_timeout_seconds", 60)
+        config.setdefault("reactor_poll_interval_seconds", 3600)  # tests poll subscriptions
+        settings = DefaultRunnerConfig(**config)  # type: ignore[arg-type]
+        if request.param == "sqlite":
+            return DefaultRunner.with_config(f"sqlite:///{tmp_path}/cloaca.db", settings)
+        return DefaultRunner(POSTGRES_URL, _config=settings, _schema=schema)
+
+    yield make
+    if request.param == "postgres":
+        await asyncio.to_thread(drop_postgres_schema, POSTGRES_URL, schema)
+
+
+@pytest.fixture(autouse=True)
+def _forget_reactors_declared_by_the_test() -> Iterator[None]:
+    """Every runner loads every registered reactor, and an accumulator may feed only one:
+    reactors a test declares are forgotten after it, so tests cannot collide."""
+    from cloaca._reactors import definitions
+
+    with definitions._lock:
+        saved = dict(definitions._reactors)
+    yield
+    with definitions._lock:
+        definitions._reactors.clear()
+        definitions._reactors.update(saved)

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 from cloaca import DefaultRunner
@@ -65,6 +69,21 @@ MODES = {"sync": SyncCalls, "async": AsyncCalls}
 """Both ways of calling the runner API, for parametrized tests."""
 
 
+def sigkill_when(child: "subprocess.Popen[bytes]", ready: Callable[[], Any], what: str,
+                 output: "Path", timeout: float = 60) -> None:
+    """SIGKILL `child` once `ready()` holds; fail, showing its `output` file, if it exited
+    before that."""
+    try:
+        poll_until(lambda: ready() or child.poll() is not None, what, timeout)
+        assert child.poll() is None, f"the child exited before it was killed:\n{output.read_text()}"
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        if child.poll() is None:
+            child.kill()
+        child.wait(10)
+    assert child.returncode == -signal.SIGKILL
+
+
 def drop_postgres_schema(url: str, schema: str) -> None:
     """Drop a test's PostgreSQL schema and everything in it (blocking)."""
     import asyncpg
@@ -77,3 +96,26 @@ def drop_postgres_schema(url: str, schema: str) -> None:
             await conn.close()
 
     asyncio.run(drop())
+
+
+_OTEL: list[Any] = []
+
+
+def otel_sdk() -> tuple[Any, Any]:
+    """(in-memory span exporter, in-memory metric reader) of the OpenTelemetry SDK providers,
+    installed globally on first use (OpenTelemetry allows setting them once per process)."""
+    if not _OTEL:
+        from opentelemetry import metrics, trace
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+        exporter, reader = InMemorySpanExporter(), InMemoryMetricReader()
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        trace.set_tracer_provider(provider)
+        metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+        _OTEL.extend([exporter, reader])
+    return _OTEL[0], _OTEL[1]

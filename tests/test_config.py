@@ -31,12 +31,15 @@ PROJECT_DEFAULTS = {
     "trigger_poll_timeout_seconds": 30.0,
     "max_concurrent_trigger_polls": 64,
     "max_concurrent_async_tasks": 1000,
+    "enable_reactors": True,
+    "reactor_poll_interval_seconds": 1.0,
     "enable_cron_firing": True,
 }
 BOOL_FIELDS = ["enable_recovery", "enable_cron_scheduling", "cron_enable_recovery", "enable_cron_firing"]
 INT_FIELDS = [name for name, value in UPSTREAM_DEFAULTS.items() if name not in BOOL_FIELDS]
 UNSIGNED_FIELDS = [name for name in INT_FIELDS if name != "cron_lost_threshold_minutes"]
-POSITIVE_FLOAT_FIELDS = ["lease_seconds", "shutdown_grace_seconds", "trigger_poll_timeout_seconds"]
+POSITIVE_FLOAT_FIELDS = ["lease_seconds", "shutdown_grace_seconds", "trigger_poll_timeout_seconds",
+                         "reactor_poll_interval_seconds"]
 
 
 def test_defaults() -> None:

@@ -5,7 +5,6 @@ the interrupted one), taking it over once the dead owner's lease has expired."""
 from __future__ import annotations
 
 import importlib.util
-import os
 import signal
 import subprocess
 import sys
@@ -17,7 +16,7 @@ import pytest
 
 from cloaca import DefaultRunner, DefaultRunnerConfig
 
-from support import poll_until
+from support import poll_until, sigkill_when
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
 
@@ -43,20 +42,8 @@ def start_child(tmp_path: Path, db_url: str, log: Path, name: str, lease: float)
 
 def kill_after(child: subprocess.Popen, log: Path, tmp_path: Path, lines: int) -> list[str]:
     """SIGKILL the child once `lines` task calls are logged; the log as it was at the kill."""
-    try:
-        poll_until(
-            lambda: len(read_log(log)) >= lines or child.poll() is not None,
-            f"{lines} tasks logged by the child", 60,
-        )
-        assert child.poll() is None, (
-            "the child exited before it was killed:\n" + (tmp_path / "child.out").read_text()
-        )
-        os.kill(child.pid, signal.SIGKILL)
-    finally:
-        if child.poll() is None:
-            child.kill()
-        child.wait(10)
-    assert child.returncode == -signal.SIGKILL
+    sigkill_when(child, lambda: len(read_log(log)) >= lines, f"{lines} tasks logged by the child",
+                 tmp_path / "child.out")
     return read_log(log)
 
 

@@ -11,30 +11,13 @@ import pytest
 import cloaca
 from cloaca import Context, WorkflowBuilder
 
-otel_sdk = pytest.importorskip("opentelemetry.sdk")
-from opentelemetry import metrics, trace  # noqa: E402
-from opentelemetry.sdk.metrics import MeterProvider  # noqa: E402
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader  # noqa: E402
-from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter  # noqa: E402
+pytest.importorskip("opentelemetry.sdk")
+from opentelemetry import trace  # noqa: E402
 from opentelemetry.trace import StatusCode  # noqa: E402
 
-_EXPORTER = InMemorySpanExporter()
-_READER = InMemoryMetricReader()
-_PROVIDERS_SET = threading.Lock()
+from support import otel_sdk  # noqa: E402
 
-
-@pytest.fixture(scope="module", autouse=True)
-def otel_providers():
-    """Global SDK providers (OpenTelemetry allows setting them once per process)."""
-    with _PROVIDERS_SET:
-        if not isinstance(trace.get_tracer_provider(), TracerProvider):
-            provider = TracerProvider()
-            provider.add_span_processor(SimpleSpanProcessor(_EXPORTER))
-            trace.set_tracer_provider(provider)
-            metrics.set_meter_provider(MeterProvider(metric_readers=[_READER]))
-    yield
+_EXPORTER, _READER = otel_sdk()
 
 
 @pytest.fixture

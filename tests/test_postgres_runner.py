@@ -202,8 +202,11 @@ def test_a_runner_on_the_same_schema_sees_runs_of_another_runner(schema):
 
 # ====================================================================== with_schema
 def test_with_schema_is_static_with_exactly_two_parameters():
+    """Upstream's two parameters; only the secret source (GRAPHS.md C10) follows, keyword-only."""
     assert isinstance(inspect.getattr_static(DefaultRunner, "with_schema"), staticmethod)
-    assert list(inspect.signature(DefaultRunner.with_schema).parameters) == ["database_url", "schema"]
+    parameters = inspect.signature(DefaultRunner.with_schema).parameters.values()
+    assert [p.name for p in parameters if p.kind is not p.KEYWORD_ONLY] == ["database_url", "schema"]
+    assert [p.name for p in parameters if p.kind is p.KEYWORD_ONLY] == ["secrets", "granted_secrets"]
 
 
 def test_with_schema_validation_messages_in_order():

@@ -53,7 +53,7 @@ class Backend:
 
 class SQLiteBackend(Backend):
     name = "sqlite"
-    migrations = [1, 2, 4]  # 3 is PostgreSQL's per-task claims
+    migrations = [1, 2, 3, 4, 5]  # version 3 (per-task claims) is empty on SQLite
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -76,7 +76,7 @@ class SQLiteBackend(Backend):
 
 class PostgresBackend(Backend):
     name = "postgres"
-    migrations = [1, 2, 3, 4]  # 3: per-task claims (PostgreSQL shares work by task)
+    migrations = [1, 2, 3, 4, 5]  # 3: per-task claims (PostgreSQL shares work by task)
 
     def __init__(self, url: str) -> None:
         self.url = url

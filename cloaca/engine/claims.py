@@ -119,17 +119,23 @@ class TaskClaims:
                 raise
             got = sum(len(w.tasks) for w in work)
             started = 0
-            for item in work:
-                started += await engine.start_claimed(item, known)
-            for _ in range(taken - started):
-                pool.release()
+            try:
+                for item in work:
+                    started += await engine.start_claimed(item, known)
+            finally:
+                for _ in range(taken - started):
+                    pool.release()
             if got < taken:
                 return
 
     async def _observe_ended(self, check_all: bool) -> None:
         """Stop, here, the runs that another runner ended (or that were cancelled)."""
         ended, self._ended = self._ended, set()
-        if check_all:
-            await self.engine.observe_ended()
-        elif ended:
-            await self.engine.observe_ended(list(ended))
+        try:
+            if check_all:
+                await self.engine.observe_ended()
+            elif ended:
+                await self.engine.observe_ended(list(ended))
+        except BaseException:
+            self._ended |= ended  # a notice not acted on (the store failed) is kept
+            raise

@@ -28,7 +28,9 @@ from typing import Any, Callable, Mapping, Optional
 import anyio
 import anyio.to_thread
 
+from .._graphs.invocation import invoke_after_body
 from .._ids import time_ordered_id
+from .._secrets import SecretResolver
 from ..context import Context
 from ..registry import Registry
 from ..rules import evaluate_rule
@@ -43,6 +45,7 @@ from .deadline import cancelled_from_outside, deadline
 from .merge import merge_contexts
 from .observe import Observer
 from .claims import TaskClaims
+from ._store_retry import StoreRetryStopped, until_stored
 from .slots import SlotPool, TaskSlot
 
 log = logging.getLogger("cloaca.run")
@@ -52,6 +55,10 @@ RUN_STATUSES = ("Pending", "Running", "Completed", "Failed", "Cancelled")
 RULES_NOT_SATISFIED = "Trigger rules not satisfied"
 TRACEBACK_LIMIT = 64 * 1024
 """Characters of a failed attempt's traceback that are kept (its end, where the error is)."""
+UNKNOWN_VERSION = -1
+"""BY_TASK: a run's version after a write that may or may not have been committed; the
+next step or claim of the run reads all of its rows again (its memory may hold changes
+that were never stored)."""
 
 
 class EngineStopped(Exception):
@@ -125,8 +132,11 @@ class Run:
 class Engine:
     """Executes runs on the current event loop."""
 
-    def __init__(self, store: Store, registry: Registry, settings: EngineSettings, owner: str) -> None:
+    def __init__(self, store: Store, registry: Registry, settings: EngineSettings, owner: str,
+                 secrets: Optional[SecretResolver] = None) -> None:
         self.store = store
+        self.secrets = secrets
+        """What `Context.secret` resolves through in task bodies (None: not configured)."""
         self.registry = registry
         self.settings = settings
         self.owner = owner
@@ -229,10 +239,7 @@ class Engine:
         for name in workflow.get_roots():
             self._make_eligible(run, run.tasks[name], step)
         try:
-            created = await self.store.create_execution(
-                execution, [s.record for s in run.tasks.values()], self.owner,
-                now + self.settings.lease_seconds, fire, link_fire_id,
-            )
+            created = await self._create(run, fire, link_fire_id)
         except BaseException:
             created = False
             raise
@@ -246,6 +253,34 @@ class Engine:
         self._runs[run.id] = run
         await self._after_step(run, step)
         return run
+
+    async def _create(self, run: Run, fire: Optional[FireRequest], link_fire_id: Optional[str]) -> bool:
+        """Insert the run, again while the database is unreachable (unless an attempt whose
+        reply was lost did insert it)."""
+        execution, tasks = run.execution, [s.record for s in run.tasks.values()]
+        tried = False
+
+        async def attempt() -> bool:
+            nonlocal tried
+            if tried and await self.store.get_run(execution.id) is not None:
+                return True
+            tried = True
+            return await self.store.create_execution(
+                execution, tasks, self.owner, time.time() + self.settings.lease_seconds,
+                fire, link_fire_id,
+            )
+
+        try:
+            return await until_stored(
+                self.store, f"new run {execution.id}", attempt, lambda: self._stopping
+            )
+        except StoreRetryStopped as exc:
+            raise RuntimeError(
+                f"Workflow execution failed: the runner shut down while {self.store.description} "
+                f"was unreachable, before run {execution.id} of workflow "
+                f"'{execution.workflow_name}' was known to be saved ({exc.__cause__}); if it was, "
+                "it resumes when a runner starts on this database"
+            ) from None
 
     def _abandon(self, step: _Step) -> None:
         """Give back the slots taken by a step that was not committed."""
@@ -451,8 +486,19 @@ class Engine:
             await self._fail_attempt(run, state, attempt)
 
     async def _attempt(self, definition: TaskDefinition, input_json: str, slot: TaskSlot) -> Attempt:
+        """Run the body once, then the graph it invokes."""
+        attempt = await self._attempt_body(definition, input_json, slot)
+        if attempt.ok and definition.invokes is not None:
+            ok, output, error, transient = await invoke_after_body(
+                definition, attempt.output, self._thread_limiter, self.secrets,
+                self.settings.task_timeout_seconds,
+            )
+            return Attempt(True, output) if ok else Attempt.failed(error, transient)
+        return attempt
+
+    async def _attempt_body(self, definition: TaskDefinition, input_json: str, slot: TaskSlot) -> Attempt:
         """Run the body once."""
-        context = Context._from_trusted(json.loads(input_json))
+        context = Context._from_trusted(json.loads(input_json), self.secrets)
         args: tuple[Any, ...] = (context,)
         handle = None
         if definition.wants_handle:
@@ -591,14 +637,54 @@ class Engine:
                     run.id, run.version, self.owner, time.time() + self.settings.lease_seconds,
                     step.changed, finished,
                 )
-            except Exception:
+            except Exception as exc:
                 self._abandon(step)
-                raise
+                started = [_copy(s.record) for s in step.to_start]
+                return await self._write_again(run, state, outcome, exc, started)
             if committed:
                 run.version += 1
                 return step
             self._abandon(step)
-            return await self._commit_locked(run, state, outcome, [r.task_name for r in step.changed])
+            try:
+                return await self._commit_locked(run, state, outcome, [r.task_name for r in step.changed])
+            except Exception as exc:
+                return await self._write_again(run, state, outcome, exc, [])
+
+    async def _write_again(
+        self, run: Run, state: _TaskState, outcome: TaskRecord, exc: Exception, started: list[TaskRecord]
+    ) -> Optional[_Step]:
+        """A write of the run's step failed, after the step was applied in memory: forget
+        what memory holds of the run and, if the store was unreachable, write the step
+        again until it goes through. `started`: the tasks the failed write started."""
+        run.version = UNKNOWN_VERSION
+        if not self.store.unavailable(exc):
+            raise exc
+        return await until_stored(
+            self.store, f"a step of run {run.id}",
+            lambda: self._commit_reloaded(run, state, outcome, started), lambda: self._stopping,
+        )
+
+    async def _commit_reloaded(
+        self, run: Run, state: _TaskState, outcome: TaskRecord, started: list[TaskRecord]
+    ) -> Optional[_Step]:
+        """`_commit_locked` from all of the run's stored rows, after a write that may have
+        been lost or committed with its reply lost (then the tasks it `started` are
+        executed here, as they would have been, and a run it ended is finished)."""
+        try:
+            step = await self._commit_locked(run, state, outcome, [])
+        except Exception:
+            run.version = UNKNOWN_VERSION
+            raise
+        if step is None and (state.record.attempt, state.record.status) == (outcome.attempt, outcome.status):
+            for record in started:
+                mine = run.tasks[record.task_name]
+                if ((mine.record.status, mine.record.attempt, mine.record.started_at)
+                        == ("Running", record.attempt, record.started_at)
+                        and self.pool_of(mine.definition).try_acquire()):
+                    self._start_body(run, mine)  # else its lease lapses and it is taken over
+            if run.execution.status not in ("Pending", "Running"):
+                self.finished(run, run.snapshot())
+        return step
 
     async def _commit_locked(
         self, run: Run, state: _TaskState, outcome: TaskRecord, undone: list[str]
@@ -609,6 +695,10 @@ class Engine:
 
         def compute(stored: StoredRun) -> Optional[tuple[list[TaskRecord], Optional[ExecutionRecord]]]:
             self._load(run, stored)
+            if state.record.attempt == outcome.attempt and state.record.status == outcome.status:
+                log.info("cloaca: the result of task '%s' of run %s was written before the "
+                         "connection dropped", outcome.task_name, run.id)
+                return None
             if stored.execution.status not in ("Pending", "Running"):
                 log.warning("cloaca: run %s ended elsewhere; dropping the result of task '%s'",
                             run.id, outcome.task_name)
@@ -660,7 +750,11 @@ class Engine:
             finished = self._finished_record(run, now)
             if self.claims is None:
                 await self.store.save_progress([], finished, self.owner)
-            elif await self.store.commit_step(run.id, run.version, self.owner, now, [], finished):
+            elif await until_stored(
+                self.store, f"the end of run {run.id}",
+                lambda: self.store.commit_step(run.id, run.version, self.owner, now, [], finished),
+                lambda: self._stopping,
+            ):
                 run.version += 1
         self.finished(run, run.snapshot(), ended_here=True)
 

@@ -171,6 +171,38 @@ class OpenFire:
     workflow_execution_id: Optional[str]
 
 
+@dataclass
+class FiringRecord:
+    """One fire of a reactor: the snapshot of its cache (JSON object text)."""
+
+    id: str
+    tenant_id: str
+    reactor_name: str
+    payload: str
+    fired_at: float
+
+
+@dataclass
+class SubscriptionRecord:
+    """A workflow subscribed to a reactor's firings; the watermark is (fired_at, firing id)."""
+
+    id: str
+    reactor_name: str
+    workflow_name: str
+    tenant_id: str
+    enabled: bool
+    last_seen_fired_at: Optional[float]
+    last_seen_firing_id: Optional[str]
+    created_at: float
+    updated_at: float
+    predicate_expression: Optional[str]
+    predicate_degraded: bool = False
+    predicate_error_count: int = 0
+    last_predicate_error: Optional[str] = None
+    last_predicate_error_at: Optional[float] = None
+    predicate_error_firing_id: Optional[str] = None
+
+
 class RunLost(Exception):
     """A runner wrote to a run that another runner has taken over (its lease had expired)."""
 
@@ -237,6 +269,11 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def close(self) -> None:
         """Release connections (idempotent)."""
+
+    def unavailable(self, exc: BaseException) -> bool:
+        """`exc` says the database could not be reached (a connection dropped, refused, or
+        timed out), so the same call may succeed later on a fresh connection."""
+        return False
 
     # runs ---------------------------------------------------------------------------
     @abc.abstractmethod
@@ -490,3 +527,67 @@ class Store(abc.ABC):
         "abandoned"; the others get one more attempt counted and are returned to re-fire.
         Fires whose run has ended are closed.
         """
+
+    # reactors -----------------------------------------------------------------------
+    @abc.abstractmethod
+    async def upsert_subscription(
+        self, new_id: str, reactor_name: str, workflow_name: str, tenant_id: str,
+        predicate: Optional[str], now: float,
+    ) -> str:
+        """Create the (reactor, workflow, tenant) subscription with id `new_id`, or replace
+        the predicate of the existing one (keeping its id, flag and watermark); its id."""
+
+    @abc.abstractmethod
+    async def delete_subscription(self, reactor_name: str, workflow_name: str, tenant_id: str) -> bool:
+        """Delete a subscription; whether one existed."""
+
+    @abc.abstractmethod
+    async def list_subscriptions(self, tenant_id: Optional[str]) -> list[SubscriptionRecord]:
+        """Enabled subscriptions of a tenant (None: of every tenant), oldest first."""
+
+    @abc.abstractmethod
+    async def claim_subscriptions(self, owner: str, now: float, lease_until: float) -> list[SubscriptionRecord]:
+        """The enabled subscriptions `owner` holds until `lease_until`: those it held and
+        those nobody holds (or whose holder's lease expired before `now`), oldest first.
+        Runners sharing a database thus never dispatch one subscription's firings at once."""
+
+    @abc.abstractmethod
+    async def release_subscriptions(self, owner: str) -> None:
+        """Give up the subscriptions `owner` holds (at shutdown)."""
+
+    @abc.abstractmethod
+    async def save_subscription_progress(self, record: SubscriptionRecord) -> None:
+        """Write a subscription's watermark and predicate-error fields."""
+
+    @abc.abstractmethod
+    async def insert_firing(self, firing: FiringRecord) -> None:
+        """Record a reactor's fire."""
+
+    @abc.abstractmethod
+    async def firings_after(
+        self, tenant_id: str, reactor_name: str, after: Optional[tuple[float, str]], limit: int
+    ) -> list[FiringRecord]:
+        """A reactor's firings strictly after the watermark `after` (all if None), oldest first."""
+
+    @abc.abstractmethod
+    async def prune_firings(self, before: float) -> int:
+        """Delete firings older than `before`; how many."""
+
+    @abc.abstractmethod
+    async def save_reactor_state(self, tenant_id: str, reactor_name: str, state: str, now: float) -> None:
+        """Store a reactor's cache and dirty flags (JSON text)."""
+
+    @abc.abstractmethod
+    async def load_reactor_state(self, tenant_id: str, reactor_name: str) -> Optional[str]:
+        """A reactor's stored cache and dirty flags, if any."""
+
+    @abc.abstractmethod
+    async def save_accumulator_state(
+        self, tenant_id: str, accumulator_name: str, kind: str, data: str, now: float
+    ) -> None:
+        """Store an accumulator's durable state (JSON text): a polling checkpoint or a batch
+        buffer (kind "checkpoint"), or a state window (kind "window")."""
+
+    @abc.abstractmethod
+    async def load_accumulator_state(self, tenant_id: str, accumulator_name: str, kind: str) -> Optional[str]:
+        """An accumulator's stored state of that kind, if any."""

@@ -37,6 +37,7 @@ from .base import (
     CronStats,
     ExecutionRecord,
     FireRequest,
+    FiringRecord,
     Notice,
     OpenFire,
     RunEnded,
@@ -46,6 +47,7 @@ from .base import (
     StepFunction,
     Store,
     StoredRun,
+    SubscriptionRecord,
     TaskRecord,
     TriggerScheduleRecord,
     WorkSharing,
@@ -60,6 +62,17 @@ DEFAULT_POOL_SIZE = 10
 CONNECT_TIMEOUT_SECONDS = 10.0
 CLOSE_TIMEOUT_SECONDS = 10.0
 RELISTEN_DELAY_SECONDS = 1.0
+
+
+CONNECTION_ERRORS = (
+    OSError, asyncio.TimeoutError, TimeoutError, asyncpg.PostgresConnectionError,
+    asyncpg.AdminShutdownError, asyncpg.CrashShutdownError, asyncpg.CannotConnectNowError,
+)
+"""What a lost, refused or stalled connection raises: class 08, the server shutting down
+or starting (57P01-57P03)..."""
+CONNECTION_STATE_ERRORS = (asyncpg.InterfaceError, asyncpg.exceptions.InternalClientError)
+"""...and, as these exact classes (their subclasses are misuse: bad arguments, bad
+configuration), the client's "connection is closed" and "cannot switch to state"."""
 
 
 class SchemaTooNew(Exception):
@@ -121,6 +134,12 @@ class PostgresStore(Store):
             await asyncio.wait_for(pool.close(), CLOSE_TIMEOUT_SECONDS)
         except (asyncio.TimeoutError, asyncpg.PostgresError, OSError):
             pool.terminate()
+
+    def unavailable(self, exc: BaseException) -> bool:
+        # InternalClientError: a connection the server closed while it sat idle in the pool
+        # fails its next operation that way ("cannot switch to state ...") when the close
+        # has not been processed yet; the pool discards it on release.
+        return isinstance(exc, CONNECTION_ERRORS) or type(exc) in CONNECTION_STATE_ERRORS
 
     def _require_pool(self) -> asyncpg.Pool:
         if self._pool is None:
@@ -390,8 +409,8 @@ class PostgresStore(Store):
                 log.warning("cloaca: LISTEN on %s failed (polling meanwhile): %s", self.description,
                             scrub(describe_error(exc), self._secrets))
             finally:
-                if conn is not None and not conn.is_closed():
-                    await conn.close(timeout=CLOSE_TIMEOUT_SECONDS)
+                if conn is not None:
+                    conn.terminate()  # no I/O: a close on a broken connection could raise here
             await asyncio.sleep(RELISTEN_DELAY_SECONDS)
 
     async def list_executions(
@@ -557,6 +576,75 @@ class PostgresStore(Store):
             (ScheduleExecutionRecord(*tuple(r)[:width]), CronScheduleRecord(*tuple(r)[width:]))
             for r in rows
         ]
+
+    # reactors -----------------------------------------------------------------------
+    async def upsert_subscription(
+        self, new_id: str, reactor_name: str, workflow_name: str, tenant_id: str,
+        predicate: Optional[str], now: float,
+    ) -> str:
+        return await self._require_pool().fetchval(  # type: ignore[no-any-return]
+            q.UPSERT_SUBSCRIPTION, new_id, reactor_name, workflow_name, tenant_id, predicate, now
+        )
+
+    async def delete_subscription(self, reactor_name: str, workflow_name: str, tenant_id: str) -> bool:
+        status = await self._require_pool().execute(
+            q.DELETE_SUBSCRIPTION, reactor_name, workflow_name, tenant_id
+        )
+        return status != "DELETE 0"
+
+    async def list_subscriptions(self, tenant_id: Optional[str]) -> list[SubscriptionRecord]:
+        rows = await self._require_pool().fetch(q.LIST_SUBSCRIPTIONS, tenant_id)
+        return [SubscriptionRecord(*r) for r in rows]
+
+    async def claim_subscriptions(self, owner: str, now: float, lease_until: float) -> list[SubscriptionRecord]:
+        rows = await self._require_pool().fetch(q.CLAIM_SUBSCRIPTIONS, owner, lease_until, now)
+        return sorted((SubscriptionRecord(*r) for r in rows), key=lambda r: (r.created_at, r.id))
+
+    async def release_subscriptions(self, owner: str) -> None:
+        await self._require_pool().execute(q.RELEASE_SUBSCRIPTIONS, owner)
+
+    async def save_subscription_progress(self, r: SubscriptionRecord) -> None:
+        await self._require_pool().execute(
+            q.SAVE_SUBSCRIPTION_PROGRESS, r.last_seen_fired_at, r.last_seen_firing_id,
+            r.predicate_degraded, r.predicate_error_count, r.last_predicate_error,
+            r.last_predicate_error_at, r.predicate_error_firing_id, r.updated_at, r.id,
+        )
+
+    async def insert_firing(self, f: FiringRecord) -> None:
+        await self._require_pool().execute(
+            q.INSERT_FIRING, f.id, f.tenant_id, f.reactor_name, f.payload, f.fired_at
+        )
+
+    async def firings_after(
+        self, tenant_id: str, reactor_name: str, after: Optional[tuple[float, str]], limit: int
+    ) -> list[FiringRecord]:
+        at, firing_id = after if after is not None else (None, None)
+        rows = await self._require_pool().fetch(
+            q.FIRINGS_AFTER, tenant_id, reactor_name, at, firing_id, limit
+        )
+        return [FiringRecord(*r) for r in rows]
+
+    async def prune_firings(self, before: float) -> int:
+        status = await self._require_pool().execute(q.PRUNE_FIRINGS, before)
+        return int(status.split()[-1])
+
+    async def save_reactor_state(self, tenant_id: str, reactor_name: str, state: str, now: float) -> None:
+        await self._require_pool().execute(q.SAVE_REACTOR_STATE, tenant_id, reactor_name, state, now)
+
+    async def load_reactor_state(self, tenant_id: str, reactor_name: str) -> Optional[str]:
+        return await self._require_pool().fetchval(  # type: ignore[no-any-return]
+            q.LOAD_REACTOR_STATE, tenant_id, reactor_name
+        )
+
+    async def save_accumulator_state(
+        self, tenant_id: str, accumulator_name: str, kind: str, data: str, now: float
+    ) -> None:
+        sql = q.SAVE_ACCUMULATOR_STATE.format(table=q.ACCUMULATOR_TABLES[kind])
+        await self._require_pool().execute(sql, tenant_id, accumulator_name, data, now)
+
+    async def load_accumulator_state(self, tenant_id: str, accumulator_name: str, kind: str) -> Optional[str]:
+        sql = q.LOAD_ACCUMULATOR_STATE.format(table=q.ACCUMULATOR_TABLES[kind])
+        return await self._require_pool().fetchval(sql, tenant_id, accumulator_name)  # type: ignore[no-any-return]
 
 
 # --------------------------------------------------------------------------------------

@@ -135,6 +135,66 @@ MIGRATIONS: list[tuple[int, str]] = [
         ALTER TABLE task_executions ADD COLUMN traceback TEXT;
         """,
     ),
+    (
+        # Reactors (GRAPHS.md C11, C13.5).
+        5,
+        """
+        CREATE TABLE reactor_firings (
+            id           TEXT PRIMARY KEY,
+            tenant_id    TEXT NOT NULL,
+            reactor_name TEXT NOT NULL,
+            payload      TEXT NOT NULL,
+            fired_at     DOUBLE PRECISION NOT NULL
+        );
+        CREATE INDEX ix_reactor_firings ON reactor_firings (tenant_id, reactor_name, fired_at, id);
+        CREATE INDEX ix_reactor_firings_age ON reactor_firings (fired_at);
+
+        CREATE TABLE reactor_trigger_subscriptions (
+            id                        TEXT PRIMARY KEY,
+            reactor_name              TEXT NOT NULL,
+            workflow_name             TEXT NOT NULL,
+            tenant_id                 TEXT NOT NULL,
+            enabled                   BOOLEAN NOT NULL DEFAULT TRUE,
+            last_seen_fired_at        DOUBLE PRECISION,
+            last_seen_firing_id       TEXT,
+            created_at                DOUBLE PRECISION NOT NULL,
+            updated_at                DOUBLE PRECISION NOT NULL,
+            predicate_expression      TEXT,
+            predicate_degraded        BOOLEAN NOT NULL DEFAULT FALSE,
+            predicate_error_count     INTEGER NOT NULL DEFAULT 0,
+            last_predicate_error      TEXT,
+            last_predicate_error_at   DOUBLE PRECISION,
+            predicate_error_firing_id TEXT,
+            lease_owner               TEXT,
+            lease_until               DOUBLE PRECISION,
+            UNIQUE (reactor_name, workflow_name, tenant_id)
+        );
+
+        CREATE TABLE reactor_state (
+            tenant_id    TEXT NOT NULL,
+            reactor_name TEXT NOT NULL,
+            state        TEXT NOT NULL,
+            updated_at   DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (tenant_id, reactor_name)
+        );
+
+        CREATE TABLE accumulator_checkpoints (
+            tenant_id        TEXT NOT NULL,
+            accumulator_name TEXT NOT NULL,
+            data             TEXT NOT NULL,
+            updated_at       DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (tenant_id, accumulator_name)
+        );
+
+        CREATE TABLE state_accumulator_buffers (
+            tenant_id        TEXT NOT NULL,
+            accumulator_name TEXT NOT NULL,
+            data             TEXT NOT NULL,
+            updated_at       DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (tenant_id, accumulator_name)
+        );
+        """,
+    ),
 ]
 
 LATEST_VERSION = max(version for version, _ in MIGRATIONS)
@@ -610,3 +670,69 @@ COUNT_FIRE_ATTEMPTS = """
 def quote_ident(name: str) -> str:
     """`name` as a quoted SQL identifier (names are validated before they get here)."""
     return '"' + name.replace('"', '""') + '"'
+
+
+# reactors ---------------------------------------------------------------------------
+SUBSCRIPTION_COLUMNS = (
+    "id, reactor_name, workflow_name, tenant_id, enabled, last_seen_fired_at, "
+    "last_seen_firing_id, created_at, updated_at, predicate_expression, predicate_degraded, "
+    "predicate_error_count, last_predicate_error, last_predicate_error_at, predicate_error_firing_id"
+)
+UPSERT_SUBSCRIPTION = """
+    INSERT INTO reactor_trigger_subscriptions
+        (id, reactor_name, workflow_name, tenant_id, predicate_expression, created_at, updated_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $6)
+    ON CONFLICT (reactor_name, workflow_name, tenant_id) DO UPDATE SET
+        predicate_expression = excluded.predicate_expression, updated_at = excluded.updated_at
+    RETURNING id
+"""
+DELETE_SUBSCRIPTION = """
+    DELETE FROM reactor_trigger_subscriptions
+    WHERE reactor_name = $1 AND workflow_name = $2 AND tenant_id = $3
+"""
+LIST_SUBSCRIPTIONS = f"""
+    SELECT {SUBSCRIPTION_COLUMNS} FROM reactor_trigger_subscriptions
+    WHERE enabled AND ($1::text IS NULL OR tenant_id = $1) ORDER BY created_at, id
+"""
+CLAIM_SUBSCRIPTIONS = f"""
+    UPDATE reactor_trigger_subscriptions SET lease_owner = $1, lease_until = $2
+    WHERE enabled AND (lease_owner IS NULL OR lease_owner = $1 OR lease_until < $3)
+    RETURNING {SUBSCRIPTION_COLUMNS}
+"""
+RELEASE_SUBSCRIPTIONS = """
+    UPDATE reactor_trigger_subscriptions SET lease_owner = NULL, lease_until = NULL
+    WHERE lease_owner = $1
+"""
+SAVE_SUBSCRIPTION_PROGRESS = """
+    UPDATE reactor_trigger_subscriptions SET
+        last_seen_fired_at = $1, last_seen_firing_id = $2, predicate_degraded = $3,
+        predicate_error_count = $4, last_predicate_error = $5, last_predicate_error_at = $6,
+        predicate_error_firing_id = $7, updated_at = $8
+    WHERE id = $9
+"""
+INSERT_FIRING = """
+    INSERT INTO reactor_firings (id, tenant_id, reactor_name, payload, fired_at)
+    VALUES ($1, $2, $3, $4, $5)
+"""
+FIRING_COLUMNS = "id, tenant_id, reactor_name, payload, fired_at"
+FIRINGS_AFTER = f"""
+    SELECT {FIRING_COLUMNS} FROM reactor_firings
+    WHERE tenant_id = $1 AND reactor_name = $2
+      AND ($3::double precision IS NULL OR (fired_at, id) > ($3, $4::text))
+    ORDER BY fired_at, id LIMIT $5
+"""
+PRUNE_FIRINGS = "DELETE FROM reactor_firings WHERE fired_at < $1"
+SAVE_REACTOR_STATE = """
+    INSERT INTO reactor_state (tenant_id, reactor_name, state, updated_at) VALUES ($1, $2, $3, $4)
+    ON CONFLICT (tenant_id, reactor_name) DO UPDATE SET
+        state = excluded.state, updated_at = excluded.updated_at
+"""
+LOAD_REACTOR_STATE = "SELECT state FROM reactor_state WHERE tenant_id = $1 AND reactor_name = $2"
+# {table} is accumulator_checkpoints or state_accumulator_buffers (chosen in code, never input).
+SAVE_ACCUMULATOR_STATE = """
+    INSERT INTO {table} (tenant_id, accumulator_name, data, updated_at) VALUES ($1, $2, $3, $4)
+    ON CONFLICT (tenant_id, accumulator_name) DO UPDATE SET
+        data = excluded.data, updated_at = excluded.updated_at
+"""
+LOAD_ACCUMULATOR_STATE = "SELECT data FROM {table} WHERE tenant_id = $1 AND accumulator_name = $2"
+ACCUMULATOR_TABLES = {"checkpoint": "accumulator_checkpoints", "window": "state_accumulator_buffers"}

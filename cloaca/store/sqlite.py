@@ -37,6 +37,7 @@ from .base import (
     CronStats,
     ExecutionRecord,
     FireRequest,
+    FiringRecord,
     OpenFire,
     RunEnded,
     RunLost,
@@ -45,6 +46,7 @@ from .base import (
     Store,
     check_retryable,
     StoredRun,
+    SubscriptionRecord,
     TaskRecord,
     TriggerScheduleRecord,
 )
@@ -458,6 +460,88 @@ class SQLiteStore(Store):
 
         return await self._write(op, rows=_BULK)
 
+    # reactors -----------------------------------------------------------------------
+    async def upsert_subscription(
+        self, new_id: str, reactor_name: str, workflow_name: str, tenant_id: str,
+        predicate: Optional[str], now: float,
+    ) -> str:
+        key = (reactor_name, workflow_name, tenant_id)
+
+        def op(cur: sqlite3.Cursor) -> str:
+            cur.execute(q.UPSERT_SUBSCRIPTION, (new_id, *key, predicate, now, now))
+            return cur.execute(q.SELECT_SUBSCRIPTION_ID, key).fetchone()[0]  # type: ignore[no-any-return]
+
+        return await self._write(op)
+
+    async def delete_subscription(self, reactor_name: str, workflow_name: str, tenant_id: str) -> bool:
+        key = (reactor_name, workflow_name, tenant_id)
+        return await self._write(lambda cur: cur.execute(q.DELETE_SUBSCRIPTION, key).rowcount > 0)
+
+    async def list_subscriptions(self, tenant_id: Optional[str]) -> list[SubscriptionRecord]:
+        rows = await self._read(
+            lambda cur: cur.execute(q.LIST_SUBSCRIPTIONS, (tenant_id, tenant_id)).fetchall()
+        )
+        return [_subscription(r) for r in rows]
+
+    async def claim_subscriptions(self, owner: str, now: float, lease_until: float) -> list[SubscriptionRecord]:
+        if not await self._read(lambda cur: cur.execute(q.ANY_SUBSCRIPTION).fetchone()):
+            return []  # the common case, without taking the write lock every pass
+
+        def op(cur: sqlite3.Cursor) -> list[SubscriptionRecord]:
+            cur.execute(q.CLAIM_SUBSCRIPTIONS, (owner, lease_until, owner, now))
+            return [_subscription(r) for r in cur.execute(q.HELD_SUBSCRIPTIONS, (owner,)).fetchall()]
+
+        return await self._write(op, rows=_BULK)
+
+    async def release_subscriptions(self, owner: str) -> None:
+        await self._write(lambda cur: cur.execute(q.RELEASE_SUBSCRIPTIONS, (owner,)) and None, rows=_BULK)
+
+    async def save_subscription_progress(self, r: SubscriptionRecord) -> None:
+        params = (r.last_seen_fired_at, r.last_seen_firing_id, int(r.predicate_degraded),
+                  r.predicate_error_count, r.last_predicate_error, r.last_predicate_error_at,
+                  r.predicate_error_firing_id, r.updated_at, r.id)
+        await self._write(lambda cur: cur.execute(q.SAVE_SUBSCRIPTION_PROGRESS, params) and None)
+
+    async def insert_firing(self, f: FiringRecord) -> None:
+        params = (f.id, f.tenant_id, f.reactor_name, f.payload, f.fired_at)
+        await self._write(lambda cur: cur.execute(q.INSERT_FIRING, params) and None)
+
+    async def firings_after(
+        self, tenant_id: str, reactor_name: str, after: Optional[tuple[float, str]], limit: int
+    ) -> list[FiringRecord]:
+        if after is None:
+            sql, params = q.FIRINGS_FROM_START, (tenant_id, reactor_name, limit)
+        else:
+            sql, params = q.FIRINGS_AFTER, (tenant_id, reactor_name, after[0], after[0], after[1], limit)
+        rows = await self._read(lambda cur: cur.execute(sql, params).fetchall())
+        return [FiringRecord(*r) for r in rows]
+
+    async def prune_firings(self, before: float) -> int:
+        return await self._write(lambda cur: cur.execute(q.PRUNE_FIRINGS, (before,)).rowcount,
+                                 rows=_BULK)
+
+    async def save_reactor_state(self, tenant_id: str, reactor_name: str, state: str, now: float) -> None:
+        params = (tenant_id, reactor_name, state, now)
+        await self._write(lambda cur: cur.execute(q.SAVE_REACTOR_STATE, params) and None)
+
+    async def load_reactor_state(self, tenant_id: str, reactor_name: str) -> Optional[str]:
+        row = await self._read(
+            lambda cur: cur.execute(q.LOAD_REACTOR_STATE, (tenant_id, reactor_name)).fetchone()
+        )
+        return None if row is None else row[0]
+
+    async def save_accumulator_state(
+        self, tenant_id: str, accumulator_name: str, kind: str, data: str, now: float
+    ) -> None:
+        sql = q.SAVE_ACCUMULATOR_STATE.format(table=q.ACCUMULATOR_TABLES[kind])
+        params = (tenant_id, accumulator_name, data, now)
+        await self._write(lambda cur: cur.execute(sql, params) and None)
+
+    async def load_accumulator_state(self, tenant_id: str, accumulator_name: str, kind: str) -> Optional[str]:
+        sql = q.LOAD_ACCUMULATOR_STATE.format(table=q.ACCUMULATOR_TABLES[kind])
+        row = await self._read(lambda cur: cur.execute(sql, (tenant_id, accumulator_name)).fetchone())
+        return None if row is None else row[0]
+
 
 # --------------------------------------------------------------------------------------
 # Functions run in the connection's thread.
@@ -602,4 +686,11 @@ def _cron_row(r: CronScheduleRecord) -> tuple[Any, ...]:
 def _cron(row: tuple[Any, ...]) -> CronScheduleRecord:
     record = CronScheduleRecord(*row)
     record.enabled = bool(record.enabled)
+    return record
+
+
+def _subscription(row: tuple[Any, ...]) -> SubscriptionRecord:
+    record = SubscriptionRecord(*row)
+    record.enabled = bool(record.enabled)
+    record.predicate_degraded = bool(record.predicate_degraded)
     return record

@@ -98,13 +98,74 @@ MIGRATIONS: list[tuple[int, str]] = [
             WHERE completed_at IS NULL AND kind = 'cron';
         """,
     ),
-    # (3 is PostgreSQL's per-task claims.)
+    # 3 is PostgreSQL's per-task claims (SQLite shares work by run): nothing to do here.
+    (3, ""),
     (
         4,
         """
         ALTER TABLE workflow_executions ADD COLUMN trace_context TEXT;
         ALTER TABLE task_executions ADD COLUMN attempt_base INTEGER NOT NULL DEFAULT 0;
         ALTER TABLE task_executions ADD COLUMN traceback TEXT;
+        """,
+    ),
+    (
+        # Reactors (GRAPHS.md C11, C13.5).
+        5,
+        """
+        CREATE TABLE reactor_firings (
+            id           TEXT PRIMARY KEY,
+            tenant_id    TEXT NOT NULL,
+            reactor_name TEXT NOT NULL,
+            payload      TEXT NOT NULL,
+            fired_at     REAL NOT NULL
+        );
+        CREATE INDEX ix_reactor_firings ON reactor_firings (tenant_id, reactor_name, fired_at, id);
+        CREATE INDEX ix_reactor_firings_age ON reactor_firings (fired_at);
+
+        CREATE TABLE reactor_trigger_subscriptions (
+            id                        TEXT PRIMARY KEY,
+            reactor_name              TEXT NOT NULL,
+            workflow_name             TEXT NOT NULL,
+            tenant_id                 TEXT NOT NULL,
+            enabled                   INTEGER NOT NULL DEFAULT 1,
+            last_seen_fired_at        REAL,
+            last_seen_firing_id       TEXT,
+            created_at                REAL NOT NULL,
+            updated_at                REAL NOT NULL,
+            predicate_expression      TEXT,
+            predicate_degraded        INTEGER NOT NULL DEFAULT 0,
+            predicate_error_count     INTEGER NOT NULL DEFAULT 0,
+            last_predicate_error      TEXT,
+            last_predicate_error_at   REAL,
+            predicate_error_firing_id TEXT,
+            lease_owner               TEXT,
+            lease_until               REAL,
+            UNIQUE (reactor_name, workflow_name, tenant_id)
+        );
+
+        CREATE TABLE reactor_state (
+            tenant_id    TEXT NOT NULL,
+            reactor_name TEXT NOT NULL,
+            state        TEXT NOT NULL,
+            updated_at   REAL NOT NULL,
+            PRIMARY KEY (tenant_id, reactor_name)
+        ) WITHOUT ROWID;
+
+        CREATE TABLE accumulator_checkpoints (
+            tenant_id        TEXT NOT NULL,
+            accumulator_name TEXT NOT NULL,
+            data             TEXT NOT NULL,
+            updated_at       REAL NOT NULL,
+            PRIMARY KEY (tenant_id, accumulator_name)
+        ) WITHOUT ROWID;
+
+        CREATE TABLE state_accumulator_buffers (
+            tenant_id        TEXT NOT NULL,
+            accumulator_name TEXT NOT NULL,
+            data             TEXT NOT NULL,
+            updated_at       REAL NOT NULL,
+            PRIMARY KEY (tenant_id, accumulator_name)
+        ) WITHOUT ROWID;
         """,
     ),
 ]
@@ -359,3 +420,78 @@ COUNT_FIRE_ATTEMPT = """
     UPDATE schedule_executions SET attempts = attempts + 1, claimed_at = ?, updated_at = ?
      WHERE id = ?
 """
+
+
+# reactors ---------------------------------------------------------------------------
+SUBSCRIPTION_COLUMNS = (
+    "id, reactor_name, workflow_name, tenant_id, enabled, last_seen_fired_at, "
+    "last_seen_firing_id, created_at, updated_at, predicate_expression, predicate_degraded, "
+    "predicate_error_count, last_predicate_error, last_predicate_error_at, predicate_error_firing_id"
+)
+UPSERT_SUBSCRIPTION = """
+    INSERT INTO reactor_trigger_subscriptions
+        (id, reactor_name, workflow_name, tenant_id, predicate_expression, created_at, updated_at)
+    VALUES (?, ?, ?, ?, ?, ?, ?)
+    ON CONFLICT (reactor_name, workflow_name, tenant_id) DO UPDATE SET
+        predicate_expression = excluded.predicate_expression, updated_at = excluded.updated_at
+"""
+SELECT_SUBSCRIPTION_ID = """
+    SELECT id FROM reactor_trigger_subscriptions
+    WHERE reactor_name = ? AND workflow_name = ? AND tenant_id = ?
+"""
+DELETE_SUBSCRIPTION = """
+    DELETE FROM reactor_trigger_subscriptions
+    WHERE reactor_name = ? AND workflow_name = ? AND tenant_id = ?
+"""
+LIST_SUBSCRIPTIONS = f"""
+    SELECT {SUBSCRIPTION_COLUMNS} FROM reactor_trigger_subscriptions
+    WHERE enabled = 1 AND (? IS NULL OR tenant_id = ?) ORDER BY created_at, id
+"""
+ANY_SUBSCRIPTION = "SELECT 1 FROM reactor_trigger_subscriptions WHERE enabled = 1 LIMIT 1"
+CLAIM_SUBSCRIPTIONS = """
+    UPDATE reactor_trigger_subscriptions SET lease_owner = ?, lease_until = ?
+    WHERE enabled = 1 AND (lease_owner IS NULL OR lease_owner = ? OR lease_until < ?)
+"""
+HELD_SUBSCRIPTIONS = f"""
+    SELECT {SUBSCRIPTION_COLUMNS} FROM reactor_trigger_subscriptions
+    WHERE enabled = 1 AND lease_owner = ? ORDER BY created_at, id
+"""
+RELEASE_SUBSCRIPTIONS = """
+    UPDATE reactor_trigger_subscriptions SET lease_owner = NULL, lease_until = NULL
+    WHERE lease_owner = ?
+"""
+SAVE_SUBSCRIPTION_PROGRESS = """
+    UPDATE reactor_trigger_subscriptions SET
+        last_seen_fired_at = ?, last_seen_firing_id = ?, predicate_degraded = ?,
+        predicate_error_count = ?, last_predicate_error = ?, last_predicate_error_at = ?,
+        predicate_error_firing_id = ?, updated_at = ?
+    WHERE id = ?
+"""
+INSERT_FIRING = """
+    INSERT INTO reactor_firings (id, tenant_id, reactor_name, payload, fired_at) VALUES (?, ?, ?, ?, ?)
+"""
+FIRING_COLUMNS = "id, tenant_id, reactor_name, payload, fired_at"
+FIRINGS_AFTER = f"""
+    SELECT {FIRING_COLUMNS} FROM reactor_firings
+    WHERE tenant_id = ? AND reactor_name = ? AND (fired_at > ? OR (fired_at = ? AND id > ?))
+    ORDER BY fired_at, id LIMIT ?
+"""
+FIRINGS_FROM_START = f"""
+    SELECT {FIRING_COLUMNS} FROM reactor_firings
+    WHERE tenant_id = ? AND reactor_name = ? ORDER BY fired_at, id LIMIT ?
+"""
+PRUNE_FIRINGS = "DELETE FROM reactor_firings WHERE fired_at < ?"
+SAVE_REACTOR_STATE = """
+    INSERT INTO reactor_state (tenant_id, reactor_name, state, updated_at) VALUES (?, ?, ?, ?)
+    ON CONFLICT (tenant_id, reactor_name) DO UPDATE SET
+        state = excluded.state, updated_at = excluded.updated_at
+"""
+LOAD_REACTOR_STATE = "SELECT state FROM reactor_state WHERE tenant_id = ? AND reactor_name = ?"
+# {table} is accumulator_checkpoints or state_accumulator_buffers (chosen in code, never input).
+SAVE_ACCUMULATOR_STATE = """
+    INSERT INTO {table} (tenant_id, accumulator_name, data, updated_at) VALUES (?, ?, ?, ?)
+    ON CONFLICT (tenant_id, accumulator_name) DO UPDATE SET
+        data = excluded.data, updated_at = excluded.updated_at
+"""
+LOAD_ACCUMULATOR_STATE = "SELECT data FROM {table} WHERE tenant_id = ? AND accumulator_name = ?"
+ACCUMULATOR_TABLES = {"checkpoint": "accumulator_checkpoints", "window": "state_accumulator_buffers"}
