@@ -2,7 +2,7 @@
 
 Every command is a thin layer over `DefaultRunner`'s public methods. A command opens a
 runner on the database for its own duration only; it does not take over other processes'
-interrupted runs nor fire cron schedules (that is the `worker`'s job).
+interrupted runs, fire cron schedules nor run reactors (that is the `worker`'s job).
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ class Cli:
         config = DefaultRunnerConfig(
             enable_recovery=False,
             enable_cron_firing=False,
+            enable_reactors=False,
             shutdown_grace_seconds=COMMAND_GRACE_SECONDS,
         )
         runner = open_runner(self.url(), config)
