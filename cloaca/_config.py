@@ -124,6 +124,12 @@ _FIELDS = (
         "reactor_poll_interval_seconds", 1.0, _positive_seconds,
         "How often reactor subscriptions look for new firings (s).", upstream=False,
     ),
+    _Field(
+        "enable_cron_firing", True, _flag,
+        "Fire due cron slots in this runner; False keeps the cron API only (tools such as "
+        "the CLI and the dashboard, which must not take slots from the workers).",
+        upstream=False,
+    ),
 )
 
 
@@ -154,6 +160,7 @@ class DefaultRunnerConfig:
     max_concurrent_async_tasks: int
     enable_reactors: bool
     reactor_poll_interval_seconds: float
+    enable_cron_firing: bool
 
     def __init__(
         self,
@@ -179,6 +186,7 @@ class DefaultRunnerConfig:
         max_concurrent_async_tasks: Optional[int] = None,
         enable_reactors: Optional[bool] = None,
         reactor_poll_interval_seconds: Optional[float] = None,
+        enable_cron_firing: Optional[bool] = None,
     ) -> None:
         arguments = locals()  # exactly the parameters (plus self), read by field name
         self._values: dict[str, Any] = {

@@ -169,7 +169,7 @@ class DefaultRunner(CronAPI, TriggerAPI, ReactorAPI):
         try:
             await self._poller.start()
             await self._engine.start()
-            if self._cron is not None:
+            if self._cron is not None and config.enable_cron_firing:
                 await self._cron.start()
             REGISTRY.add_trigger_listener(self._on_declared)
             getattr(self._clock, "add_jump_listener", _no_jumps)(self._on_clock_jump)
