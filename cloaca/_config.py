@@ -230,3 +230,12 @@ def _field_property(field: _Field) -> property:
 for _field in _FIELDS:
     setattr(DefaultRunnerConfig, _field.name, _field_property(_field))
 del _field
+
+
+def operator_config(shutdown_grace_seconds: float = 1.0) -> DefaultRunnerConfig:
+    """The config of a process that inspects and operates runs but is no worker (a CLI
+    command, the dashboard): it resumes nothing, fires no cron slot and runs no reactor."""
+    return DefaultRunnerConfig(
+        enable_recovery=False, enable_cron_firing=False, enable_reactors=False,
+        shutdown_grace_seconds=shutdown_grace_seconds,
+    )

@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterator, NoReturn, Optional, TextIO
 import click
 
 from .. import DefaultRunner, DefaultRunnerConfig
+from .._config import operator_config
 from . import output
 
 COMMAND_GRACE_SECONDS = 1.0
@@ -53,13 +54,7 @@ class Cli:
 
     def runner(self) -> DefaultRunner:
         """A runner on the database for this command, shut down when the command ends."""
-        config = DefaultRunnerConfig(
-            enable_recovery=False,
-            enable_cron_firing=False,
-            enable_reactors=False,
-            shutdown_grace_seconds=COMMAND_GRACE_SECONDS,
-        )
-        runner = open_runner(self.url(), config)
+        runner = open_runner(self.url(), operator_config(COMMAND_GRACE_SECONDS))
         click.get_current_context().call_on_close(runner.shutdown)
         return runner
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Optional, Union
 
+from .._config import operator_config
 from .._runner import DefaultRunner
 
 
@@ -40,7 +41,8 @@ class RunnerSource:
         async with self._lock:
             if self._runner is None:
                 assert self._url is not None
-                runner = DefaultRunner(self._url)  # inside a running loop: not started yet
+                # inside a running loop: not started yet; an observer, no worker
+                runner = DefaultRunner.with_config(self._url, operator_config())
                 await runner.astart()
                 self._runner = runner
         return self._runner
