@@ -5,7 +5,7 @@
 Runs, each as a subprocess with this interpreter (each prints markdown): bench_core.py,
 baselines.py, peers.py (DBOS and Prefect, from --peers-python / CLOACA_PEERS_PYTHON when
 given; skipped cleanly when not installed) and, when present, bench_triggers.py,
-bench_fastapi.py and bench_postgres.py. RESULTS.md gets the date, the machine, a summary of
+bench_fastapi.py, bench_postgres.py and bench_history.py. RESULTS.md gets the date, the machine, a summary of
 the targets, and every script's output.
 """
 
@@ -25,8 +25,9 @@ sys.path.insert(0, HERE)
 
 from _common import fmt, machine_facts, table  # noqa: E402
 
-SCRIPTS = ("bench_core", "baselines", "peers", "bench_triggers", "bench_fastapi", "bench_postgres")
-OPTIONAL = {"bench_triggers", "bench_fastapi", "bench_postgres"}
+SCRIPTS = ("bench_core", "baselines", "peers", "bench_triggers", "bench_fastapi", "bench_postgres",
+           "bench_history")
+OPTIONAL = {"bench_triggers", "bench_fastapi", "bench_postgres", "bench_history"}
 
 
 def _git(*args: str) -> str:

@@ -31,6 +31,7 @@ from .base import (
     CronStats,
     ExecutionRecord,
     FireRequest,
+    history_filters,
     OpenFire,
     RunLost,
     runs_written,
@@ -235,8 +236,9 @@ class SQLiteStore(Store):
     async def list_executions(
         self, workflow_name: Optional[str], status: Optional[str], limit: int, offset: int
     ) -> list[ExecutionRecord]:
-        params = (workflow_name, workflow_name, status, status, limit, offset)
-        rows = await self._read(lambda cur: cur.execute(q.LIST_EXECUTIONS, params).fetchall())
+        given, filters = history_filters(workflow_name, status)
+        sql, params = q.LIST_EXECUTIONS[given], (*filters, limit, offset)
+        rows = await self._read(lambda cur: cur.execute(sql, params).fetchall())
         return [ExecutionRecord(*r) for r in rows]
 
     # triggers -----------------------------------------------------------------------
