@@ -3,8 +3,8 @@
     python benchmarks/run_all.py [--quick] [--peers-python PATH] [--skip NAME,...]
 
 Runs, each as a subprocess with this interpreter (each prints markdown): bench_core.py,
-baselines.py, peers.py (DBOS and Prefect, from --peers-python / CLOACA_PEERS_PYTHON when
-given; skipped cleanly when not installed) and, when present, bench_triggers.py,
+baselines.py, peers.py (DBOS and Prefect, from their venvs made by setup_peers.py, or
+--peers-python / CLOACA_PEERS_PYTHON when given; skipped cleanly when not installed) and, when present, bench_triggers.py,
 bench_fastapi.py, bench_postgres.py and bench_history.py. RESULTS.md gets the date, the machine, a summary of
 the targets, and every script's output.
 """
@@ -102,7 +102,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer repetitions everywhere")
     parser.add_argument("--peers-python", default=os.environ.get("CLOACA_PEERS_PYTHON", ""),
-                        help="interpreter of a venv with dbos/prefect installed (default: this one)")
+                        help="one interpreter with dbos/prefect installed (default: the peers' "
+                             "own venvs made by setup_peers.py)")
     parser.add_argument("--skip", default="", help=f"comma-separated subset of {','.join(SCRIPTS)}")
     parser.add_argument("--output", default=os.path.join(HERE, "RESULTS.md"))
     args = parser.parse_args()
