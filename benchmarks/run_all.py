@@ -4,9 +4,10 @@
 
 Runs, each as a subprocess with this interpreter (each prints markdown): bench_core.py,
 baselines.py, peers.py (DBOS and Prefect, from their venvs made by setup_peers.py, or
---peers-python / CLOACA_PEERS_PYTHON when given; skipped cleanly when not installed) and, when present, bench_triggers.py,
-bench_fastapi.py, bench_postgres.py and bench_history.py. RESULTS.md gets the date, the machine, a summary of
-the targets, and every script's output.
+--peers-python / CLOACA_PEERS_PYTHON when given; skipped cleanly when not installed) and,
+when present, bench_triggers.py, bench_fastapi.py, bench_postgres.py, bench_inflight.py and
+bench_history.py. RESULTS.md gets the date, the machine, a summary of the targets, and every
+script's output.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ sys.path.insert(0, HERE)
 from _common import fmt, machine_facts, table  # noqa: E402
 
 SCRIPTS = ("bench_core", "baselines", "peers", "bench_triggers", "bench_fastapi", "bench_postgres",
-           "bench_history")
-OPTIONAL = {"bench_triggers", "bench_fastapi", "bench_postgres", "bench_history"}
+           "bench_inflight", "bench_history")
+OPTIONAL = {"bench_triggers", "bench_fastapi", "bench_postgres", "bench_inflight", "bench_history"}
 
 
 def _git(*args: str) -> str:
