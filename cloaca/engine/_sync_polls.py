@@ -170,11 +170,19 @@ class SyncPollScheduler:
             return
         self._cond.wait(self.stall)
         now = time.monotonic()
-        for call in self._running.values():
-            if not call.timed_out and now - call.started > self.timeout:
+        overdue = [c for c in self._running.values()
+                   if not c.timed_out and now - c.started > self.timeout]
+        if overdue:
+            for call in overdue:
                 call.timed_out = True
-                log.error("cloaca: trigger '%s' poll timed out after %gs", call.entry.name,
-                          self.timeout)
+            self._cond.release()  # the log's handlers may be slow: not while holding the lock
+            try:
+                for call in overdue:
+                    log.error("cloaca: trigger '%s' poll timed out after %gs", call.entry.name,
+                              self.timeout)
+            finally:
+                self._cond.acquire()
+            now = time.monotonic()
         leading = self._running.get(self._leader) if self._leader is not None else None
         if (leading is not None and now - leading.started >= self.stall
                 and self._heap and self._heap[0][0] <= now
