@@ -48,7 +48,7 @@ class TriggerPoller:
         self._pollers: dict[str, asyncio.Task[None]] = {}
         self._sync_entries: dict[str, PollEntry] = {}
         self._enabled: dict[str, bool] = {}
-        self._polled: dict[str, float] = {}
+        self._polled: dict[str, float] = {}  # time.monotonic() readings (an asyncio loop's clock)
         self._enable_changes = 0
         self._launches: set[asyncio.Task[None]] = set()
         self._sync_task: Optional[asyncio.Task[None]] = None
@@ -149,7 +149,8 @@ class TriggerPoller:
 
     def last_poll(self, trigger_name: str) -> Optional[float]:
         """The newest poll time of this runner not yet written to the store."""
-        return self._polled.get(trigger_name)
+        polled = self._polled.get(trigger_name)
+        return None if polled is None else _wall(polled)
 
     # ------------------------------------------------------------------ polling
     async def _poll_forever(self, definition: TriggerDefinition) -> None:
@@ -191,9 +192,9 @@ class TriggerPoller:
                 outcome = _POLL_FAILED
                 log.error("cloaca: trigger '%s' poll timed out after %gs", name, timeout)
             self._async_polls += 1
-            self._polled[name] = time.time()
+            self._polled[name] = now
             if outcome is not _POLL_FAILED:
-                result = _result(definition, outcome)
+                result = outcome if type(outcome) is TriggerResult else _result(definition, outcome)
                 if result is not None and result._fire:
                     self._launch(definition, result._fired_data())
 
@@ -208,7 +209,7 @@ class TriggerPoller:
             _log_failure(definition.name, exc)
             return None
         finally:
-            self._polled[definition.name] = time.time()
+            self._polled[definition.name] = time.monotonic()
         return _result(definition, outcome)
 
     def _fired_in_thread(self, definition: TriggerDefinition, result: Optional[TriggerResult]) -> None:
@@ -279,7 +280,7 @@ class TriggerPoller:
     async def _flush_polls(self) -> None:
         if self._polled:
             polls, self._polled = self._polled, {}
-            await self.store.record_trigger_polls(list(polls.items()))
+            await self.store.record_trigger_polls([(name, _wall(t)) for name, t in polls.items()])
 
     async def _refresh_enabled(self) -> None:
         changes = self._enable_changes
@@ -293,6 +294,11 @@ class TriggerPoller:
 
 def _interval(definition: TriggerDefinition) -> float:
     return max(definition.poll_interval_ms / 1000, MIN_INTERVAL_SECONDS)
+
+
+def _wall(monotonic: float) -> float:
+    """A `time.monotonic()` reading as POSIX time."""
+    return monotonic + time.time() - time.monotonic()
 
 
 def _log_failure(name: str, exc: Exception) -> None:
