@@ -114,7 +114,7 @@ _FIELDS = (
     ),
     _Field(
         "max_concurrent_trigger_polls", 64, _integer(1, _U64_MAX),
-        "Bound on sync trigger polls running concurrently in worker threads.", upstream=False,
+        "Bound on sync trigger calls running at once (each holds a poll thread while it runs).", upstream=False,
     ),
     _Field(
         "enable_reactors", True, _flag,

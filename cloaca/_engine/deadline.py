@@ -43,23 +43,35 @@ class Watchdog:
     async def call(self, function: Callable[[], Awaitable[T]], seconds: float) -> T:
         """`await function()`, raising TimeoutError once `seconds` have passed."""
         task: Any = asyncio.current_task()
-        loop = asyncio.get_running_loop()
-        self._due[task] = loop.time() + seconds
-        if self._check_handle is None:
-            self._check_handle = loop.call_later(self.resolution, self._check)
+        self.arm(task, asyncio.get_running_loop().time(), seconds)
         try:
-            return await function()
+            result = await function()
         except asyncio.CancelledError:
-            if task in self._expired:
-                self._expired.discard(task)
-                if task.uncancel() == 0:
-                    raise TimeoutError from None
+            if self.disarm(task) and task.cancelling() == 0:
+                raise TimeoutError from None
             raise
-        finally:
-            del self._due[task]
-            if task in self._expired:  # expired, but the function swallowed the cancellation
-                self._expired.discard(task)
-                task.uncancel()
+        except BaseException:
+            self.disarm(task)
+            raise
+        self.disarm(task)  # expired, but the function swallowed the cancellation
+        return result
+
+    def arm(self, task: "asyncio.Task[Any]", now: float, seconds: float) -> None:
+        """Cancel `task` once `seconds` have passed since `now` (loop time), unless disarmed:
+        the inline form of `call` for hot loops, which spares a coroutine per await."""
+        self._due[task] = now + seconds
+        if self._check_handle is None:
+            self._check_handle = asyncio.get_running_loop().call_later(self.resolution, self._check)
+
+    def disarm(self, task: "asyncio.Task[Any]") -> bool:
+        """Drop `task`'s deadline; True if it had passed (its cancellation is then taken back:
+        the task is still cancelled only if something else cancelled it too)."""
+        del self._due[task]
+        if task not in self._expired:
+            return False
+        self._expired.discard(task)
+        task.uncancel()
+        return True
 
     def _check(self) -> None:
         self._check_handle = None

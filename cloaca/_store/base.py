@@ -240,6 +240,16 @@ def runs_written(tasks: Sequence[TaskRecord], finished: Optional[ExecutionRecord
     return ids
 
 
+def history_filters(
+    workflow_name: Optional[str], status: Optional[str]
+) -> tuple[tuple[bool, bool], list[str]]:
+    """(which of the two `list_executions` filters are given, their values in that order):
+    the key of the store's statement for that filter, and its leading parameters."""
+    return (workflow_name is not None, status is not None), [
+        f for f in (workflow_name, status) if f is not None
+    ]
+
+
 @dataclass(frozen=True)
 class Notice:
     """A hint pushed by a `BY_TASK` store: new claimable work, or the end of a run."""

@@ -39,6 +39,7 @@ from .base import (
     ExecutionRecord,
     FireRequest,
     FiringRecord,
+    history_filters,
     Notice,
     OpenFire,
     RunEnded,
@@ -416,7 +417,8 @@ class PostgresStore(Store):
     async def list_executions(
         self, workflow_name: Optional[str], status: Optional[str], limit: int, offset: int
     ) -> list[ExecutionRecord]:
-        rows = await self._require_pool().fetch(q.LIST_EXECUTIONS, workflow_name, status, limit, offset)
+        given, filters = history_filters(workflow_name, status)
+        rows = await self._require_pool().fetch(q.LIST_EXECUTIONS[given], *filters, limit, offset)
         return [ExecutionRecord(*r) for r in rows]
 
     async def count_executions(self, workflow_name: Optional[str]) -> dict[str, int]:

@@ -168,6 +168,20 @@ MIGRATIONS: list[tuple[int, str]] = [
         ) WITHOUT ROWID;
         """,
     ),
+    (
+        # History: every filter of LIST_EXECUTIONS reads its page off an index, newest first
+        # (each index ends with the rowid, the tie-breaker). The status index also serves
+        # the unfinished runs' lookups, so the partial index it replaces goes.
+        6,
+        """
+        CREATE INDEX IF NOT EXISTS ix_executions_workflow
+            ON workflow_executions (workflow_name, started_at);
+        CREATE INDEX IF NOT EXISTS ix_executions_status ON workflow_executions (status, started_at);
+        CREATE INDEX IF NOT EXISTS ix_executions_workflow_status
+            ON workflow_executions (workflow_name, status, started_at);
+        DROP INDEX IF EXISTS ix_executions_unfinished;
+        """,
+    ),
 ]
 
 CREATE_VERSION_TABLE = "CREATE TABLE IF NOT EXISTS cloaca_schema_version (version INTEGER NOT NULL)"
@@ -261,9 +275,11 @@ RELEASE_LEASES = """
 """
 SELECT_EXECUTION = f"SELECT {EXECUTION_COLUMNS} FROM workflow_executions WHERE id = ?"
 SELECT_TASKS = f"SELECT {TASK_COLUMNS} FROM task_executions WHERE execution_id = ?"
-LIST_EXECUTIONS = f"""
-    SELECT {EXECUTION_COLUMNS} FROM workflow_executions
-     WHERE (? IS NULL OR workflow_name = ?) AND (? IS NULL OR status = ?)
+
+
+def _list_executions(where: str) -> str:
+    return f"""
+    SELECT {EXECUTION_COLUMNS} FROM workflow_executions {where}
      ORDER BY started_at DESC, rowid DESC
      LIMIT ? OFFSET ?
 """
@@ -272,6 +288,16 @@ COUNT_EXECUTIONS = "SELECT status, COUNT(*) FROM workflow_executions GROUP BY st
 COUNT_EXECUTIONS_OF_WORKFLOW = """
     SELECT status, COUNT(*) FROM workflow_executions WHERE workflow_name = ? GROUP BY status
 """
+
+
+# One statement per filter (a `? IS NULL OR` filter would defeat the index), keyed by
+# (workflow filter given, status filter given); parameters: the given filters, limit, offset.
+LIST_EXECUTIONS = {
+    (False, False): _list_executions(""),
+    (True, False): _list_executions("WHERE workflow_name = ?"),
+    (False, True): _list_executions("WHERE status = ?"),
+    (True, True): _list_executions("WHERE workflow_name = ? AND status = ?"),
+}
 
 # triggers ---------------------------------------------------------------------------
 TRIGGER_COLUMNS = (
