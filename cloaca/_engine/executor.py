@@ -39,6 +39,7 @@ from .._rules import evaluate_rule
 from .._secrets import SecretResolver
 from .._store.base import (
     ClaimedWork,
+    ClaimStore,
     ExecutionRecord,
     FireRequest,
     RunEnded,
@@ -168,7 +169,10 @@ class Engine:
         self._active_tasks: set[tuple[str, str]] = set()
         self.claims: Optional[TaskClaims] = None
         if store.work_sharing is WorkSharing.BY_TASK:
-            self.claims = TaskClaims(self, settings.poll_interval_seconds)
+            if not isinstance(store, ClaimStore):
+                raise TypeError(f"{type(store).__name__} shares work by task but is no ClaimStore")
+            self.claim_store: ClaimStore = store
+            self.claims = TaskClaims(self, store, settings.poll_interval_seconds)
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -643,7 +647,7 @@ class Engine:
         async with run.lock:
             step, finished = self._outcome_step(run, state, outcome)
             try:
-                committed = await self.store.commit_step(
+                committed = await self.claim_store.commit_step(
                     run.id, run.version, self.owner, time.time() + self.settings.lease_seconds,
                     step.changed, finished,
                 )
@@ -722,7 +726,7 @@ class Engine:
             return step.changed, finished
 
         try:
-            committed = await self.store.commit_step_locked(
+            committed = await self.claim_store.commit_step_locked(
                 run.id, run.version, undone, self.owner,
                 time.time() + self.settings.lease_seconds, compute,
             )
@@ -762,7 +766,7 @@ class Engine:
                 await self.store.save_progress([], finished, self.owner)
             elif await until_stored(
                 self.store, f"the end of run {run.id}",
-                lambda: self.store.commit_step(run.id, run.version, self.owner, now, [], finished),
+                lambda: self.claim_store.commit_step(run.id, run.version, self.owner, now, [], finished),
                 lambda: self._stopping,
             ):
                 run.version += 1
@@ -835,7 +839,7 @@ class Engine:
         try:
             if self.claims is None:
                 await self.store.save_progress(step.changed, None, self.owner)
-            elif not await self.store.commit_step(
+            elif not await self.claim_store.commit_step(
                 run.id, run.version, self.owner, now + self.settings.lease_seconds, step.changed
             ):
                 raise RunLost(run.id)
@@ -986,7 +990,7 @@ class Engine:
             try:
                 lease_until = time.time() + self.settings.lease_seconds
                 if self.claims is not None:
-                    await self.store.renew_task_leases(self.owner, list(self._active_tasks), lease_until)
+                    await self.claim_store.renew_task_leases(self.owner, list(self._active_tasks), lease_until)
                     continue
                 await self.store.renew_leases(self.owner, lease_until)
                 await self.observe_ended()
