@@ -55,7 +55,7 @@ from .callbacks import run_callback
 from .claims import TaskClaims
 from .deadline import cancelled_from_outside, deadline
 from .merge import merge_contexts
-from .observe import Observer
+from .observe import Observer, spans_on
 from .slots import SlotPool, TaskSlot
 from .store_retry import StoreRetryStopped, until_stored
 
@@ -131,6 +131,8 @@ class Run:
     """Ended elsewhere (cancelled): its attempts here are abandoned, their results dropped."""
     span: Any = None
     """The run's span in this process (tracing), if this runner started or resumed it."""
+    traced: bool = False
+    """Spans were on when this runner loaded the run: its attempts get spans."""
 
     @property
     def id(self) -> str:
@@ -311,7 +313,8 @@ class Engine:
             name: _TaskState(definition, TaskRecord(execution.id, name, "NotStarted"), 0)
             for name, definition in workflow.tasks.items()
         }
-        return Run(execution, workflow, tasks, loop.create_future(), open_tasks=len(tasks))
+        return Run(execution, workflow, tasks, loop.create_future(), open_tasks=len(tasks),
+                   traced=spans_on())
 
     async def wait(self, run: Run, timeout: Optional[float]) -> StoredRun:
         """The finished run; ValueError after `timeout` seconds (the run goes on)."""
@@ -474,7 +477,7 @@ class Engine:
     async def _run_task_steps(self, run: Run, state: _TaskState, slot: TaskSlot) -> None:
         definition = state.definition
         input_json = self._input_json(run, state)
-        traced = self.observe.attempt_started(run.execution, state.record, run.span)
+        traced = self.observe.attempt_started(run.execution, state.record, run.span, run.traced)
         state.body = asyncio.current_task()
         try:
             attempt = await self._attempt(definition, input_json, slot)
