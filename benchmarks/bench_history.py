@@ -101,7 +101,7 @@ def run_rows(count: int) -> Iterator[tuple[Any, ...]]:
         yield (
             str(uuid.UUID(int=(7 << 76) | (2 << 62) | i)), workflow, "v1", status, "{}", started,
             "{}" if done else None, "boom" if status == "Failed" else None,
-            started + 0.005 if done else None,
+            started + 0.005 if done else None, None,  # trace_context
         )
 
 
@@ -136,6 +136,10 @@ async def fill_sqlite(path: str, count: int) -> None:
     conn.close()
 
 
+def _execute(connection: sqlite3.Connection, sql: str) -> None:
+    connection.execute(sql)
+
+
 def sqlite_plan(path: str, workflow: Optional[str], status: Optional[str]) -> str:
     conn = sqlite3.connect(path)
     try:
@@ -166,12 +170,12 @@ async def bench_sqlite(count: int, reps: int, old_reps: int) -> list[list[str]]:
                 given, values = filters(w, s)
                 now.append(await timed(statement(sq.LIST_EXECUTIONS[given], values + [PAGE, o]), reps))
             # Before: the previous schema (undone by the rollback) and statement.
-            await conn.execute("BEGIN")
+            await conn.run(_execute, "BEGIN")
             for ddl in OLD_SQLITE_SCHEMA:
-                await conn.execute(ddl)
+                await conn.run(_execute, ddl)
             before = [await timed(statement(OLD_SQLITE, (w, w, s, s, PAGE, o)), old_reps)
                       for _, w, s, o in CASES]
-            await conn.execute("ROLLBACK")
+            await conn.run(_execute, "ROLLBACK")
         finally:
             await store.close()
         plans = [sqlite_plan(path, w, s) for _, w, s, _ in CASES]
