@@ -8,16 +8,15 @@ from __future__ import annotations
 
 from typing import Any, Callable, TypeVar
 
+from ._sealed import Sealed
+
 F = TypeVar("F")
 
 
-class _PassThrough:
+class _PassThrough(Sealed):
     """A decorator that returns what it decorates, keeping the declaration it was made with."""
 
     __slots__ = ("declaration",)
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        raise TypeError(f"{type(self).__name__} cannot be instantiated directly")
 
     @classmethod
     def _create(cls, declaration: Any) -> Any:

@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 from typing import Any, Optional
 
 from ._context import Context
+from ._sealed import Sealed
 
 
 def rfc3339(timestamp: Optional[float]) -> Optional[str]:
@@ -16,7 +17,7 @@ def rfc3339(timestamp: Optional[float]) -> Optional[str]:
     return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="microseconds")
 
 
-class WorkflowResult:
+class WorkflowResult(Sealed):
     """The outcome of one workflow execution (read-only)."""
 
     __slots__ = (
@@ -24,8 +25,7 @@ class WorkflowResult:
         "_execution_id", "_workflow_name", "_task_results", "_input_context",
     )
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        raise TypeError("WorkflowResult cannot be instantiated directly; DefaultRunner.execute returns it")
+    _how_to_get_one = "DefaultRunner.execute returns it"
 
     @classmethod
     def _create(

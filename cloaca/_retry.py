@@ -9,6 +9,8 @@ import random
 from decimal import Decimal
 from typing import Any, Optional, Sequence, TypeVar
 
+from ._sealed import Sealed
+
 _TRANSIENT_KEYWORDS = ("timeout", "connection", "network", "temporary", "unavailable")
 
 
@@ -57,16 +59,10 @@ def _restore(cls: type[_V], fields: dict[str, Any]) -> _V:
     return cls._create(**fields)
 
 
-class _ValueObject:
+class _ValueObject(Sealed):
     """Base of immutable value objects that only static factories may create."""
 
     __slots__: tuple[str, ...] = ()
-    _factories = ""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        raise TypeError(
-            f"{type(self).__name__} cannot be instantiated directly; use {self._factories}"
-        )
 
     @classmethod
     def _create(cls: type[_V], **fields: Any) -> _V:
@@ -103,7 +99,9 @@ class BackoffStrategy(_ValueObject):
     _kind: str
     _base: float  # Exponential only
     _multiplier: float  # Linear and Exponential only
-    _factories = "BackoffStrategy.fixed(), .linear(multiplier) or .exponential(base, multiplier)"
+    _how_to_get_one = (
+        "use BackoffStrategy.fixed(), .linear(multiplier) or .exponential(base, multiplier)"
+    )
 
     @staticmethod
     def fixed() -> BackoffStrategy:
@@ -157,8 +155,8 @@ class RetryCondition(_ValueObject):
     __slots__ = ("_kind", "_patterns")
     _kind: str
     _patterns: tuple[str, ...]
-    _factories = (
-        "RetryCondition.never(), .transient_only(), .all_errors() or .error_pattern(patterns)"
+    _how_to_get_one = (
+        "use RetryCondition.never(), .transient_only(), .all_errors() or .error_pattern(patterns)"
     )
 
     @staticmethod
@@ -221,7 +219,7 @@ class RetryPolicy(_ValueObject):
     _max_delay: float
     _jitter: bool
     _condition: RetryCondition
-    _factories = "RetryPolicy.builder() or RetryPolicy.default()"
+    _how_to_get_one = "use RetryPolicy.builder() or RetryPolicy.default()"
 
     @staticmethod
     def default() -> RetryPolicy:
@@ -290,7 +288,7 @@ class RetryPolicyBuilder(_ValueObject):
 
     __slots__ = ("_policy",)
     _policy: RetryPolicy
-    _factories = "RetryPolicy.builder()"
+    _how_to_get_one = "use RetryPolicy.builder()"
 
     def _with(self, **changes: Any) -> RetryPolicyBuilder:
         return RetryPolicyBuilder._create(_policy=self._policy._replace(**changes))

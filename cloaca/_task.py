@@ -18,6 +18,7 @@ from ._namespace import TaskNamespace, WorkflowContext
 from ._registry import REGISTRY
 from ._retry import RetryPolicy, policy_from_task_kwargs
 from ._rules import normalize_rule, qualify_rule
+from ._sealed import Sealed
 
 SuccessCallback = Callable[..., Any]
 FailureCallback = Callable[..., Any]
@@ -162,13 +163,11 @@ def _invoked_graph(invokes: Any, post_invocation: Any) -> Optional[str]:
     return name
 
 
-class TaskDecorator:
+class TaskDecorator(Sealed):
     """What `cloaca.task(...)` returns; calling it on a function registers the task."""
 
     __slots__ = ("_options",)
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        raise TypeError("TaskDecorator cannot be instantiated directly; use cloaca.task(...)")
+    _how_to_get_one = "use cloaca.task(...)"
 
     @classmethod
     def _create(cls, options: dict[str, Any]) -> TaskDecorator:
@@ -265,13 +264,11 @@ class SlotControl(Protocol):
     async def acquire(self) -> None: ...
 
 
-class TaskHandle:
+class TaskHandle(Sealed):
     """Execution control handed to tasks whose second parameter is `handle`/`task_handle`."""
 
     __slots__ = ("_slot", "_consumed", "sub_status")
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        raise TypeError("TaskHandle cannot be instantiated directly; the runner injects it")
+    _how_to_get_one = "the runner injects it"
 
     @classmethod
     def _create(cls, slot: SlotControl) -> TaskHandle:

@@ -9,21 +9,21 @@ from typing import Any, Callable, Iterable, Optional, Union
 
 from ._namespace import WorkflowContext
 from ._registry import REGISTRY
+from ._sealed import Sealed
 from ._task import TaskDefinition, pop_scope, push_scope
 
 DEFAULT_TENANT = "public"
 DEFAULT_PACKAGE = "embedded"
 
 
-class Workflow:
+class Workflow(Sealed):
     """A built, validated, versioned DAG of tasks (read-only; made by `WorkflowBuilder`)."""
 
     __slots__ = (
         "_name", "_description", "_tags", "_tenant", "_tasks", "_order", "_dependents", "_version",
     )
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        raise TypeError("Workflow cannot be instantiated directly; use cloaca.WorkflowBuilder")
+    _how_to_get_one = "use cloaca.WorkflowBuilder"
 
     @classmethod
     def _create(

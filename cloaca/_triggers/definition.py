@@ -9,6 +9,7 @@ from typing import Any, Callable, Optional
 
 from .._context import Context
 from .._registry import REGISTRY
+from .._sealed import Sealed
 
 DEFAULT_POLL_INTERVAL = "30s"
 MIN_POLL_INTERVAL_MS = 10
@@ -36,16 +37,11 @@ def parse_duration_ms(text: str) -> int:
     return milliseconds
 
 
-class TriggerResult:
+class TriggerResult(Sealed):
     """The outcome of one poll: `TriggerResult.skip()` or `TriggerResult.fire(context)`."""
 
     __slots__ = ("_fire", "_data")
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        raise TypeError(
-            "TriggerResult cannot be instantiated directly; use TriggerResult.skip() or "
-            "TriggerResult.fire(context)"
-        )
+    _how_to_get_one = "use TriggerResult.skip() or TriggerResult.fire(context)"
 
     @classmethod
     def _create(cls, fire: bool, data: Optional[dict[str, Any]]) -> TriggerResult:
@@ -107,13 +103,11 @@ class TriggerDefinition:
         object.__setattr__(self, "is_async", inspect.iscoroutinefunction(self.function))
 
 
-class TriggerDecorator:
+class TriggerDecorator(Sealed):
     """What `cloaca.trigger(...)` returns; calling it on a function registers the trigger."""
 
     __slots__ = ("_options",)
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        raise TypeError("TriggerDecorator cannot be instantiated directly; use cloaca.trigger(...)")
+    _how_to_get_one = "use cloaca.trigger(...)"
 
     @classmethod
     def _create(cls, options: dict[str, Any]) -> TriggerDecorator:
