@@ -288,18 +288,37 @@ class DefaultRunner(CronAPI, TriggerAPI, ReactorAPI):
 
     # ================================================================== dispatch
     def _run_blocking(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
-        if self._portal is not None:
-            return self._portal.call(fn, *args)
-        assert self._loop is not None
-        return asyncio.run_coroutine_threadsafe(fn(*args), self._loop).result()
+        try:
+            if self._portal is not None:
+                return self._portal.call(fn, *args)
+            assert self._loop is not None
+            return asyncio.run_coroutine_threadsafe(fn(*args), self._loop).result()
+        except Exception as exc:
+            self._raise_if_connection_lost(exc)
+            raise
 
     async def _run_async(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
-        if asyncio.get_running_loop() is self._loop:
-            return await fn(*args)
-        assert self._loop is not None
-        if self._loop.is_closed():
-            raise ValueError("DefaultRunner: the event loop this runner ran on is closed")
-        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(fn(*args), self._loop))
+        try:
+            if asyncio.get_running_loop() is self._loop:
+                return await fn(*args)
+            assert self._loop is not None
+            if self._loop.is_closed():
+                raise ValueError("DefaultRunner: the event loop this runner ran on is closed")
+            return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(fn(*args), self._loop))
+        except Exception as exc:
+            self._raise_if_connection_lost(exc)
+            raise
+
+    def _raise_if_connection_lost(self, exc: Exception) -> None:
+        """A call that failed because the database connection was lost raises a RuntimeError
+        saying so and naming the database, not the driver's internal error (a TimeoutError
+        already says what happened, and get_result raises its own)."""
+        if isinstance(exc, TimeoutError) or not self._store.unavailable(exc):
+            return
+        raise RuntimeError(
+            f"{self._store.description} could not be reached (the connection was lost or refused: "
+            f"{type(exc).__name__}: {exc}); the call did not complete and may be made again"
+        ) from exc
 
     def _check_not_on_loop_thread(self, name: str, twin: str) -> None:
         if self._loop_thread == threading.get_ident():
