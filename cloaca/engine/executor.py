@@ -565,7 +565,7 @@ class Engine:
         )
 
     async def _call(self, run: Run, state: _TaskState, callback: Callable[..., Any], *args: Any) -> None:
-        error = await run_callback(callback, args, self._thread_limiter)
+        error = await run_callback(callback, args, self._thread_limiter, self.settings.task_timeout_seconds)
         if error is not None:
             self.observe.callback_failed(run.execution, state.record, callback, error)
 
