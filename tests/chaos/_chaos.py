@@ -33,8 +33,8 @@ class KillPlan:
     lease_seconds: float
 
 
-KILLS = KillPlan(140, 12, 0.25, (1.5, 3.5), (0.0, 1.0), 2.0) if LONG else \
-    KillPlan(16, 3, 0.1, (0.8, 1.6), (0.0, 0.5), 2.0)
+KILLS = KillPlan(200, 16, 0.3, (1.5, 3.5), (0.0, 1.0), 2.0) if LONG else \
+    KillPlan(16, 3, 0.2, (0.8, 1.6), (0.0, 0.5), 2.0)
 
 CUT_RUNS = 300 if LONG else 60
 """Runs executed while the server terminates the runner's connections."""

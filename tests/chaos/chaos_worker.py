@@ -1,11 +1,11 @@
 """A runner process of tests/chaos/test_chaos_kills.py (not a test module itself).
 
-    python chaos_worker.py DB_URL LOG_PATH SUBMITTED_PATH SLOT RUNS LEASE_SECONDS
+    python chaos_worker.py DB_URL LOG_PATH SUBMITTED_PATH SLOT RUNS LEASE_SECONDS SUBMIT_PAUSE
 
 Starts a runner on DB_URL, submits this slot's RUNS runs of a five-task fan-out workflow
 that a previous process of the same slot had not acknowledged (SUBMITTED_PATH holds one
-line "SLOT INDEX EXECUTION_ID" per acknowledged submission), then serves until it is
-killed: it executes its own runs and takes over the work of dead processes.
+line "SLOT INDEX EXECUTION_ID" per acknowledged submission), SUBMIT_PAUSE seconds apart
+so that they arrive over time, then serves until it is killed: it executes its own runs and takes over the work of dead processes.
 
 Every task body first appends one line "PID RUN_KEY TASK" to LOG_PATH (its side effect, one
 line per execution, written by a single O_APPEND write), then sleeps a short while. The
@@ -25,10 +25,9 @@ from cloaca import Context, DefaultRunner, DefaultRunnerConfig
 WORKFLOW = "chaos_fanout"
 TASKS = ("t1", "t2", "t3", "t4", "t5")
 MAX_CONCURRENT_TASKS = 4
-SUBMIT_PAUSE_SECONDS = 0.02
-"""Between two submissions, so that the runs of a slot arrive over time, not all at once."""
 
 LOG_FD = -1
+PARENT = os.getppid()
 
 
 def _make_task(task_name: str, dependencies: list[str]) -> None:
@@ -57,7 +56,7 @@ def _acknowledged(path: str, slot: int) -> set[int]:
     return {int(r[1]) for r in rows if len(r) == 3 and int(r[0]) == slot}
 
 
-async def main(url: str, submitted_path: str, slot: int, runs: int, lease: float) -> None:
+async def main(url: str, submitted_path: str, slot: int, runs: int, lease: float, pause: float) -> None:
     config = DefaultRunnerConfig(
         lease_seconds=lease, enable_cron_scheduling=False, max_concurrent_tasks=MAX_CONCURRENT_TASKS,
         max_concurrent_async_tasks=MAX_CONCURRENT_TASKS,
@@ -73,12 +72,13 @@ async def main(url: str, submitted_path: str, slot: int, runs: int, lease: float
                 WORKFLOW, Context({"run_key": f"s{slot}-{index}-{os.getpid()}"})
             )
             os.write(ack, f"{slot} {index} {execution_id}\n".encode())
-            await asyncio.sleep(SUBMIT_PAUSE_SECONDS)
+            await asyncio.sleep(pause)
         print(f"submitted {os.getpid()}", flush=True)
-        await asyncio.Event().wait()  # serve until killed
+        while os.getppid() == PARENT:  # serve until killed, or until the test itself is gone
+            await asyncio.sleep(0.5)
 
 
 if __name__ == "__main__":
-    _url, _log, _submitted, _slot, _runs, _lease = sys.argv[1:7]
+    _url, _log, _submitted, _slot, _runs, _lease, _pause = sys.argv[1:8]
     LOG_FD = os.open(_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    asyncio.run(main(_url, _submitted, int(_slot), int(_runs), float(_lease)))
+    asyncio.run(main(_url, _submitted, int(_slot), int(_runs), float(_lease), float(_pause)))

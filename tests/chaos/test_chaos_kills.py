@@ -126,7 +126,7 @@ class Fleet:
         with open(out, "wb") as f:
             self.children[slot] = subprocess.Popen(
                 [sys.executable, str(WORKER), self.url, str(self.log), str(self.submitted), str(slot),
-                 str(self.plan.runs_per_process), str(self.plan.lease_seconds)],
+                 str(self.plan.runs_per_process), str(self.plan.lease_seconds), str(self.plan.submit_pause)],
                 stdout=f, stderr=subprocess.STDOUT, cwd=WORKER.parent,
             )
         self.outputs[self.children[slot].pid] = out
@@ -266,7 +266,8 @@ def check_outcome(fleet: Fleet, kills: list[Kill], final: Snapshot, backend: str
     recoveries = [k.recovered_after for k in kills if k.in_flight]
     assert None not in recoveries  # every kill's in-flight work was completed by someone
     report(
-        f"kills-{backend}", processes=PROCESSES, kills=len(kills), runs=len(runs),
+        f"kills-{backend}", processes=PROCESSES, kills=len(kills),
+        kills_with_work_in_flight=sum(1 for k in kills if k.in_flight), runs=len(runs),
         task_executions=len(lines), tasks=len(tasks),
         duplicates=sum(n - 1 for n in executions.values()),
         duplicate_bound=sum(len(k.in_flight) for k in kills),
