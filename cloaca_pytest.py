@@ -22,7 +22,7 @@ except ImportError:  # async tests need pytest-asyncio; sync ones work without i
 
 if TYPE_CHECKING:
     from cloaca import DefaultRunner
-    from cloaca.registry import Registry
+    from cloaca._registry import Registry
     from cloaca.testing import FakeClock
 
 _LOOP_SCOPES = ("function", "class", "module", "package", "session")

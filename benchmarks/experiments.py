@@ -46,10 +46,10 @@ import bench_core as core  # noqa: E402
 from _common import machine_line, table  # noqa: E402
 
 import cloaca  # noqa: E402
-import cloaca.runner as runner_module  # noqa: E402
-from cloaca.context import Context  # noqa: E402
-from cloaca.engine import executor as ex  # noqa: E402
-from cloaca.store import sqlite as st  # noqa: E402
+import cloaca._runner as runner_module  # noqa: E402
+from cloaca._context import Context  # noqa: E402
+from cloaca._engine import executor as ex  # noqa: E402
+from cloaca._store import sqlite as st  # noqa: E402
 
 Patch = tuple[Callable[[], None], Callable[[], None]]
 

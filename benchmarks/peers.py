@@ -1,12 +1,12 @@
 """Peers: DBOS (SQLite system database) and Prefect 3 (local ephemeral API, telemetry off)
 running cloaca's workloads (1)-(4). Optional extras: a peer that is not installed is skipped.
 
-Install the peers in a separate venv so the project's dependencies stay light, e.g.
+Install the pinned peers, each in a venv of its own, with one command:
 
-    python3 -m venv /tmp/peers-venv && /tmp/peers-venv/bin/pip install dbos prefect
+    python benchmarks/setup_peers.py
 
-and point this script at it with `--python /tmp/peers-venv/bin/python` (or set
-CLOACA_PEERS_PYTHON). Each peer runs in its own subprocess; start-up (import, set-up and, for
+This script (and run_all.py) then finds them there. `--python PATH` (or CLOACA_PEERS_PYTHON)
+runs both peers with one other interpreter instead. Each peer runs in its own subprocess; start-up (import, set-up and, for
 Prefect, the ephemeral API server) is timed separately from the workloads. In the same
 subprocess the grouped raw-aiosqlite baseline of baselines.py is measured for the ratio.
 """
@@ -27,6 +27,19 @@ from typing import Any, Awaitable, Callable
 HERE = os.path.dirname(os.path.abspath(__file__))
 PEERS = ("dbos", "prefect")
 MODULES = {"dbos": "dbos", "prefect": "prefect"}
+PINS = {"dbos": "dbos==3.4.0", "prefect": "prefect==3.9.1"}
+"""The versions measured (setup_peers.py installs them)."""
+
+
+def peers_dir() -> str:
+    """Where setup_peers.py puts the peers' venvs."""
+    default = os.path.join(os.path.expanduser("~"), ".cache", "cloaca", "peers")
+    return os.environ.get("CLOACA_PEERS_DIR") or default
+
+
+def peer_python(peer: str, directory: str = "") -> str:
+    """The interpreter of `peer`'s own venv (which may not exist yet)."""
+    return os.path.join(directory or peers_dir(), peer, "bin", "python")
 
 
 def _timed(fn: Callable[[], Any]) -> float:
@@ -370,8 +383,9 @@ def render(results: dict[str, dict[str, Any]], skipped: dict[str, str]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--python", default=os.environ.get("CLOACA_PEERS_PYTHON") or sys.executable,
-                        help="interpreter whose environment has the peers installed")
+    parser.add_argument("--python", default=os.environ.get("CLOACA_PEERS_PYTHON", ""),
+                        help="one interpreter for both peers (default: each peer's venv made by "
+                             "setup_peers.py, else this interpreter)")
     parser.add_argument("--peer", choices=PEERS, help="(internal) run one peer in this process")
     parser.add_argument("--only", default="", help="comma-separated subset of dbos,prefect")
     args = parser.parse_args()
@@ -381,14 +395,14 @@ def main() -> None:
     wanted = [p for p in PEERS if not args.only or p in args.only.split(",")]
     results: dict[str, dict[str, Any]] = {}
     skipped: dict[str, str] = {}
-    python = args.python
-    if not os.path.exists(python):
-        python = sys.executable
     for peer in wanted:
+        python = args.python or peer_python(peer)
+        if not os.path.exists(python):
+            python = sys.executable
         probe = subprocess.run([python, "-c", f"import {MODULES[peer]}"], capture_output=True)
         if probe.returncode != 0:
-            skipped[peer] = (f"not installed (in {python}; `pip install {peer}` into a separate venv "
-                             "and pass `--python` or set CLOACA_PEERS_PYTHON)")
+            skipped[peer] = (f"not installed (in {python}; `python benchmarks/setup_peers.py` "
+                             f"installs {PINS[peer]} in a venv of its own)")
             _log(f"peers/{peer}: not installed")
             continue
         cmd = [python, os.path.abspath(__file__), "--peer", peer] + (["--quick"] if args.quick else [])

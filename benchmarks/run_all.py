@@ -3,10 +3,11 @@
     python benchmarks/run_all.py [--quick] [--peers-python PATH] [--skip NAME,...]
 
 Runs, each as a subprocess with this interpreter (each prints markdown): bench_core.py,
-baselines.py, peers.py (DBOS and Prefect, from --peers-python / CLOACA_PEERS_PYTHON when
-given; skipped cleanly when not installed) and, when present, bench_triggers.py,
-bench_fastapi.py and bench_postgres.py. RESULTS.md gets the date, the machine, a summary of
-the targets, and every script's output.
+baselines.py, peers.py (DBOS and Prefect, from their venvs made by setup_peers.py, or
+--peers-python / CLOACA_PEERS_PYTHON when given; skipped cleanly when not installed) and,
+when present, bench_triggers.py, bench_fastapi.py, bench_postgres.py, bench_inflight.py,
+bench_history.py, bench_reactors.py and bench_dashboard.py. RESULTS.md gets the date, the
+machine, a summary of the targets, and every script's output.
 """
 
 from __future__ import annotations
@@ -26,8 +27,11 @@ sys.path.insert(0, HERE)
 from _common import fmt, machine_facts, table  # noqa: E402
 
 SCRIPTS = ("bench_core", "baselines", "peers", "bench_triggers", "bench_fastapi", "bench_postgres",
-           "bench_reactors")
-OPTIONAL = {"bench_triggers", "bench_fastapi", "bench_postgres", "bench_reactors"}
+           "bench_inflight", "bench_history", "bench_reactors", "bench_dashboard")
+OPTIONAL = {
+    "bench_triggers", "bench_fastapi", "bench_postgres", "bench_inflight", "bench_history",
+    "bench_reactors", "bench_dashboard",
+}
 
 
 def _git(*args: str) -> str:
@@ -102,7 +106,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer repetitions everywhere")
     parser.add_argument("--peers-python", default=os.environ.get("CLOACA_PEERS_PYTHON", ""),
-                        help="interpreter of a venv with dbos/prefect installed (default: this one)")
+                        help="one interpreter with dbos/prefect installed (default: the peers' "
+                             "own venvs made by setup_peers.py)")
     parser.add_argument("--skip", default="", help=f"comma-separated subset of {','.join(SCRIPTS)}")
     parser.add_argument("--output", default=os.path.join(HERE, "RESULTS.md"))
     args = parser.parse_args()

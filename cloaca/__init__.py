@@ -1,10 +1,23 @@
-"""cloaca: an asyncio-native, embeddable workflow engine (the Cloacina `cloaca` Python API)."""
+"""cloaca: an asyncio-native, embeddable workflow engine (the Cloacina `cloaca` Python API).
+
+The public names are re-exported here; every implementation module is private (`_name`).
+`cloaca.testing` (test helpers) and `cloaca.dashboard` (the web UI) are public packages.
+"""
 
 import logging as _logging
 
-_logging.getLogger("cloaca").addHandler(_logging.NullHandler())
-
+from ._admin import DatabaseAdmin, TenantConfig, TenantCredentials
+from ._config import DefaultRunnerConfig
+from ._context import Context
+from ._declarations import (
+    WorkflowParamsDecorator,
+    WorkflowSecretsDecorator,
+    boundary_schema,
+    workflow_params,
+    workflow_secrets,
+)
 from ._graphs import ComputationGraphBuilder, node
+from ._namespace import TaskNamespace, WorkflowContext
 from ._reactors import (
     batch_accumulator,
     passthrough_accumulator,
@@ -13,25 +26,23 @@ from ._reactors import (
     state_accumulator,
     stream_accumulator,
 )
-from .admin import DatabaseAdmin, TenantConfig, TenantCredentials
-from .config import DefaultRunnerConfig
-from .context import Context
-from .declarations import (
-    WorkflowParamsDecorator,
-    WorkflowSecretsDecorator,
-    boundary_schema,
-    workflow_params,
-    workflow_secrets,
+from ._result import WorkflowResult
+from ._retry import BackoffStrategy, RetryCondition, RetryPolicy, RetryPolicyBuilder
+from ._rules import (
+    all_of,
+    always,
+    any_of,
+    context_value,
+    none_of,
+    task_failed,
+    task_skipped,
+    task_success,
 )
-from .namespace import TaskNamespace, WorkflowContext
-from .result import WorkflowResult
-from .retry import BackoffStrategy, RetryCondition, RetryPolicy, RetryPolicyBuilder
-from .rules import all_of, always, any_of, context_value, none_of, task_failed, task_skipped, task_success
-from .runner import DefaultRunner, _shutdown_all_runners
-from .task import TaskDecorator, TaskHandle, task
-from .trigger import TriggerDecorator, TriggerResult, trigger
-from .vars import var, var_or
-from .workflow import Workflow, WorkflowBuilder, register_workflow_constructor
+from ._runner import DefaultRunner
+from ._task import TaskDecorator, TaskHandle, task
+from ._triggers.definition import TriggerDecorator, TriggerResult, trigger
+from ._vars import var, var_or
+from ._workflow import Workflow, WorkflowBuilder, register_workflow_constructor
 
 __all__ = [
     "BackoffStrategy",
@@ -80,3 +91,10 @@ __all__ = [
     "workflow_params",
     "workflow_secrets",
 ]
+
+_logging.getLogger("cloaca").addHandler(_logging.NullHandler())
+
+# Public objects say where users find them (`cloaca.Context`, not `cloaca._context.Context`).
+for _name in __all__:
+    globals()[_name].__module__ = "cloaca"
+del _name

@@ -15,7 +15,10 @@ import re
 from collections.abc import Mapping
 from typing import Any, Callable, Iterable, Optional
 
-import anyio.from_thread
+import anyio
+import anyio.to_thread
+
+from ._bridge import from_worker_thread
 
 SECRET_REFS_KEY = "__cloacina_secret_refs__"
 ENV_PREFIX = "CLOACINA_SECRETS_"
@@ -52,7 +55,7 @@ class SecretResolver:
             return _checked(name, _guarded(self._sync, name))
         assert self._async is not None
         try:
-            found, error = anyio.from_thread.run(_outcome, self._async, name)
+            found, error = from_worker_thread(_outcome, self._async, name)
         except RuntimeError as exc:  # not in a worker thread of the loop
             raise RuntimeError(
                 "secret backend error: this secret source is async; use 'await ctx.asecret(...)' "

@@ -89,10 +89,11 @@ def main() -> None:
 
     print("Cron Scheduling Demo")
     print("=" * 50)
-    database = os.path.join(tempfile.mkdtemp(prefix="cloaca-cron-"), "cron.db")
-    started = datetime.now(timezone.utc).isoformat()
+    started = datetime.now(timezone.utc)
 
-    with cloaca.DefaultRunner(f"sqlite:///{database}") as runner:
+    # The database lives in a temporary directory removed at the end: the demo leaves no files.
+    with tempfile.TemporaryDirectory(prefix="cloaca-cron-") as directory, \
+            cloaca.DefaultRunner(f"sqlite:///{os.path.join(directory, 'cron.db')}") as runner:
         schedules = {
             "health_check": runner.register_cron_workflow("health_check", "*/2 * * * * *", "UTC"),
             "sales_report": runner.register_cron_workflow("sales_report", "*/3 * * * * *", "UTC"),

@@ -4,6 +4,10 @@
     python examples/fastapi_app.py      # serves http://127.0.0.1:8000 (docs at /docs)
 
     curl -X POST localhost:8000/runs/svc_greet -H 'content-type: application/json' -d '{"name": "ada"}'
+    curl -X POST localhost:8000/runs -H 'content-type: application/json' \
+         -d '{"workflow": "svc_approval", "context": {"ticket": "t1"}}'     # 202 + execution_id
+    curl localhost:8000/runs/<execution_id>                                # progress
+    curl -X DELETE localhost:8000/runs/<execution_id>                      # cancel
     curl -X POST localhost:8000/events -H 'content-type: application/json' -d '{"kind": "signup"}'
     curl localhost:8000/runs
     curl localhost:8000/triggers
@@ -24,6 +28,9 @@ What it shows:
   still a completed request: HTTP 200 with `"status": "Failed"` and the error message (the run
   exists, `GET /runs/{id}` shows it). An unknown workflow is a 404; a runner that is shutting
   down, or a run that outlives `workflow_timeout_seconds`, is a 503.
+* `POST /runs` is the 202 pattern for long runs: it returns the execution id as soon as the
+  run is persisted (`runner.asubmit`), `GET /runs/{id}` reports its progress (status and each
+  task's status), `DELETE /runs/{id}` cancels it (`runner.acancel`) wherever it executes.
 * `@cloaca.trigger` polls an `asyncio.Queue` that `POST /events` feeds: each event becomes a
   run of `svc_event`.
 * Graceful shutdown (Ctrl-C): uvicorn stops accepting, cancels requests still in flight after
@@ -188,9 +195,9 @@ def default_database_url() -> str:
 
 
 def default_config() -> cloaca.DefaultRunnerConfig:
-    # Async tasks hold no thread: allow many at once (the default is 4), and give running
-    # tasks a few seconds to finish at shutdown.
-    return cloaca.DefaultRunnerConfig(max_concurrent_tasks=256, shutdown_grace_seconds=5.0)
+    # Give running tasks a few seconds to finish at shutdown (async tasks are bounded by
+    # max_concurrent_async_tasks, 1,000 by default; sync ones by max_concurrent_tasks).
+    return cloaca.DefaultRunnerConfig(shutdown_grace_seconds=5.0)
 
 
 def _run_json(result: cloaca.WorkflowResult) -> dict[str, Any]:
@@ -223,11 +230,20 @@ def create_app(database_url: Optional[str] = None,
                 async with runner:  # bound to this loop; shut down (gracefully) on exit
                     app.state.runner = runner
                     app.state.resources = resources
+                    app.state.closing = False
                     yield
+                    app.state.closing = True  # from here on the runner refuses work: 503
             finally:
                 _BY_LOOP.pop(loop, None)
 
     app = FastAPI(title="cloaca FastAPI example", lifespan=lifespan)
+
+    @app.exception_handler(ValueError)
+    async def shutting_down(request: Any, exc: ValueError) -> JSONResponse:
+        """The runner refuses work while it shuts down: 503, not a 500 with a traceback."""
+        if getattr(app.state, "closing", False):
+            return JSONResponse({"detail": f"the service is shutting down: {exc}"}, status_code=503)
+        raise exc
 
     def runner_of() -> cloaca.DefaultRunner:
         return app.state.runner
@@ -256,6 +272,28 @@ def create_app(database_url: Optional[str] = None,
         except ValueError as exc:  # shutting down, or the workflow timeout
             raise HTTPException(503, str(exc)) from None
         return _run_json(result)  # "Completed" or "Failed": both are HTTP 200
+
+    @app.post("/runs", status_code=202)
+    async def submit_run(body: dict[str, Any] = Body(...)) -> JSONResponse:
+        workflow, context = body.get("workflow"), body.get("context") or {}
+        if workflow not in EXPOSED_WORKFLOWS:
+            raise HTTPException(404, f"unknown workflow '{workflow}'")
+        if not isinstance(context, dict):
+            raise HTTPException(422, "'context' must be a JSON object")
+        try:
+            execution_id = await runner_of().asubmit(workflow, cloaca.Context(context))
+        except ValueError as exc:  # shutting down
+            raise HTTPException(503, str(exc)) from None
+        return JSONResponse({"execution_id": execution_id, "status_url": f"/runs/{execution_id}"},
+                            status_code=202)
+
+    @app.delete("/runs/{execution_id}")
+    async def cancel_run(execution_id: str) -> dict[str, Any]:
+        try:
+            cancelled = await runner_of().acancel(execution_id)
+        except ValueError:
+            raise HTTPException(404, f"unknown execution '{execution_id}'") from None
+        return {"execution_id": execution_id, "cancelled": cancelled}
 
     @app.get("/runs")
     async def list_runs(workflow_name: Optional[str] = None, status: Optional[str] = None,

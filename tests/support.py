@@ -96,3 +96,26 @@ def drop_postgres_schema(url: str, schema: str) -> None:
             await conn.close()
 
     asyncio.run(drop())
+
+
+_OTEL: list[Any] = []
+
+
+def otel_sdk() -> tuple[Any, Any]:
+    """(in-memory span exporter, in-memory metric reader) of the OpenTelemetry SDK providers,
+    installed globally on first use (OpenTelemetry allows setting them once per process)."""
+    if not _OTEL:
+        from opentelemetry import metrics, trace
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+        exporter, reader = InMemorySpanExporter(), InMemoryMetricReader()
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        trace.set_tracer_provider(provider)
+        metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+        _OTEL.extend([exporter, reader])
+    return _OTEL[0], _OTEL[1]

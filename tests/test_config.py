@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from cloaca.config import DefaultRunnerConfig
+from cloaca._config import DefaultRunnerConfig
 
 UPSTREAM_DEFAULTS = {
     "max_concurrent_tasks": 4,
@@ -33,8 +33,9 @@ PROJECT_DEFAULTS = {
     "max_concurrent_async_tasks": 1000,
     "enable_reactors": True,
     "reactor_poll_interval_seconds": 1.0,
+    "enable_cron_firing": True,
 }
-BOOL_FIELDS = ["enable_recovery", "enable_cron_scheduling", "cron_enable_recovery"]
+BOOL_FIELDS = ["enable_recovery", "enable_cron_scheduling", "cron_enable_recovery", "enable_cron_firing"]
 INT_FIELDS = [name for name, value in UPSTREAM_DEFAULTS.items() if name not in BOOL_FIELDS]
 UNSIGNED_FIELDS = [name for name in INT_FIELDS if name != "cron_lost_threshold_minutes"]
 POSITIVE_FLOAT_FIELDS = ["lease_seconds", "shutdown_grace_seconds", "trigger_poll_timeout_seconds",

@@ -10,7 +10,11 @@ import json
 
 import pytest
 
-from cloaca.context import Context, NotJsonError, canonical_json, context_hash, json_copy
+from cloaca._context import Context
+from cloaca._context import NotJsonError
+from cloaca._context import canonical_json
+from cloaca._context import context_hash
+from cloaca._context import json_copy
 
 
 class Color(enum.IntEnum):

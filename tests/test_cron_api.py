@@ -9,6 +9,7 @@ fires unless a test moves the clock and calls the scheduler's `fire_due()`.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections import defaultdict
 from datetime import datetime, timezone
@@ -20,8 +21,8 @@ import pytest_asyncio
 
 import cloaca
 from cloaca import Context, DefaultRunner, DefaultRunnerConfig
-from cloaca.store.base import CronSlotClaim
-from support import MODES
+from cloaca._store.base import CronSlotClaim
+from support import MODES, poll_until
 
 UTC = timezone.utc
 
@@ -469,6 +470,19 @@ def test_cron_disabled_on_a_thread_owned_runner(tmp_path):
         for name, args in CRON_METHODS:
             with pytest.raises(ValueError, match="Cron scheduling not enabled"):
                 getattr(runner, name)(*args)
+
+
+def test_a_runner_that_does_not_fire_keeps_the_cron_api_and_leaves_due_slots_to_others(tmp_path):
+    url = f"sqlite:///{tmp_path}/tool.db"
+    quiet = DefaultRunnerConfig(enable_cron_firing=False)
+    with DefaultRunner(url, _config=quiet, _clock=FakeClock(T0)) as setup:
+        sid = setup.register_cron_workflow(MISSING_WF, "* * * * *", "UTC")  # due at 12:01 in 2026-01
+    with DefaultRunner.with_config(url, quiet) as tool:
+        time.sleep(0.5)  # a firing runner claims an overdue slot as soon as it starts
+        assert tool.get_cron_execution_history(sid) == []
+        assert ts(tool.get_cron_schedule(sid)["next_run_at"]) == utc(2026, 1, 5, 12, 1)
+    with DefaultRunner(url) as worker:
+        poll_until(lambda: worker.get_cron_execution_history(sid), "a firing runner to claim the slot")
 
 
 # ====================================================================== the upstream scenario, sync

@@ -1,4 +1,4 @@
-"""Cron expressions (cloaca/cron.py): SPEC §7 grammar, time zones, DST rules, errors.
+"""Cron expressions (cloaca/_cron/expression.py): SPEC §7 grammar, time zones, DST rules, errors.
 
 Expected dates are hand-computed. 2026 calendar anchors: Jan 1 is a Thursday, Feb 1 and
 Mar 1 are Sundays, May 1 is a Friday, Aug 1 is a Saturday, Nov 1 is a Sunday.
@@ -14,8 +14,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from cloaca import cron as cron_module
-from cloaca.cron import CronExpression
+from cloaca._cron import expression as cron_module
+from cloaca._cron.expression import CronExpression
 
 UTC = timezone.utc
 

@@ -23,8 +23,8 @@ import pytest
 
 import cloaca
 from cloaca import Context, DefaultRunner, DefaultRunnerConfig
-from cloaca.registry import REGISTRY
-from cloaca.store.base import CronSlotClaim
+from cloaca._registry import REGISTRY
+from cloaca._store.base import CronSlotClaim
 from support import wait_until
 
 UTC = timezone.utc

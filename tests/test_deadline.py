@@ -7,7 +7,7 @@ from typing import Any, Awaitable, Callable
 
 import pytest
 
-from cloaca.engine.deadline import Watchdog
+from cloaca._engine.deadline import Watchdog
 
 
 async def hang() -> None:

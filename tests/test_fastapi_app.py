@@ -35,7 +35,7 @@ import pytest
 import uvicorn
 
 import cloaca
-from cloaca.registry import REGISTRY
+from cloaca._registry import REGISTRY
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE_PATH = REPO / "examples" / "fastapi_app.py"
@@ -635,3 +635,102 @@ def test_loop_closed_without_shutdown_gives_clear_error_and_process_exits(tmp_pa
         raise AssertionError("the interpreter did not exit (a non-daemon thread is left)") from None
     assert "ValueError: DefaultRunner: the event loop this runner ran on is closed" in done.stdout
     assert done.returncode == 0, done.stderr
+
+
+# ======================================================================== the 202 pattern (A9)
+@pytest.mark.asyncio
+async def test_submit_returns_202_at_once_then_progress_then_cancel(service: ServerThread) -> None:
+    ticket = f"t-{uuid.uuid4().hex[:8]}"
+    async with client(service.base_url) as http:
+        response = await http.post("/runs", json={"workflow": "svc_approval", "context": {"ticket": ticket}})
+        assert response.status_code == 202, response.text
+        execution_id = response.json()["execution_id"]
+        assert response.json()["status_url"] == f"/runs/{execution_id}"
+
+        async def running() -> Any:
+            run = (await http.get(f"/runs/{execution_id}")).json()
+            return run if run["status"] == "Running" and run["task_results"][0]["status"] == "Running" else None
+
+        progress = await eventually(running, "the submitted run to be running")
+        assert progress["task_results"][0]["task_name"]
+
+        cancelled = await http.delete(f"/runs/{execution_id}")
+        assert cancelled.status_code == 200
+        assert cancelled.json() == {"execution_id": execution_id, "cancelled": True}
+        ended = (await http.get(f"/runs/{execution_id}")).json()
+        assert ended["status"] == "Cancelled"
+        assert {t["status"] for t in ended["task_results"]} == {"Cancelled"}
+        again = await http.delete(f"/runs/{execution_id}")
+        assert again.json()["cancelled"] is False
+        assert (await http.delete("/runs/no-such-run")).status_code == 404
+        assert (await http.post("/runs", json={"workflow": "nope"})).status_code == 404
+
+
+@pytest.mark.asyncio
+async def test_a_submitted_run_completes_and_its_result_is_read_back(service: ServerThread) -> None:
+    ticket = f"t-{uuid.uuid4().hex[:8]}"
+    async with client(service.base_url) as http:
+        response = await http.post("/runs", json={"workflow": "svc_approval", "context": {"ticket": ticket}})
+        execution_id = response.json()["execution_id"]
+
+        async def waiting() -> Any:
+            run = (await http.get(f"/runs/{execution_id}")).json()
+            return run["task_results"][0]["status"] == "Running"
+
+        await eventually(waiting, "the approval task to wait")
+        await http.post(f"/approvals/{ticket}")
+
+        async def completed() -> Any:
+            run = (await http.get(f"/runs/{execution_id}")).json()
+            return run if run["status"] == "Completed" else None
+
+        run = await eventually(completed, "the approved run to complete")
+    assert run["final_context"]["ticket"] == ticket
+
+
+@pytest.mark.asyncio
+async def test_requests_while_the_runner_shuts_down_get_503_without_a_traceback(
+    example: ModuleType, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = example.create_app(f"sqlite:///{tmp_path}/closing.db")
+    async with app.router.lifespan_context(app):
+        pass  # the lifespan has exited: the runner is shut down, the app still answers
+    caplog.set_level(logging.ERROR)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://app") as http:
+        for method, url, body in [("POST", "/runs/svc_greet", {}), ("GET", "/runs", None),
+                                  ("POST", "/runs", {"workflow": "svc_greet"})]:
+            response = await http.request(method, url, json=body)
+            assert response.status_code == 503, (url, response.text)
+            assert "shut" in response.json()["detail"]
+    assert "Traceback" not in caplog.text
+
+
+# ======================================================================== tracing (A11)
+@pytest.mark.asyncio
+async def test_a_runs_span_is_a_child_of_the_fastapi_request_span(example: ModuleType, tmp_path: Path) -> None:
+    pytest.importorskip("opentelemetry.instrumentation.fastapi")
+    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+    from support import otel_sdk
+
+    exporter, _ = otel_sdk()
+    exporter.clear()
+    app = example.create_app(f"sqlite:///{tmp_path}/traced.db")
+    FastAPIInstrumentor.instrument_app(app)
+    try:
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://app") as http:
+                response = await http.post("/runs/svc_greet", json={"name": "otel"})
+        assert response.status_code == 200, response.text
+        execution_id = response.json()["execution_id"]
+    finally:
+        FastAPIInstrumentor.uninstrument_app(app)
+    spans = exporter.get_finished_spans()
+    [request] = [s for s in spans if s.name == "POST /runs/{workflow}"]
+    [run] = [s for s in spans if s.name == "cloaca.run svc_greet"]
+    [task] = [s for s in spans if s.name.startswith("cloaca.task ") and
+              s.attributes["cloaca.execution_id"] == execution_id]
+    assert run.parent is not None and run.parent.span_id == request.context.span_id
+    assert task.parent.span_id == run.context.span_id
+    assert run.context.trace_id == request.context.trace_id == task.context.trace_id

@@ -13,11 +13,10 @@ import time
 from pathlib import Path
 
 import pytest
+from support import poll_until
 
 import cloaca
-from cloaca import Context, DefaultRunner
-
-from support import poll_until
+from cloaca import DefaultRunner
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="sends SIGINT")
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from cloaca.namespace import TaskNamespace, WorkflowContext
+from cloaca._namespace import TaskNamespace
+from cloaca._namespace import WorkflowContext
 
 
 def ns(task: str = "task", workflow: str = "wf") -> TaskNamespace:

@@ -4,37 +4,18 @@ OpenTelemetry spans and metrics (SDK in-memory exporter and metric reader)."""
 from __future__ import annotations
 
 import logging
-import threading
 
 import pytest
 
 import cloaca
 from cloaca import Context, WorkflowBuilder
 
-otel_sdk = pytest.importorskip("opentelemetry.sdk")
-from opentelemetry import metrics, trace  # noqa: E402
-from opentelemetry.sdk.metrics import MeterProvider  # noqa: E402
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader  # noqa: E402
-from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter  # noqa: E402
+pytest.importorskip("opentelemetry.sdk")
+from opentelemetry import trace  # noqa: E402
 from opentelemetry.trace import StatusCode  # noqa: E402
+from support import otel_sdk  # noqa: E402
 
-_EXPORTER = InMemorySpanExporter()
-_READER = InMemoryMetricReader()
-_PROVIDERS_SET = threading.Lock()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def otel_providers():
-    """Global SDK providers (OpenTelemetry allows setting them once per process)."""
-    with _PROVIDERS_SET:
-        if not isinstance(trace.get_tracer_provider(), TracerProvider):
-            provider = TracerProvider()
-            provider.add_span_processor(SimpleSpanProcessor(_EXPORTER))
-            trace.set_tracer_provider(provider)
-            metrics.set_meter_provider(MeterProvider(metric_readers=[_READER]))
-    yield
+_EXPORTER, _READER = otel_sdk()
 
 
 @pytest.fixture
@@ -72,6 +53,10 @@ def test_a_failed_attempt_stores_its_traceback_on_both_stores(runner, wf_name):
     text = tasks["explode"]["traceback"]
     assert text.startswith("Traceback (most recent call last):")
     assert "helper_that_fails" in text and "KeyError" in text
+    # it starts at the task's own code: the engine's and anyio's frames are left out
+    first_frame = text.splitlines()[1]
+    assert "test_observability.py" in first_frame and "in explode" in first_frame
+    assert "_engine" not in text and "anyio" not in text
     # read back from the store, as another process would
     stored = runner.get_execution(result.execution_id)
     assert {t["task_name"]: t["traceback"] for t in stored.task_results}["explode"] == text

@@ -251,7 +251,7 @@ def test_every_run_ends_when_a_recomputed_step_fails(fresh_db: str, after_commit
 
 @pytest.mark.parametrize("after_commit", [False, True], ids=["before", "after-commit"])
 def test_every_trigger_fire_starts_its_run_once_when_inserts_fail(fresh_db: str, after_commit: bool) -> None:
-    from cloaca.registry import REGISTRY
+    from cloaca._registry import REGISTRY
 
     suffix = uuid.uuid4().hex[:10]
     workflow, trigger, fires = f"pg_connloss_fired_{suffix}", f"pg_connloss_trigger_{suffix}", 8
@@ -337,7 +337,7 @@ def test_a_runner_stopping_while_the_database_is_unreachable_names_it_and_the_ru
 def test_the_postgres_store_tells_a_lost_connection_from_other_errors() -> None:
     import asyncpg
 
-    from cloaca.store.postgres import PostgresStore
+    from cloaca._store.postgres import PostgresStore
 
     store = PostgresStore(POSTGRES_URL)
     lost = [

@@ -50,7 +50,7 @@ async def _sql(statement: str) -> None:
 
 async def _runs(schema: str) -> list[Any]:
     """Every stored run of the workflow, with its tasks (through the store under test)."""
-    from cloaca.store.postgres import PostgresStore
+    from cloaca._store.postgres import PostgresStore
 
     store = PostgresStore(POSTGRES_URL, schema=schema)
     await store.open()

@@ -22,9 +22,12 @@ import pytest
 
 import cloaca
 from cloaca import Context, DefaultRunner
-from cloaca.admin import DatabaseAdmin, TenantConfig, TenantCredentials, _scram_verifier
-from cloaca.registry import REGISTRY
-from cloaca.store.postgres_queries import LATEST_VERSION
+from cloaca._admin import DatabaseAdmin
+from cloaca._admin import TenantConfig
+from cloaca._admin import TenantCredentials
+from cloaca._admin import _scram_verifier
+from cloaca._registry import REGISTRY
+from cloaca._store.postgres_queries import LATEST_VERSION
 
 from support import poll_until
 
@@ -566,7 +569,7 @@ def test_remove_tenant_surfaces_sql_errors(tenants):
 
 @needs_postgres
 def test_a_tenants_runner_applies_a_later_migration_to_its_own_schema(tenants, monkeypatch):
-    from cloaca.store import postgres_queries
+    from cloaca._store import postgres_queries
 
     admin = DatabaseAdmin(POSTGRES_URL)
     schema_name, username = unique("tenant_mig"), unique("user_mig")

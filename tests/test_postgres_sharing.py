@@ -95,7 +95,7 @@ def test_ready_tasks_of_a_run_are_executed_by_other_runners(schema):
         threads = executed_on["shared"]
         assert len(threads) == len(LEAVES)  # each leaf ran once
         # The submitter has one slot: the leaves it could not start were claimed by the helper.
-        assert helper._thread.ident in threads, threads
+        assert helper._bridge.loop_thread_id in threads, threads
         stored = helper.get_execution(result.execution_id)
         assert stored is not None and stored.status == "Completed"
         assert sorted(t["attempt_count"] for t in stored.task_results) == [1] * (len(LEAVES) + 1)
@@ -111,7 +111,7 @@ def test_a_stalled_runners_task_is_taken_over_and_its_late_result_is_refused(sch
         result = stalled.execute(STALL, Context({"key": "stall"}))
         # At least once: both attempts ran; exactly one completed the task in the store.
         assert len(stall_calls) == 2
-        assert stall_calls == [stalled._thread.ident, rescuer._thread.ident]
+        assert stall_calls == [stalled._bridge.loop_thread_id, rescuer._bridge.loop_thread_id]
         assert result.status == "Completed", result.error_message
         assert result.final_context.get("by") == "second attempt"
         [task] = result.task_results
@@ -177,7 +177,7 @@ def test_a_runner_shutting_down_hands_its_running_tasks_to_the_others_at_once(sc
             "the other runner to finish the run",
         )
         assert done.final_context.get("after") is True
-        assert done.final_context.get("finished_by") == staying._thread.ident
+        assert done.final_context.get("finished_by") == staying._bridge.loop_thread_id
         attempts = {t["task_name"].rsplit("::", 1)[-1]: t["attempt_count"] for t in done.task_results}
         assert attempts == {"slow": 2, "after": 1}
     finally:
@@ -186,7 +186,7 @@ def test_a_runner_shutting_down_hands_its_running_tasks_to_the_others_at_once(sc
 
 
 def test_without_listen_runners_still_share_work_by_polling(schema, monkeypatch):
-    from cloaca.store.postgres import PostgresStore
+    from cloaca._store.postgres import PostgresStore
 
     async def cannot_listen(self, on_notice):  # e.g. a pooler that does not pass LISTEN on
         return False
@@ -199,7 +199,7 @@ def test_without_listen_runners_still_share_work_by_polling(schema, monkeypatch)
         result = submitter.execute(FANOUT, Context({"key": "polled"}))
         assert result.status == "Completed", result.error_message
         assert len(executed_on["polled"]) == len(LEAVES)
-        assert helper._thread.ident in executed_on["polled"]
+        assert helper._bridge.loop_thread_id in executed_on["polled"]
     finally:
         submitter.shutdown()
         helper.shutdown()
@@ -229,7 +229,7 @@ with cloaca.WorkflowBuilder(TICKED):
 
 
 def test_two_runners_fire_each_cron_slot_once_and_never_run_a_deduped_trigger_twice_at_once(schema):
-    from cloaca.registry import REGISTRY
+    from cloaca._registry import REGISTRY
 
     trigger_name = f"pg_sharing_same_context_{uuid.uuid4().hex[:8]}"
 

@@ -18,10 +18,10 @@ import pytest
 from hypothesis import HealthCheck, assume, example, given, settings, strategies as st
 
 from cloaca import Context
-from cloaca.context import canonical_json, context_hash
-from cloaca.cron import CronExpression
-from cloaca.engine.merge import merge_contexts, merge_values
-from cloaca.trigger import MIN_POLL_INTERVAL_MS, parse_duration_ms
+from cloaca._context import canonical_json, context_hash
+from cloaca._cron.expression import CronExpression
+from cloaca._engine.merge import merge_contexts, merge_values
+from cloaca._triggers.definition import MIN_POLL_INTERVAL_MS, parse_duration_ms
 
 from test_cron_expression import fires, reference_fires
 

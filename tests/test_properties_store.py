@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from cloaca import Context, DefaultRunner
-from cloaca.store.base import ExecutionRecord, Store, TaskRecord
+from cloaca._store.base import ExecutionRecord, Store, TaskRecord
 
 from support import drop_postgres_schema
 from test_properties import contexts, same_json
@@ -65,12 +65,12 @@ def make_store(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Any]:
     (each example) gets one that is empty."""
     if request.param == "sqlite":
         count = iter(range(10**6))
-        yield lambda: __import__("cloaca.store.sqlite", fromlist=["SQLiteStore"]).SQLiteStore(
+        yield lambda: __import__("cloaca._store.sqlite", fromlist=["SQLiteStore"]).SQLiteStore(
             str(tmp_path / f"model-{next(count)}.db"))
         return
     if not POSTGRES_URL:
         pytest.skip("CLOACA_TEST_POSTGRES_URL is not set")
-    from cloaca.store.postgres import PostgresStore
+    from cloaca._store.postgres import PostgresStore
 
     schemas: list[str] = []
 

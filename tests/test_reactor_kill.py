@@ -61,7 +61,7 @@ def test_subscription_and_batch_buffer_survive_sigkill(tmp_path, backend: str) -
 
         runner = child_module.make_runner(url, schema, 0.05)
         try:
-            firing_ids = {row[0] for row in runner._run_blocking(_firing_ids, runner, prefix)}
+            firing_ids = {row[0] for row in runner._bridge.call(_firing_ids, runner, prefix)}
             assert len(firing_ids) == child_module.FIRES
             poll_until(lambda: set(read_lines(log)) == firing_ids, "every firing dispatched", 30)
         finally:

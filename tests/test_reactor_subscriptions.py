@@ -17,7 +17,8 @@ import pytest_asyncio
 import cloaca
 from cloaca._ids import time_ordered_id
 from cloaca._reactors.predicates import compile_predicate
-from cloaca.store.base import FiringRecord
+from cloaca._result import rfc3339
+from cloaca._store.base import FiringRecord
 
 from conftest import unique_name
 from support import wait_until
@@ -152,9 +153,9 @@ async def test_firing_round_trip_and_watermark_advance(runner, wf_name) -> None:
     await wait_until(lambda: seen, "the subscribed workflow to run")
     assert seen[0] == {
         "feed": {"bid": 1.5}, "book": [1, 2], "reactor_name": "prices",
-        "reactor_firing_id": firing.id, "reactor_fired_at": cloaca.result.rfc3339(firing.fired_at),
+        "reactor_firing_id": firing.id, "reactor_fired_at": rfc3339(firing.fired_at),
     }
-    assert (await subscription(runner))["last_seen_fired_at"] == cloaca.result.rfc3339(firing.fired_at)
+    assert (await subscription(runner))["last_seen_fired_at"] == rfc3339(firing.fired_at)
     assert await runner.apoll_reactor_subscriptions_once() == 0  # nothing new
 
 
@@ -257,7 +258,7 @@ async def test_predicate_filters_dispatch_and_advances_watermark_for_skips(runne
     await fire(runner, "r", {"feed": {"price": 99.5}})
     skipped = await fire(runner, "r", {"feed": {"price": 50}})
     assert await runner.apoll_reactor_subscriptions_once() == 0
-    assert (await subscription(runner))["last_seen_fired_at"] == cloaca.result.rfc3339(skipped.fired_at)
+    assert (await subscription(runner))["last_seen_fired_at"] == rfc3339(skipped.fired_at)
     await fire(runner, "r", {"feed": {"price": 150.25}})  # a double against an int literal
     assert await runner.apoll_reactor_subscriptions_once() == 1
     await wait_until(lambda: seen, "the admitted firing's run")
@@ -302,7 +303,7 @@ async def test_predicate_error_dead_letters_at_the_bound_then_recovers(runner, w
     await runner.apoll_reactor_subscriptions_once()  # the 5th error: marked, moved past it
     row = await subscription(runner)
     assert row["predicate_degraded"] is True
-    assert row["last_seen_fired_at"] == cloaca.result.rfc3339(failing.fired_at)
+    assert row["last_seen_fired_at"] == rfc3339(failing.fired_at)
     await fire(runner, "r", {"missing": 7})
     assert await runner.apoll_reactor_subscriptions_once() == 1
     row = await subscription(runner)

@@ -18,7 +18,7 @@ import pytest
 
 import cloaca
 from cloaca import DefaultRunner, TriggerResult
-from cloaca.registry import REGISTRY
+from cloaca._registry import REGISTRY
 from support import poll_until, wait_until
 
 QUIET_SECONDS = 0.5

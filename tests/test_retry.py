@@ -7,14 +7,12 @@ import pickle
 
 import pytest
 
-from cloaca import retry as retry_module
-from cloaca.retry import (
-    BackoffStrategy,
-    RetryCondition,
-    RetryPolicy,
-    RetryPolicyBuilder,
-    policy_from_task_kwargs,
-)
+from cloaca import _retry as retry_module
+from cloaca._retry import BackoffStrategy
+from cloaca._retry import RetryCondition
+from cloaca._retry import RetryPolicy
+from cloaca._retry import RetryPolicyBuilder
+from cloaca._retry import policy_from_task_kwargs
 
 
 def no_jitter(**fields: object) -> RetryPolicy:

@@ -7,20 +7,18 @@ from typing import Any
 
 import pytest
 
-from cloaca.rules import (
-    all_of,
-    always,
-    any_of,
-    context_value,
-    evaluate_rule,
-    none_of,
-    normalize_operator,
-    normalize_rule,
-    qualify_rule,
-    task_failed,
-    task_skipped,
-    task_success,
-)
+from cloaca._rules import all_of
+from cloaca._rules import always
+from cloaca._rules import any_of
+from cloaca._rules import context_value
+from cloaca._rules import evaluate_rule
+from cloaca._rules import none_of
+from cloaca._rules import normalize_operator
+from cloaca._rules import normalize_rule
+from cloaca._rules import qualify_rule
+from cloaca._rules import task_failed
+from cloaca._rules import task_skipped
+from cloaca._rules import task_success
 
 PREFIX = "public::embedded::wf"
 RULE_ERROR = r"@cloaca\.task\(trigger_rules=\.\.\.\): invalid trigger rule: "

@@ -21,7 +21,7 @@ import pytest
 
 import cloaca
 from cloaca import Context, DatabaseAdmin, DefaultRunner, DefaultRunnerConfig, TenantConfig
-from cloaca.registry import REGISTRY
+from cloaca._registry import REGISTRY
 
 from _tcp_proxy import TcpProxy
 from support import poll_until

@@ -14,7 +14,7 @@ import pytest
 
 import cloaca
 from cloaca import Context, DefaultRunner, DefaultRunnerConfig, TriggerResult
-from cloaca.registry import REGISTRY
+from cloaca._registry import REGISTRY
 
 from support import poll_until
 

@@ -1,4 +1,4 @@
-"""The SQLite store's connection thread (cloaca/store/_sqlite_thread.py)."""
+"""The SQLite store's connection thread (cloaca/_store/sqlite_thread.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cloaca.store._sqlite_thread import SQLiteThread
+from cloaca._store.sqlite_thread import SQLiteThread
 
 
 def _memory() -> sqlite3.Connection:

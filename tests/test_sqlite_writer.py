@@ -8,9 +8,11 @@ import sqlite3
 import pytest
 import pytest_asyncio
 
-from cloaca.store import sqlite as sqlite_module
-from cloaca.store.base import ExecutionRecord, TaskRecord
-from cloaca.store.sqlite import INLINE_MAX_ROWS, SQLiteStore
+from cloaca._store import sqlite as sqlite_module
+from cloaca._store.base import ExecutionRecord
+from cloaca._store.base import TaskRecord
+from cloaca._store.sqlite import INLINE_MAX_ROWS
+from cloaca._store.sqlite import SQLiteStore
 
 T0 = 1_700_000_000.0
 
@@ -97,3 +99,37 @@ async def test_the_thread_checkpoints_the_wal_every_so_many_inline_commits(store
     await store.get_run("c0")  # queued behind the checkpoints in the thread
     expected = (store._inline_commits // 10) - (before // 10)
     assert expected >= 2 and len(checkpoints) == expected
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("tasks_per_run", [1, INLINE_MAX_ROWS])  # on the loop; on the thread
+async def test_a_failing_call_of_a_group_undoes_only_its_own_writes(store, monkeypatch, tasks_per_run):
+    groups: list[int] = []
+    run_batch = sqlite_module._run_batch
+
+    def recording(conn, ops):
+        groups.append(len(ops))
+        return run_batch(conn, ops)
+
+    monkeypatch.setattr(sqlite_module, "_run_batch", recording)
+
+    def create(run_id: str, names: list[str]):
+        tasks = [TaskRecord(run_id, name, "NotStarted") for name in names]
+        return store.create_execution(execution(run_id), tasks, "me", T0 + 60)
+
+    names = [f"t{i}" for i in range(tasks_per_run)]
+    # The run's row is written, then its second task collides with its first.
+    outcomes = await asyncio.gather(
+        create("before", names), create("broken", names + names[:1]), create("after", names),
+        return_exceptions=True,
+    )
+    assert groups == [3]  # one group: the failure had neighbours to spare
+    assert outcomes[0] is True and outcomes[2] is True
+    assert isinstance(outcomes[1], sqlite3.IntegrityError)
+    assert await store.get_run("broken") is None  # its run row went with its failed task row
+    for run_id in ("before", "after"):
+        assert sorted(t.task_name for t in (await store.get_run(run_id)).tasks) == sorted(names)
+
+    # The next group, with nothing failing, commits every call at once.
+    assert await asyncio.gather(create("third", names), create("fourth", names)) == [True, True]
+    assert groups[-1] == 2

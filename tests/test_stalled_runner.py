@@ -45,7 +45,7 @@ def test_a_stalled_runner_loses_its_run_to_the_runner_that_took_it_over(tmp_path
     rescuer = DefaultRunner(url, _config=config)
     try:
         result = stalled.execute(WORKFLOW, Context({}))
-        assert calls == [stalled._thread.ident, rescuer._thread.ident]
+        assert calls == [stalled._bridge.loop_thread_id, rescuer._bridge.loop_thread_id]
         assert result.status == "Completed", result.error_message
         assert result.final_context.get("after_saw") == "second attempt"
         attempts = {t["task_name"].rsplit("::", 1)[-1]: t["attempt_count"] for t in result.task_results}

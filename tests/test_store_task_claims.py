@@ -1,6 +1,6 @@
 """The store side of work shared by task (`WorkSharing.BY_TASK`), which only PostgreSQL implements.
 
-The contract is the one of cloaca/store/base.py: `claim_tasks`, `commit_step` (compare-and-set
+The contract is the one of cloaca/_store/base.py: `claim_tasks`, `commit_step` (compare-and-set
 on the run's `version`), `renew_task_leases`, `release_leases`, `ended_runs` and `listen`.
 Every test runs on a fresh PostgreSQL schema, dropped afterwards, and is skipped when
 CLOACA_TEST_POSTGRES_URL is not set. Runners are played by store instances (several on the
@@ -18,16 +18,14 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
-from cloaca.store.base import (
-    ClaimedWork,
-    CronSlotClaim,
-    FireRequest,
-    Notice,
-    Store,
-    StoredRun,
-    TaskRecord,
-    WorkSharing,
-)
+from cloaca._store.base import ClaimedWork
+from cloaca._store.base import CronSlotClaim
+from cloaca._store.base import FireRequest
+from cloaca._store.base import Notice
+from cloaca._store.base import Store
+from cloaca._store.base import StoredRun
+from cloaca._store.base import TaskRecord
+from cloaca._store.base import WorkSharing
 from test_store_contract import POSTGRES_URL, T0, PostgresBackend, cron_record, execution, finished
 
 pytestmark = pytest.mark.asyncio

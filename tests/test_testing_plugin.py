@@ -75,7 +75,7 @@ def test_the_leak_tests_really_depend_on_the_fixture(tmp_path):
         "import pytest\n\n"
         "@pytest.fixture\n"
         "def cloaca_registry():\n"
-        "    from cloaca.registry import REGISTRY\n"
+        "    from cloaca._registry import REGISTRY\n"
         "    yield REGISTRY\n"
     )
     proc, outcomes = run_pytest(project)

@@ -26,8 +26,8 @@ import pytest
 
 import cloaca
 from cloaca import Context, DefaultRunner, DefaultRunnerConfig, TriggerResult
-from cloaca.registry import REGISTRY
-from cloaca.runner import _LIVE_RUNNERS
+from cloaca._registry import REGISTRY
+from cloaca._runner import _LIVE_RUNNERS
 from support import MODES, poll_until as wait_until_sync, wait_until
 
 SCHEDULE_KEYS = {
@@ -123,7 +123,7 @@ async def skip_always() -> TriggerResult:
 def other_live_runners() -> list[DefaultRunner]:
     return [
         r for r in list(_LIVE_RUNNERS)
-        if r._state in ("starting", "running") and r._loop is not None and not r._loop.is_closed()
+        if r._state in ("starting", "running") and r._bridge.loop is not None and not r._bridge.loop.is_closed()
     ]
 
 
@@ -452,8 +452,8 @@ def test_async_triggers_run_on_the_runners_loop_and_sync_ones_in_other_threads(
     else:
         with make_runner() as runner:
             wait_until_sync(enough, "polls of both triggers")
-            assert runner._thread is not None
-            loop_thread = runner._thread.ident
+            assert runner._bridge.owns_thread
+            loop_thread = runner._bridge.loop_thread_id
     assert async_probe.threads == {loop_thread}
     assert loop_thread not in sync_probe.threads
 

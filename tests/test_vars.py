@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from cloaca.vars import var, var_or
+from cloaca._vars import var
+from cloaca._vars import var_or
 
 
 def test_var_reads_prefixed_environment_variable(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -6,7 +6,7 @@ import threading
 from types import TracebackType
 from typing import Any, Callable, Optional, TypeVar
 
-from ..context import Context, NotJsonError, json_copy
+from .._context import Context, NotJsonError, json_copy
 from .execution import GraphError, arun_graph, run_graph
 from .model import Graph, NodeSpec, ReactorBinding, parse_topology
 

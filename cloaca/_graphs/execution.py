@@ -7,13 +7,13 @@ plain ones in worker threads).
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 from typing import Any, Callable, Iterator, Optional
 
 import anyio.to_thread
 
-from ..context import Context, NotJsonError, json_copy
+from .._bridge import run_to_completion
+from .._context import Context, NotJsonError, json_copy
 from .model import Graph
 
 _NOTHING = object()
@@ -116,7 +116,7 @@ def run_graph(graph: Graph, cache: dict[str, Any], context: Optional[Context] = 
         try:
             result = function(*arguments)
             if inspect.iscoroutine(result):
-                result = asyncio.run(result)
+                result = run_to_completion(_returning(result))
         except Exception as exc:
             raise _failed(name, exc) from exc
         run.record(name, result)
@@ -141,3 +141,12 @@ async def arun_graph(graph: Graph, cache: dict[str, Any], context: Optional[Cont
             raise _failed(name, exc) from exc
         run.record(name, result)
     return run.outputs
+
+
+def _returning(awaitable: Any) -> Callable[[], Any]:
+    """A coroutine function that awaits `awaitable` (a sync node returned a coroutine)."""
+
+    async def wait() -> Any:
+        return await awaitable
+
+    return wait

@@ -10,9 +10,9 @@ from typing import Any, Callable, Optional
 import anyio
 import anyio.to_thread
 
+from .._context import Context, json_copy
 from .._secrets import SecretResolver
-from ..context import Context, json_copy
-from ..task import TaskDefinition
+from .._task import TaskDefinition
 from .builder import get_graph
 from .execution import GraphError, arun_graph
 

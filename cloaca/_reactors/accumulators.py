@@ -23,9 +23,16 @@ from typing import Any, Awaitable, Callable, Optional
 import anyio
 import anyio.to_thread
 
-from ..context import NotJsonError, json_copy
-from ..store import Store
-from .definitions import BATCH, PASSTHROUGH, POLLING, STATE, AccumulatorDefinition, parse_duration
+from .._context import NotJsonError, json_copy
+from .._store import Store
+from .definitions import (
+    BATCH,
+    PASSTHROUGH,
+    POLLING,
+    STATE,
+    AccumulatorDefinition,
+    parse_duration,
+)
 
 log = logging.getLogger("cloaca")
 

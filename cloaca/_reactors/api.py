@@ -7,14 +7,14 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Optional
 
-from ..context import NotJsonError, json_copy
-from ..result import rfc3339
-from ..store.base import SubscriptionRecord
+from .._context import NotJsonError, json_copy
+from .._result import rfc3339
+from .._store.base import SubscriptionRecord
 from .predicates import compile_predicate
 from .subscriptions import DEFAULT_TENANT
 
 if TYPE_CHECKING:
-    from ..store import Store
+    from .._store import Store
     from .runtime import ReactorRuntime
     from .subscriptions import SubscriptionPoller
 

@@ -15,13 +15,13 @@ from typing import Any, Callable, Optional
 
 import anyio
 
+from .._context import json_copy
 from .._graphs.builder import get_graph
 from .._graphs.execution import arun_graph
 from .._ids import time_ordered_id
-from ..context import json_copy
-from ..result import rfc3339
-from ..store import Store
-from ..store.base import FiringRecord
+from .._result import rfc3339
+from .._store import Store
+from .._store.base import FiringRecord
 from .definitions import ReactorDefinition
 
 log = logging.getLogger("cloaca")

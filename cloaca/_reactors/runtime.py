@@ -10,7 +10,7 @@ from typing import Any, Callable, Optional
 import anyio
 
 from .._graphs.builder import registered_graphs
-from ..store import Store
+from .._store import Store
 from .accumulators import LiveAccumulator, live_accumulator
 from .definitions import get_accumulator, registered_reactors
 from .reactor import LiveReactor

@@ -14,9 +14,9 @@ import logging
 import time
 from typing import Any, Awaitable, Callable, Optional
 
-from ..result import rfc3339
-from ..store import Store
-from ..store.base import FiringRecord, SubscriptionRecord
+from .._result import rfc3339
+from .._store import Store
+from .._store.base import FiringRecord, SubscriptionRecord
 from .predicates import PredicateError, evaluate
 
 log = logging.getLogger("cloaca")

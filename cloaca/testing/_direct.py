@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional, Union
+from typing import Any, Union
 
 import anyio.to_thread
 
-from ..context import Context
-from ..registry import REGISTRY
-from ..task import TaskDefinition, TaskHandle
-from ..trigger import TriggerDefinition, TriggerResult
+from .._context import Context
+from .._registry import REGISTRY
+from .._task import TaskDefinition, TaskHandle
+from .._triggers.definition import TriggerDefinition, TriggerResult
 from ._blocking import run_blocking
 
 ContextLike = Union[Context, dict[str, Any], None]

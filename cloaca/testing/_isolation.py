@@ -5,7 +5,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Iterator
 
-from ..registry import REGISTRY, Registry
+from .._registry import REGISTRY, Registry
 
 
 @contextmanager

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Optional
 
-from ..runner import DefaultRunner
+from .._runner import DefaultRunner
 from ._blocking import run_blocking
 
 _POLL_SECONDS = 0.02

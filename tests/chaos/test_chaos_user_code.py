@@ -22,7 +22,7 @@ import pytest
 
 import cloaca
 from cloaca import Context, DefaultRunner, DefaultRunnerConfig, TriggerResult
-from cloaca.registry import REGISTRY
+from cloaca._registry import REGISTRY
 
 from _chaos import LONG, report
 from support import poll_until

@@ -1,0 +1,141 @@
+"""Work shared by task (`WorkSharing.BY_TASK`): claiming ready tasks of any run, and
+noticing the end of runs started here that other runners finished.
+
+One asyncio task per runner. It claims while slots are free and there may be work: after
+a notice of new work pushed by the store (LISTEN/NOTIFY on PostgreSQL), when a slot frees
+up, when a retry delay ends, and on a fallback timer that also takes over tasks whose
+lease expired and checks the runs this runner waits for. The timer is the scheduler tick
+when the store cannot push notices, and at most `MAX_FALLBACK_SECONDS` when it can.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Optional
+
+from .._store.base import Notice
+from .deadline import deadline
+from .slots import SlotPool
+
+if TYPE_CHECKING:
+    from .executor import Engine
+
+log = logging.getLogger("cloaca")
+
+MAX_FALLBACK_SECONDS = 1.0
+MAX_CLAIM_BATCH = 64
+
+
+class TaskClaims:
+    """Claims tasks for one engine and watches the runs it started."""
+
+    def __init__(self, engine: Engine, poll_interval: float) -> None:
+        self.engine = engine
+        self.poll_interval = poll_interval
+        self.fallback = poll_interval
+        self.listening = False
+        self._wake = asyncio.Event()
+        self._maybe_work = True
+        self._ended: set[str] = set()
+        self._task: Optional[asyncio.Task[None]] = None
+
+    async def start(self) -> None:
+        """Listen for notices if the store can push them; claim what is ready now."""
+        self.listening = await self.engine.store.listen(self._on_notice)
+        self.fallback = max(self.poll_interval, MAX_FALLBACK_SECONDS) if self.listening else self.poll_interval
+        await self._claim_while_free(take_over=self.engine.settings.enable_recovery)
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    def wake(self) -> None:
+        """There may be claimable work (a slot freed, a retry is due, a notice came)."""
+        self._maybe_work = True
+        self._wake.set()
+
+    def slot_freed(self) -> None:
+        """Claim again if work was left unclaimed for want of a slot."""
+        if self._maybe_work:
+            self._wake.set()
+
+    def _on_notice(self, notice: Notice) -> None:
+        if notice.ended_run is not None:
+            self._ended.add(notice.ended_run)
+            self._wake.set()
+        if notice.work:
+            self.wake()
+
+    async def _run(self) -> None:
+        while True:
+            timed_out = False
+            try:
+                async with deadline(self.fallback):
+                    await self._wake.wait()
+            except TimeoutError:
+                timed_out = True
+            self._wake.clear()
+            try:
+                if timed_out or self._ended:
+                    await self._observe_ended(check_all=timed_out)
+                if timed_out:
+                    await self._claim_while_free(take_over=self.engine.settings.enable_recovery)
+                elif self._maybe_work:
+                    await self._claim_while_free(take_over=False)
+            except Exception as exc:
+                log.error("cloaca: claiming work from %s failed: %s", self.engine.store.description, exc)
+
+    async def _claim_while_free(self, take_over: bool) -> None:
+        """Claim, for each kind of slot (threads, async), batches while slots of that kind are
+        free and the store keeps handing out full batches."""
+        self._maybe_work = False
+        for pool, names in self.engine.claimable_names().items():
+            await self._claim_for(pool, names, take_over)
+
+    async def _claim_for(self, pool: SlotPool, task_names: list[str], take_over: bool) -> None:
+        engine = self.engine
+        while not engine._stopping and task_names:
+            taken = 0
+            while taken < MAX_CLAIM_BATCH and pool.try_acquire():
+                taken += 1
+            if taken == 0:
+                self._maybe_work = True  # look again when a slot frees up
+                return
+            now = time.time()
+            known = engine.cached_versions()
+            try:
+                work = await engine.store.claim_tasks(
+                    engine.owner, now, now + engine.settings.lease_seconds,
+                    engine.registry.workflow_names(), taken, take_over, known, task_names,
+                )
+            except BaseException:
+                for _ in range(taken):
+                    pool.release()
+                raise
+            got = sum(len(w.tasks) for w in work)
+            started = 0
+            try:
+                for item in work:
+                    started += await engine.start_claimed(item, known)
+            finally:
+                for _ in range(taken - started):
+                    pool.release()
+            if got < taken:
+                return
+
+    async def _observe_ended(self, check_all: bool) -> None:
+        """Stop, here, the runs that another runner ended (or that were cancelled)."""
+        ended, self._ended = self._ended, set()
+        try:
+            if check_all:
+                await self.engine.observe_ended()
+            elif ended:
+                await self.engine.observe_ended(list(ended))
+        except BaseException:
+            self._ended |= ended  # a notice not acted on (the store failed) is kept
+            raise

@@ -1,0 +1,1 @@
+"""Polling triggers: the `@trigger` declaration, the poller and its dedup, the runner's trigger API."""
