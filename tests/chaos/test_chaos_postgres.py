@@ -12,7 +12,9 @@ Every scenario uses a database of its own, dropped at the end.
 
 from __future__ import annotations
 
+import asyncio
 import random
+import uuid
 import re
 import socket
 import threading
@@ -294,3 +296,55 @@ def test_a_call_failing_on_a_lost_connection_says_so_and_names_the_database(data
             runner.get_execution("00000000-0000-0000-0000-000000000000")
     finally:
         runner.shutdown()
+
+
+STREAM = "chaos_pg_stream"
+with cloaca.WorkflowBuilder(STREAM):
+
+    @cloaca.task(id="tick")
+    async def _tick(context: Context) -> Context:
+        await asyncio.sleep(0.03)
+        return context
+
+
+def test_a_dead_runners_task_is_taken_over_while_the_runners_stay_busy(database) -> None:
+    """Found by the long kill run (a kill's in-flight tasks waited 21 s on PostgreSQL, while
+    the lease is 2 s): tasks whose lease expired were taken over only after a full second
+    without any notice of new work, so a steady stream of runs kept a dead runner's tasks
+    waiting until the stream ended."""
+    from cloaca._registry import REGISTRY
+    from cloaca._store.base import ExecutionRecord, TaskRecord
+    from cloaca._store.postgres import PostgresStore
+
+    _, url = database
+    now = time.time()
+    orphan = str(uuid.uuid4())
+    [tick] = REGISTRY.get_workflow(STREAM).tasks  # its full (namespaced) name
+
+    async def leave_an_orphan() -> None:  # as a runner killed mid-task leaves it
+        store = PostgresStore(url)
+        await store.open()
+        try:
+            await store.create_execution(
+                ExecutionRecord(orphan, STREAM, "v", "Running", "{}", now),
+                [TaskRecord(orphan, tick, "Running", attempt=1, started_at=now)], "dead-runner", now + 0.5,
+            )
+        finally:
+            await store.close()
+
+    config = DefaultRunnerConfig(max_concurrent_tasks=2, max_concurrent_async_tasks=2, lease_seconds=1.0,
+                                 workflow_timeout_seconds=None)
+    stream_seconds = 20.0
+    with DefaultRunner.with_config(url, config) as runner:
+        asyncio.run(leave_an_orphan())
+        stop = time.monotonic() + stream_seconds
+        taken_over_after = None
+        while time.monotonic() < stop:  # a run every 20 ms: the runner is never idle for long
+            runner.submit(STREAM, Context({}))
+            if runner.get_execution(orphan).status == "Completed":
+                taken_over_after = time.time() - now
+                break
+            time.sleep(0.02)
+        assert taken_over_after is not None, f"the orphaned task waited more than {stream_seconds:g}s"
+        report("postgres-take-over-while-busy", lease_seconds=1.0,
+               taken_over_after_seconds=round(taken_over_after, 2))
