@@ -186,3 +186,43 @@ def test_broken_triggers_and_callbacks_do_not_hold_up_the_runners_own_work(broke
     finally:
         RELEASE.set()
         runner.shutdown()
+
+
+def test_healthy_triggers_go_on_polling_when_more_triggers_hang_than_there_are_poll_threads() -> None:
+    """Found with the scenario above, scaled up: a sync poll that timed out kept counting
+    against `max_concurrent_trigger_polls`, so once that many polls hung for good no thread
+    was left and every other sync trigger stopped being polled."""
+    RELEASE.clear()
+    max_polls, hung, healthy = 8, 12, 5
+    target = callback_workflow("garbage")
+    calls: dict[str, int] = {}
+    names = []
+
+    def make(name: str, hangs: bool) -> Callable[[], bool]:
+        def poll() -> bool:
+            calls[name] = calls.get(name, 0) + 1
+            if hangs:
+                RELEASE.wait()
+            return False
+
+        return poll
+
+    config = DefaultRunnerConfig(trigger_poll_timeout_seconds=POLL_TIMEOUT,
+                                 max_concurrent_trigger_polls=max_polls, workflow_timeout_seconds=HANG_GUARD)
+    runner = DefaultRunner.with_config(":memory:", config)
+    try:
+        for i in range(hung + healthy):
+            name = f"chaos_poll_{'hung' if i < hung else 'healthy'}_{i}_{uuid.uuid4().hex[:6]}"
+            cloaca.trigger(workflow=target, name=name, poll_interval="50ms")(make(name, i < hung))
+            names.append(name)
+        poll_until(lambda: all(calls.get(n, 0) >= 1 for n in names[:hung]), "every hanging trigger to be called")
+        time.sleep(2 * POLL_TIMEOUT)  # every hung poll has timed out
+        before = {n: calls.get(n, 0) for n in names[hung:]}
+        poll_until(lambda: all(calls.get(n, 0) >= before[n] + 3 for n in names[hung:]),
+                   "the healthy triggers to be polled again", timeout=HANG_GUARD)
+        assert all(calls[n] == 1 for n in names[:hung])  # a hung trigger is not called again
+    finally:
+        for name in names:
+            REGISTRY.remove_trigger(name)
+        RELEASE.set()
+        runner.shutdown()
