@@ -19,6 +19,7 @@ import pytest
 import cloaca
 from cloaca import Context, DefaultRunner, DefaultRunnerConfig
 
+from _chaos import report
 from support import poll_until
 
 pytestmark = pytest.mark.chaos
@@ -105,6 +106,8 @@ def test_a_full_disk_fails_the_run_it_cannot_write_keeps_the_rest_and_recovers(s
             assert ended
             assert runner.get_result(runner.retry_execution(row["id"]), timeout=60).status == "Completed"
         assert integrity(db) == "ok"
+        report("sqlite-full-disk", committed_runs=len(committed), runs_stored_failed=len(unwritten),
+               first_error=str(failure))
     finally:
         runner.shutdown()
 
