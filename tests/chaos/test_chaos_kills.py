@@ -202,20 +202,21 @@ def run_kill_schedule(fleet: Fleet, read: Callable[[], Snapshot], plan: Any) -> 
         stop_watching.set()
         watcher.join(30)
         fleet.stop_all()
+    note_recoveries(kills, final[1], time.monotonic())  # those the watcher had no time to see
     return kills, final
 
 
 def watch_recovery(kills: list[Kill], read: Callable[[], Snapshot], stop: threading.Event) -> None:
     """Note when each kill's in-flight tasks are all Completed (by whichever runner)."""
     while not stop.wait(0.1):
-        pending = [k for k in list(kills) if k.recovered_after is None]
-        if not pending:
-            continue
-        _, tasks = read()
-        now = time.monotonic()
-        for k in pending:
-            if all(tasks.get(key) == "Completed" for key in k.in_flight):
-                k.recovered_after = now - k.at
+        if any(k.recovered_after is None for k in list(kills)):
+            note_recoveries(kills, read()[1], time.monotonic())
+
+
+def note_recoveries(kills: list[Kill], tasks: dict[tuple[str, str], str], now: float) -> None:
+    for k in list(kills):
+        if k.recovered_after is None and all(tasks.get(key) == "Completed" for key in k.in_flight):
+            k.recovered_after = now - k.at
 
 
 def wait_for_every_run_to_end(fleet: Fleet, read: Callable[[], Snapshot], plan: Any, deadline: float) -> Snapshot:
