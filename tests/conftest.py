@@ -142,3 +142,14 @@ def _forget_reactors_declared_by_the_test() -> Iterator[None]:
     with definitions._lock:
         definitions._reactors.clear()
         definitions._reactors.update(saved)
+
+
+@pytest.fixture(autouse=True)
+def _forget_finished_spans() -> Iterator[None]:
+    """Once a test installed the OpenTelemetry SDK (it stays for the process), spans of every
+    later test would pile up in its in-memory exporter: drop them after each test."""
+    yield
+    import support
+
+    if support._OTEL:
+        support._OTEL[0].clear()

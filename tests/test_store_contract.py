@@ -532,11 +532,15 @@ async def test_a_database_of_the_previous_schema_is_upgraded_with_its_runs_liste
     monkeypatch.setattr(queries, "MIGRATIONS", [m for m in current if m[0] <= backend.previous_version])
     old = backend.make()
     await old.open()
-    await new_run(old, "a1", "A", T0 + 1)
-    await new_run(old, "b1", "B", T0 + 2)
-    await new_run(old, "a2", "A", T0 + 3)
-    await finish(old, "a2", T0 + 4, workflow="A")
     await old.close()
+    # Rows as the code of that schema wrote them (this code writes columns it does not have).
+    for run_id, workflow, started, status in [("a1", "A", 1, "Running"), ("b1", "B", 2, "Running"),
+                                              ("a2", "A", 3, "Completed")]:
+        await backend.raw(
+            "INSERT INTO workflow_executions (id, workflow_name, workflow_version, status, "
+            f"input_context, started_at) VALUES ('{run_id}', '{workflow}', 'v1', '{status}', "
+            f"'{{}}', {T0 + started})"
+        )
     assert "ix_executions_workflow_status" not in {n for (n,) in await backend.raw(backend.list_indexes)}
     # One of the new indexes already there (made by hand, or a migration cut short): the
     # migration still applies.
@@ -555,7 +559,7 @@ async def test_a_database_of_the_previous_schema_is_upgraded_with_its_runs_liste
     finally:
         await store.close()
     versions = await backend.raw("SELECT version FROM cloaca_schema_version ORDER BY version")
-    assert [v for (v,) in versions] == list(range(1, backend.migrations + 1))
+    assert [v for (v,) in versions] == backend.migrations
     indexes = {n for (n,) in await backend.raw(backend.list_indexes)}
     assert {"ix_executions_status", "ix_executions_workflow_status"} <= indexes
 

@@ -1,4 +1,4 @@
-"""The threads that schedule and call sync trigger polls (cloaca/engine/_sync_polls.py)."""
+"""The threads that schedule and call sync trigger polls (cloaca/_triggers/sync_polls.py)."""
 
 from __future__ import annotations
 

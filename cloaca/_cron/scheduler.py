@@ -26,7 +26,7 @@ from .._store.base import CronScheduleRecord, CronSlotClaim, Store
 from .._triggers.definition import TriggerDefinition
 from .expression import CronExpression
 
-log = logging.getLogger("cloaca")
+log = logging.getLogger("cloaca.cron")
 
 Clock = Callable[[], float]
 """The POSIX time now. A clock that can jump (a test's fake clock) may also offer

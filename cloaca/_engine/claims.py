@@ -15,7 +15,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Optional
 
-from .._store.base import Notice
+from .._store.base import ClaimStore, Notice, NoticeStore
 from .deadline import deadline
 from .slots import SlotPool
 
@@ -31,8 +31,9 @@ MAX_CLAIM_BATCH = 64
 class TaskClaims:
     """Claims tasks for one engine and watches the runs it started."""
 
-    def __init__(self, engine: Engine, poll_interval: float) -> None:
+    def __init__(self, engine: Engine, store: ClaimStore, poll_interval: float) -> None:
         self.engine = engine
+        self.store = store
         self.poll_interval = poll_interval
         self.fallback = poll_interval
         self.listening = False
@@ -43,7 +44,8 @@ class TaskClaims:
 
     async def start(self) -> None:
         """Listen for notices if the store can push them; claim what is ready now."""
-        self.listening = await self.engine.store.listen(self._on_notice)
+        store = self.store
+        self.listening = isinstance(store, NoticeStore) and await store.listen(self._on_notice)
         self.fallback = max(self.poll_interval, MAX_FALLBACK_SECONDS) if self.listening else self.poll_interval
         await self._claim_while_free(take_over=self.engine.settings.enable_recovery)
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -123,7 +125,7 @@ class TaskClaims:
             now = time.time()
             known = engine.cached_versions()
             try:
-                work = await engine.store.claim_tasks(
+                work = await self.store.claim_tasks(
                     engine.owner, now, now + engine.settings.lease_seconds,
                     engine.registry.workflow_names(), taken, take_over, known, task_names,
                 )

@@ -39,6 +39,7 @@ from .._rules import evaluate_rule
 from .._secrets import SecretResolver
 from .._store.base import (
     ClaimedWork,
+    ClaimStore,
     ExecutionRecord,
     FireRequest,
     RunEnded,
@@ -54,7 +55,7 @@ from .callbacks import run_callback
 from .claims import TaskClaims
 from .deadline import cancelled_from_outside, deadline
 from .merge import merge_contexts
-from .observe import Observer
+from .observe import Observer, spans_on
 from .slots import SlotPool, TaskSlot
 from .store_retry import StoreRetryStopped, until_stored
 
@@ -130,6 +131,8 @@ class Run:
     """Ended elsewhere (cancelled): its attempts here are abandoned, their results dropped."""
     span: Any = None
     """The run's span in this process (tracing), if this runner started or resumed it."""
+    traced: bool = False
+    """Spans were on when this runner loaded the run: its attempts get spans."""
 
     @property
     def id(self) -> str:
@@ -168,7 +171,10 @@ class Engine:
         self._active_tasks: set[tuple[str, str]] = set()
         self.claims: Optional[TaskClaims] = None
         if store.work_sharing is WorkSharing.BY_TASK:
-            self.claims = TaskClaims(self, settings.poll_interval_seconds)
+            if not isinstance(store, ClaimStore):
+                raise TypeError(f"{type(store).__name__} shares work by task but is no ClaimStore")
+            self.claim_store: ClaimStore = store
+            self.claims = TaskClaims(self, store, settings.poll_interval_seconds)
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -307,7 +313,8 @@ class Engine:
             name: _TaskState(definition, TaskRecord(execution.id, name, "NotStarted"), 0)
             for name, definition in workflow.tasks.items()
         }
-        return Run(execution, workflow, tasks, loop.create_future(), open_tasks=len(tasks))
+        return Run(execution, workflow, tasks, loop.create_future(), open_tasks=len(tasks),
+                   traced=spans_on())
 
     async def wait(self, run: Run, timeout: Optional[float]) -> StoredRun:
         """The finished run; ValueError after `timeout` seconds (the run goes on)."""
@@ -496,7 +503,7 @@ class Engine:
     async def _run_task_steps(self, run: Run, state: _TaskState, slot: TaskSlot) -> None:
         definition = state.definition
         input_json = self._input_json(run, state)
-        traced = self.observe.attempt_started(run.execution, state.record, run.span)
+        traced = self.observe.attempt_started(run.execution, state.record, run.span, run.traced)
         state.body = asyncio.current_task()
         try:
             attempt = await self._attempt(definition, input_json, slot)
@@ -669,7 +676,7 @@ class Engine:
         async with run.lock:
             step, finished = self._outcome_step(run, state, outcome)
             try:
-                committed = await self.store.commit_step(
+                committed = await self.claim_store.commit_step(
                     run.id, run.version, self.owner, time.time() + self.settings.lease_seconds,
                     step.changed, finished,
                 )
@@ -748,7 +755,7 @@ class Engine:
             return step.changed, finished
 
         try:
-            committed = await self.store.commit_step_locked(
+            committed = await self.claim_store.commit_step_locked(
                 run.id, run.version, undone, self.owner,
                 time.time() + self.settings.lease_seconds, compute,
             )
@@ -788,7 +795,7 @@ class Engine:
                 await self.store.save_progress([], finished, self.owner)
             elif await until_stored(
                 self.store, f"the end of run {run.id}",
-                lambda: self.store.commit_step(run.id, run.version, self.owner, now, [], finished),
+                lambda: self.claim_store.commit_step(run.id, run.version, self.owner, now, [], finished),
                 lambda: self._stopping,
             ):
                 run.version += 1
@@ -861,7 +868,7 @@ class Engine:
         try:
             if self.claims is None:
                 await self.store.save_progress(step.changed, None, self.owner)
-            elif not await self.store.commit_step(
+            elif not await self.claim_store.commit_step(
                 run.id, run.version, self.owner, now + self.settings.lease_seconds, step.changed
             ):
                 raise RunLost(run.id)
@@ -1012,7 +1019,7 @@ class Engine:
             try:
                 lease_until = time.time() + self.settings.lease_seconds
                 if self.claims is not None:
-                    await self.store.renew_task_leases(self.owner, list(self._active_tasks), lease_until)
+                    await self.claim_store.renew_task_leases(self.owner, list(self._active_tasks), lease_until)
                     continue
                 await self.store.renew_leases(self.owner, lease_until)
                 await self.observe_ended()

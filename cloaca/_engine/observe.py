@@ -11,8 +11,9 @@ Records carry `execution_id`, `workflow_name` and, for tasks, `task_name` and `a
 Spans: `cloaca.run <workflow>` per run, a child of the span current where the run was
 submitted; `cloaca.task <task id>` per attempt, a child of its run's span. The run span's
 context is stored with the run (`trace_context`), so a runner that resumes or shares the run
-in another process continues the same trace. Without opentelemetry installed every hook is a
-no-op that costs one attribute lookup.
+in another process continues the same trace. Spans are made only once the application has
+installed a tracer provider (an SDK); metrics go to the API's meter (a no-op without an SDK).
+Without opentelemetry installed every hook is a no-op that costs one attribute lookup.
 """
 
 from __future__ import annotations
@@ -42,6 +43,12 @@ TRACING = _trace is not None
 """Whether opentelemetry-api is importable (spans and metrics are then emitted)."""
 
 
+def spans_on() -> bool:
+    """Spans cost something only once an application installed a tracer provider (an SDK):
+    until then the API's proxy would hand out spans that record nothing."""
+    return TRACING and not isinstance(_trace.get_tracer_provider(), _trace.ProxyTracerProvider)
+
+
 def run_extra(execution: ExecutionRecord) -> dict[str, Any]:
     return {"execution_id": execution.id, "workflow_name": execution.workflow_name}
 
@@ -60,7 +67,7 @@ def short_name(task_name: str) -> str:
 
 def caller_trace_context() -> Optional[dict[str, str]]:
     """The trace context current where a run is submitted (to parent its run span), if any."""
-    if not TRACING:
+    if not spans_on():
         return None
     carrier: dict[str, str] = {}
     _propagate.inject(carrier)
@@ -91,13 +98,13 @@ class Observer:
         if run_log.isEnabledFor(logging.DEBUG):
             run_log.debug("run %s of workflow '%s' started", execution.id, execution.workflow_name,
                           extra=run_extra(execution))
-        if not TRACING:
+        if not spans_on():
             return None
         return self._start_run_span(execution, _propagate.extract(parent or {}), attributes, resumed=False)
 
     def run_resumed(self, execution: ExecutionRecord) -> Any:
         """A span for a run this runner goes on with, in the trace the run began in."""
-        if not TRACING:
+        if not spans_on():
             return None
         return self._start_run_span(execution, _parent_of(execution), None, resumed=True)
 
@@ -140,10 +147,16 @@ class Observer:
             span.end()
 
     # ------------------------------------------------------------------ attempts
-    def attempt_started(self, execution: ExecutionRecord, record: TaskRecord, run_span: Any) -> Any:
-        """Open the attempt's span (returned, with its start time) and make it current."""
+    def attempt_started(
+        self, execution: ExecutionRecord, record: TaskRecord, run_span: Any, traced: bool
+    ) -> Any:
+        """Note the attempt's start (for the duration metric) and, when spans are on, open
+        its span and make it current: (span, context token, start), or None without tracing."""
         if not TRACING:
             return None
+        started = time.perf_counter()
+        if not traced:  # spans_on() when the run was loaded (it costs a few µs: once a run)
+            return None, None, started
         parent = _trace.set_span_in_context(run_span) if run_span is not None else _parent_of(execution)
         span = self._tracer.start_span(
             f"cloaca.task {short_name(record.task_name)}", context=parent,
@@ -153,7 +166,7 @@ class Observer:
                         "cloaca.attempt": record.attempt},
         )
         token = _otel_context.attach(_trace.set_span_in_context(span))
-        return span, token, time.perf_counter()
+        return span, token, started
 
     def attempt_ended(
         self, execution: ExecutionRecord, record: TaskRecord, handle: Any, ok: bool,
@@ -169,11 +182,14 @@ class Observer:
         if handle is None:
             return
         span, token, started = handle
-        _otel_context.detach(token)
+        if token is not None:
+            _otel_context.detach(token)
         labels = {"workflow": execution.workflow_name, "task": short_name(record.task_name),
                   "status": "Completed" if ok else "Failed"}
         self._attempts.add(1, labels)
         self._duration.record(time.perf_counter() - started, labels)
+        if span is None:
+            return
         if not ok:
             if exc is not None:
                 span.record_exception(exc)
@@ -182,7 +198,7 @@ class Observer:
 
     def attempt_abandoned(self, handle: Any) -> None:
         """Close the span of an attempt abandoned with its run (cancelled, or shutdown)."""
-        if handle is None:
+        if handle is None or handle[0] is None:
             return
         span, token, _ = handle
         _otel_context.detach(token)

@@ -261,17 +261,16 @@ class Notice:
 StepFunction = Callable[[StoredRun], Optional[tuple[Sequence[TaskRecord], Optional[ExecutionRecord]]]]
 """Computes a step from the stored run: (task rows to write, the run's end or None), or None."""
 
-
-class Store(abc.ABC):
-    """Persistence for runs, tasks, trigger schedules and fires."""
+class StoreBase(abc.ABC):
+    """What every store protocol shares: where the data lives, how runners share its work,
+    opening and closing."""
 
     description: str = "store"
     """Where the data lives (a file path, or host and database), for messages."""
 
     work_sharing: WorkSharing = WorkSharing.BY_RUN
-    """How runners on this store share work; `BY_TASK` stores implement the task-claim methods."""
+    """How runners on this store share work; a `BY_TASK` store is also a `ClaimStore`."""
 
-    # lifecycle ----------------------------------------------------------------------
     @abc.abstractmethod
     async def open(self) -> None:
         """Connect and bring the schema up to date; RuntimeError naming the database on failure."""
@@ -285,7 +284,11 @@ class Store(abc.ABC):
         timed out), so the same call may succeed later on a fresh connection."""
         return False
 
-    # runs ---------------------------------------------------------------------------
+
+class RunStore(StoreBase):
+    """Runs and their tasks: creating them, writing their steps (owned whole, `BY_RUN`),
+    leases, cancel and retry, reading them back."""
+
     @abc.abstractmethod
     async def create_execution(
         self,
@@ -330,64 +333,6 @@ class Store(abc.ABC):
         """Give up `owner`'s unfinished runs (and, `BY_TASK`, its running tasks, back to Ready)
         so that another runner may take them over at once."""
 
-    # runs shared by task (WorkSharing.BY_TASK) --------------------------------------
-    async def claim_tasks(
-        self, owner: str, now: float, lease_until: float, workflow_names: Sequence[str],
-        limit: int, take_over: bool, known_versions: Mapping[str, int],
-        task_names: Optional[Sequence[str]] = None,
-    ) -> list[ClaimedWork]:
-        """Claim up to `limit` tasks of running runs of these workflows for `owner` (only tasks
-        named in `task_names`, when given).
-
-        A task is claimable when it is Ready (and its `not_before` has passed) or, with
-        `take_over`, Running under an expired lease. A claimed task becomes Running under
-        `owner` until `lease_until`, its attempt counted; a take-over bumps its run's
-        version. Two concurrent claimers never get the same task. `known_versions` are the
-        versions of runs the claimer holds in memory: what changed since is read back.
-        """
-        raise NotImplementedError(f"{type(self).__name__} shares work by run, not by task")
-
-    async def commit_step(
-        self, execution_id: str, version: int, owner: str, lease_until: float,
-        tasks: Sequence[TaskRecord], finished: Optional[ExecutionRecord] = None,
-    ) -> bool:
-        """Write one scheduling step of a run if its version is still `version`, bumping it.
-
-        Running rows are written as claimed by `owner` until `lease_until`, other rows as
-        unclaimed; `finished` also ends the run and closes its fires. False, writing nothing,
-        when the version moved on (another runner wrote a step, or took a task over).
-        """
-        raise NotImplementedError(f"{type(self).__name__} shares work by run, not by task")
-
-    async def commit_step_locked(
-        self, execution_id: str, since_version: int, task_names: Sequence[str], owner: str,
-        lease_until: float, compute: StepFunction,
-    ) -> bool:
-        """Write one scheduling step computed while the run's row is locked (it cannot lose).
-
-        For when `commit_step` was refused: `compute` gets the run with its current version,
-        the task rows that changed after `since_version` (steps, take-overs and releases mark
-        the rows they change) and the rows of `task_names`, and returns the task rows to
-        write and the run's end if it ended, or None to write nothing. It runs inside the
-        transaction: it must be quick and must not block. Rows are written as by
-        `commit_step`. False when the run does not exist or `compute` returned None.
-        """
-        raise NotImplementedError(f"{type(self).__name__} shares work by run, not by task")
-
-    async def renew_task_leases(
-        self, owner: str, tasks: Sequence[tuple[str, str]], lease_until: float
-    ) -> None:
-        """Extend `owner`'s claim on these (execution id, task name) tasks still Running."""
-        raise NotImplementedError(f"{type(self).__name__} shares work by run, not by task")
-
-    async def listen(self, on_notice: Callable[[Notice], None]) -> bool:
-        """Push notices of new work and ended runs to `on_notice` (on the calling loop).
-
-        False when the backend cannot push (callers poll instead). Notices may be lost when
-        a connection drops: they are hints, the data is read back from the store.
-        """
-        return False
-
     @abc.abstractmethod
     async def cancel_execution(self, execution_id: str, now: float) -> Optional[bool]:
         """End a run "Cancelled" with its unfinished tasks; None for an unknown run, False
@@ -423,7 +368,10 @@ class Store(abc.ABC):
     async def count_executions(self, workflow_name: Optional[str]) -> dict[str, int]:
         """The number of runs of each status (of one workflow, or of all); absent statuses omitted."""
 
-    # triggers -----------------------------------------------------------------------
+
+class ScheduleStore(StoreBase):
+    """Trigger schedules, cron schedules, and their fires."""
+
     @abc.abstractmethod
     async def upsert_trigger_schedule(
         self, trigger_name: str, workflow_name: str, poll_interval_ms: int,
@@ -463,7 +411,6 @@ class Store(abc.ABC):
     ) -> list[ScheduleExecutionRecord]:
         """A trigger's fires, newest first; [] for an unknown trigger."""
 
-    # cron ---------------------------------------------------------------------------
     @abc.abstractmethod
     async def create_cron_schedule(self, record: CronScheduleRecord) -> bool:
         """Insert a schedule; False if its (workflow_name, instance_name) is already taken."""
@@ -542,7 +489,10 @@ class Store(abc.ABC):
         Fires whose run has ended are closed.
         """
 
-    # reactors -----------------------------------------------------------------------
+
+class ReactorStore(StoreBase):
+    """Reactor firings, subscriptions, and the durable state of reactors and accumulators."""
+
     @abc.abstractmethod
     async def upsert_subscription(
         self, new_id: str, reactor_name: str, workflow_name: str, tenant_id: str,
@@ -605,3 +555,74 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def load_accumulator_state(self, tenant_id: str, accumulator_name: str, kind: str) -> Optional[str]:
         """An accumulator's stored state of that kind, if any."""
+
+
+class ClaimStore(abc.ABC):
+    """Work shared by task (`WorkSharing.BY_TASK`): any runner claims any ready task; each
+    scheduling step is written compare-and-set on the run's version."""
+
+    @abc.abstractmethod
+    async def claim_tasks(
+        self, owner: str, now: float, lease_until: float, workflow_names: Sequence[str],
+        limit: int, take_over: bool, known_versions: Mapping[str, int],
+        task_names: Optional[Sequence[str]] = None,
+    ) -> list[ClaimedWork]:
+        """Claim up to `limit` tasks of running runs of these workflows for `owner` (only tasks
+        named in `task_names`, when given).
+
+        A task is claimable when it is Ready (and its `not_before` has passed) or, with
+        `take_over`, Running under an expired lease. A claimed task becomes Running under
+        `owner` until `lease_until`, its attempt counted; a take-over bumps its run's
+        version. Two concurrent claimers never get the same task. `known_versions` are the
+        versions of runs the claimer holds in memory: what changed since is read back.
+        """
+
+    @abc.abstractmethod
+    async def commit_step(
+        self, execution_id: str, version: int, owner: str, lease_until: float,
+        tasks: Sequence[TaskRecord], finished: Optional[ExecutionRecord] = None,
+    ) -> bool:
+        """Write one scheduling step of a run if its version is still `version`, bumping it.
+
+        Running rows are written as claimed by `owner` until `lease_until`, other rows as
+        unclaimed; `finished` also ends the run and closes its fires. False, writing nothing,
+        when the version moved on (another runner wrote a step, or took a task over).
+        """
+
+    @abc.abstractmethod
+    async def commit_step_locked(
+        self, execution_id: str, since_version: int, task_names: Sequence[str], owner: str,
+        lease_until: float, compute: StepFunction,
+    ) -> bool:
+        """Write one scheduling step computed while the run's row is locked (it cannot lose).
+
+        For when `commit_step` was refused: `compute` gets the run with its current version,
+        the task rows that changed after `since_version` (steps, take-overs and releases mark
+        the rows they change) and the rows of `task_names`, and returns the task rows to
+        write and the run's end if it ended, or None to write nothing. It runs inside the
+        transaction: it must be quick and must not block. Rows are written as by
+        `commit_step`. False when the run does not exist or `compute` returned None.
+        """
+
+    @abc.abstractmethod
+    async def renew_task_leases(
+        self, owner: str, tasks: Sequence[tuple[str, str]], lease_until: float
+    ) -> None:
+        """Extend `owner`'s claim on these (execution id, task name) tasks still Running."""
+
+
+class NoticeStore(abc.ABC):
+    """A store that pushes notices (new claimable work, ended runs) instead of being polled."""
+
+    @abc.abstractmethod
+    async def listen(self, on_notice: Callable[[Notice], None]) -> bool:
+        """Push notices of new work and ended runs to `on_notice` (on the calling loop).
+
+        False when it cannot now (callers poll instead). Notices may be lost when a
+        connection drops: they are hints, the data is read back from the store.
+        """
+
+
+class Store(RunStore, ScheduleStore, ReactorStore):
+    """Everything a backend persists; a backend that shares work by task is also a
+    `ClaimStore` (and may be a `NoticeStore`)."""

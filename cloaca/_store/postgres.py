@@ -33,14 +33,15 @@ from .._tenancy import RESERVED_SCHEMAS, check_identifier
 from . import postgres_queries as q
 from .base import (
     ClaimedWork,
+    ClaimStore,
     CronScheduleRecord,
     CronSlotClaim,
     CronStats,
     ExecutionRecord,
     FireRequest,
     FiringRecord,
-    history_filters,
     Notice,
+    NoticeStore,
     OpenFire,
     RunEnded,
     RunLost,
@@ -53,6 +54,7 @@ from .base import (
     TriggerScheduleRecord,
     WorkSharing,
     check_retryable,
+    history_filters,
     runs_written,
 )
 
@@ -80,7 +82,7 @@ class SchemaTooNew(Exception):
     """The database was migrated by a newer cloaca than this one."""
 
 
-class PostgresStore(Store):
+class PostgresStore(Store, ClaimStore, NoticeStore):
     """A PostgreSQL database (optionally one schema of it) shared by any number of runners."""
 
     work_sharing = WorkSharing.BY_TASK

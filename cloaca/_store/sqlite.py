@@ -39,7 +39,6 @@ from .base import (
     ExecutionRecord,
     FireRequest,
     FiringRecord,
-    history_filters,
     OpenFire,
     RunEnded,
     RunLost,
@@ -50,6 +49,7 @@ from .base import (
     TaskRecord,
     TriggerScheduleRecord,
     check_retryable,
+    history_filters,
     runs_written,
 )
 from .sqlite_thread import SQLiteThread

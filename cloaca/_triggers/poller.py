@@ -20,9 +20,10 @@ from .._result import rfc3339
 from .._store.base import FireRequest, Store
 from .dedup import InflightFires
 from .definition import TriggerDefinition, TriggerResult
+from .failures import FailureLog
 from .sync_polls import PollEntry, SyncPollScheduler
 
-log = logging.getLogger("cloaca")
+log = logging.getLogger("cloaca.trigger")
 
 NO_CONTEXT_HASH = "fire_no_context"
 _POLL_FAILED = object()
@@ -44,7 +45,8 @@ class TriggerPoller:
         self.poll_timeout = poll_timeout
         self._watchdog = Watchdog(resolution=min(1.0, poll_timeout / 10))
         self.inflight = InflightFires()
-        self._sync_polls = SyncPollScheduler(max_concurrent_sync_polls, poll_timeout)
+        self.failures = FailureLog()
+        self._sync_polls = SyncPollScheduler(max_concurrent_sync_polls, poll_timeout, self.failures)
         self._pollers: dict[str, asyncio.Task[None]] = {}
         self._sync_entries: dict[str, PollEntry] = {}
         self._enabled: dict[str, bool] = {}
@@ -157,6 +159,7 @@ class TriggerPoller:
         due = loop.time() + interval  # the first poll comes one full interval after start
         name, function, timeout = definition.name, definition.function, self.poll_timeout
         lateness, watchdog, enabled = self.lateness, self._watchdog, self._enabled
+        failures = self.failures
         while True:
             await asyncio.sleep(due - loop.time())
             now = loop.time()
@@ -178,18 +181,18 @@ class TriggerPoller:
                     raise
                 outcome = _POLL_FAILED
                 if not timed_out:
-                    log.error("cloaca: trigger '%s' raised CancelledError", name)
+                    failures.failed(name, "raised CancelledError")
             except Exception as exc:
                 outcome = _POLL_FAILED
                 if not timed_out:
-                    _log_failure(name, exc)
+                    failures.failed(name, f"raised {type(exc).__name__}: {exc}", exc)
             if timed_out:  # its outcome, even one that ignored the cancellation, is dropped
                 outcome = _POLL_FAILED
-                log.error("cloaca: trigger '%s' poll timed out after %gs", name, timeout)
+                failures.failed(name, f"poll timed out after {timeout:g}s")
             self._async_polls += 1
             self._polled[name] = now
             if outcome is not _POLL_FAILED:
-                result = outcome if type(outcome) is TriggerResult else _result(definition, outcome)
+                result = self._result(definition, outcome)
                 if result is not None and result._fire:
                     self._launch(definition, result._fired_data())
 
@@ -201,11 +204,24 @@ class TriggerPoller:
         try:
             outcome = definition.function()
         except Exception as exc:
-            _log_failure(definition.name, exc)
+            self.failures.failed(definition.name, f"raised {type(exc).__name__}: {exc}", exc)
             return None
         finally:
             self._polled[definition.name] = time.monotonic()
-        return _result(definition, outcome)
+        return self._result(definition, outcome)
+
+    def _result(self, definition: TriggerDefinition, outcome: Any) -> Optional[TriggerResult]:
+        """A trigger's return value as a fire (or None); a bad one is a failed poll."""
+        if isinstance(outcome, TriggerResult):
+            result: Optional[TriggerResult] = outcome
+        elif isinstance(outcome, bool):
+            result = TriggerResult.fire() if outcome else None
+        else:
+            self.failures.failed(definition.name, f"returned {type(outcome).__name__}; expected a "
+                                 "cloaca.TriggerResult or a bool")
+            return None
+        self.failures.succeeded(definition.name)
+        return result
 
     def _fired_in_thread(self, definition: TriggerDefinition, result: Optional[TriggerResult]) -> None:
         """A sync poll's outcome, in its poll thread: a fire is launched on the loop."""
@@ -296,18 +312,4 @@ def _wall(monotonic: float) -> float:
     return monotonic + time.time() - time.monotonic()
 
 
-def _log_failure(name: str, exc: Exception) -> None:
-    log.error("cloaca: trigger '%s' raised %s: %s", name, type(exc).__name__, exc)
 
-
-def _result(definition: TriggerDefinition, outcome: Any) -> Optional[TriggerResult]:
-    """A trigger's return value as a fire (or None), a bad one logged."""
-    if isinstance(outcome, TriggerResult):
-        return outcome
-    if isinstance(outcome, bool):
-        return TriggerResult.fire() if outcome else None
-    log.error(
-        "cloaca: trigger '%s' returned %s; expected a cloaca.TriggerResult or a bool",
-        definition.name, type(outcome).__name__,
-    )
-    return None

@@ -25,7 +25,9 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-log = logging.getLogger("cloaca")
+from .failures import FailureLog
+
+log = logging.getLogger("cloaca.trigger")
 
 STALL_SECONDS = 0.01
 """How long the leader may be in one call while other polls are due before another thread
@@ -63,8 +65,10 @@ class SyncPollScheduler:
     """Polls sync triggers on their schedule in at most `max_polls` concurrent worker
     threads (plus one watching), each call bounded by `timeout` seconds."""
 
-    def __init__(self, max_polls: int, timeout: float, stall: float = STALL_SECONDS) -> None:
+    def __init__(self, max_polls: int, timeout: float, failures: Optional[FailureLog] = None,
+                 stall: float = STALL_SECONDS) -> None:
         self.max_polls = max_polls
+        self.failures = failures or FailureLog()
         self.timeout = timeout
         self.stall = stall
         self.polls = 0
@@ -180,8 +184,7 @@ class SyncPollScheduler:
             self._cond.release()  # the log's handlers may be slow: not while holding the lock
             try:
                 for call in overdue:
-                    log.error("cloaca: trigger '%s' poll timed out after %gs", call.entry.name,
-                              self.timeout)
+                    self.failures.failed(call.entry.name, f"poll timed out after {self.timeout:g}s")
             finally:
                 self._cond.acquire()
             now = time.monotonic()
@@ -195,10 +198,9 @@ class SyncPollScheduler:
             else:
                 self._cond.notify()  # an idle follower becomes the watcher
 
-    @staticmethod
-    def _call(entry: PollEntry) -> Any:
+    def _call(self, entry: PollEntry) -> Any:
         try:
             return entry.call()
         except BaseException as exc:  # never lose a poll thread to user code
-            log.error("cloaca: trigger '%s' raised %s: %s", entry.name, type(exc).__name__, exc)
+            self.failures.failed(entry.name, f"raised {type(exc).__name__}: {exc}", exc)
             return None
