@@ -153,7 +153,9 @@ def field(low: int, high: int) -> st.SearchStrategy[str]:
         lambda ab: f"{min(ab)}-{max(ab)}"
     )
     single = number.map(str) | ranges
-    stepped = st.tuples(st.sampled_from(["*"]) | ranges, st.integers(1, high - low + 1)).map(
+    # steps from 2: croniter reads "*/1" as "*" (unrestricted), cloaca.cron as restricted
+    # (only exactly "*" or "?" is unrestricted, as its docstring says)
+    stepped = st.tuples(st.sampled_from(["*"]) | ranges, st.integers(2, high - low + 1)).map(
         lambda rs: f"{rs[0]}/{rs[1]}"
     )
     items = single | stepped
