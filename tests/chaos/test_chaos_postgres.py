@@ -30,6 +30,7 @@ from cloaca import Context, DefaultRunner, DefaultRunnerConfig
 
 from _chaos import CUT_RUNS, CUTS, HANG_GUARD_SECONDS, POSTGRES_URL, SEED, report
 from _tcp_proxy import TcpProxy
+from pg_admin import proxy  # noqa: F401 (a fixture)
 
 pytestmark = [
     pytest.mark.chaos,
@@ -80,16 +81,6 @@ def database() -> Iterator[tuple[str, str]]:
 
     with created_database("cloaca_chaos_pg") as url:
         yield url.rsplit("/", 1)[1], url
-
-
-@pytest.fixture
-def proxy() -> Iterator[TcpProxy]:
-    p = TcpProxy("127.0.0.1", 5432)
-    p.start()
-    try:
-        yield p
-    finally:
-        p.stop()
 
 
 class Prober:

@@ -1,14 +1,20 @@
-"""PostgreSQL databases the chaos tests create and drop (through the test server's URL)."""
+"""PostgreSQL databases that tests create and drop, statements on their own connection, and
+a TCP proxy in front of the test server (CLOACA_TEST_POSTGRES_URL)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import urllib.parse
 import uuid
 from typing import Any, Iterator, Optional
 
-from _chaos import POSTGRES_URL
+import pytest
+
+from _tcp_proxy import TcpProxy
+
+POSTGRES_URL = os.environ.get("CLOACA_TEST_POSTGRES_URL")
 
 
 def admin(statement: str, *args: Any, url: Optional[str] = None) -> list[Any]:
@@ -54,3 +60,14 @@ def terminate_backends(database: str) -> int:
         "WHERE datname = $1 AND pid <> pg_backend_pid()", database,
     )
     return len(rows)
+
+
+@pytest.fixture
+def proxy() -> Iterator[TcpProxy]:
+    """A started TCP proxy to the test server (127.0.0.1:5432), stopped at teardown."""
+    p = TcpProxy("127.0.0.1", 5432)
+    p.start()
+    try:
+        yield p
+    finally:
+        p.stop()
