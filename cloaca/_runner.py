@@ -288,7 +288,11 @@ class DefaultRunner(CronAPI, TriggerAPI, ReactorAPI):
                 if self._state == "new":
                     self._state = "starting"
                     self._start_in_own_thread()
-        return self._bridge.call(fn, *args)
+        try:
+            return self._bridge.call(fn, *args)
+        except Exception as exc:
+            self._raise_if_connection_lost(exc)
+            raise
 
     def _interruptible(self, name: str, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
         """`_call` for the blocking waits: Ctrl-C shuts the runner down gracefully (running
@@ -313,7 +317,22 @@ class DefaultRunner(CronAPI, TriggerAPI, ReactorAPI):
         self._check_running(name)
         if self._state == "new":
             await self.astart()
-        return await self._bridge.acall(fn, *args)
+        try:
+            return await self._bridge.acall(fn, *args)
+        except Exception as exc:
+            self._raise_if_connection_lost(exc)
+            raise
+
+    def _raise_if_connection_lost(self, exc: Exception) -> None:
+        """A call that failed because the database connection was lost raises a RuntimeError
+        saying so and naming the database, not the driver's internal error (a TimeoutError
+        already says what happened, and get_result raises its own)."""
+        if isinstance(exc, TimeoutError) or not self._store.unavailable(exc):
+            return
+        raise RuntimeError(
+            f"{self._store.description} could not be reached (the connection was lost or refused: "
+            f"{type(exc).__name__}: {exc}); the call did not complete and may be made again"
+        ) from exc
 
     # ================================================================== executions
     def execute(self, workflow_name: str, context: Context) -> WorkflowResult:

@@ -26,6 +26,7 @@ import cloaca
 from cloaca import Context, DefaultRunner, DefaultRunnerConfig
 
 from _tcp_proxy import TcpProxy
+from pg_admin import admin, created_database, proxy, terminate_backends, url_for  # noqa: F401 (proxy: a fixture)
 from support import poll_until
 
 POSTGRES_URL = os.environ.get("CLOACA_TEST_POSTGRES_URL")
@@ -57,64 +58,15 @@ with cloaca.WorkflowBuilder(CHAIN):
 
 
 # ====================================================================== helpers
-def admin(statement: str, *args: Any, url: str | None = None) -> list[Any]:
-    """Run one statement on its own connection (blocking)."""
-    import asyncpg
-
-    async def run() -> list[Any]:
-        conn = await asyncpg.connect(url or POSTGRES_URL)
-        try:
-            return list(await conn.fetch(statement, *args))
-        finally:
-            await conn.close()
-
-    return asyncio.run(run())
-
-
-def database_url(base: str, database: str, host: str | None = None, port: int | None = None) -> str:
-    """`base` pointed at another database (and optionally another host:port)."""
-    import urllib.parse
-
-    parts = urllib.parse.urlsplit(base)
-    netloc = parts.netloc
-    if host is not None:
-        userinfo = netloc.rpartition("@")[0]
-        netloc = (userinfo + "@" if userinfo else "") + f"{host}:{port}"
-    return urllib.parse.urlunsplit((parts.scheme, netloc, "/" + database, parts.query, ""))
-
-
 @pytest.fixture
 def fresh_db() -> Iterator[str]:
     """The name of a new, empty database, dropped (with its connections) at teardown."""
-    name = f"cloaca_connloss_{uuid.uuid4().hex[:10]}"
-    admin(f'CREATE DATABASE "{name}"')
-    try:
-        yield name
-    finally:
-        admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-@pytest.fixture
-def proxy() -> Iterator[TcpProxy]:
-    """A started TCP proxy to the test server (127.0.0.1:5432), stopped at teardown."""
-    p = TcpProxy("127.0.0.1", 5432)
-    p.start()
-    try:
-        yield p
-    finally:
-        p.stop()
+    with created_database("cloaca_connloss") as url:
+        yield url.rsplit("/", 1)[1]
 
 
 def proxied_runner(proxy: TcpProxy, database: str) -> DefaultRunner:
-    return runner_on(database_url(POSTGRES_URL, database, "127.0.0.1", proxy.port))
-
-
-def terminate_backends(database: str) -> int:
-    rows = admin(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-        "WHERE datname = $1 AND pid <> pg_backend_pid()", database,
-    )
-    return len(rows)
+    return runner_on(url_for(database, "127.0.0.1", proxy.port))
 
 
 def run_many(runner: DefaultRunner, runs: int, threads: int, during: Callable[[], None]) -> list[Any]:
@@ -162,7 +114,7 @@ def runner_on(url: str) -> DefaultRunner:
 def test_every_run_ends_when_the_server_terminates_connections(
     fresh_db: str, first_cut: float, gap: float
 ) -> None:
-    runner = runner_on(database_url(POSTGRES_URL, fresh_db))
+    runner = runner_on(url_for(fresh_db))
     try:
         def cut() -> None:
             time.sleep(first_cut)
@@ -218,7 +170,7 @@ class FaultyCalls:
 def test_every_run_ends_when_store_calls_fail(
     fresh_db: str, methods: list[str], after_commit: bool
 ) -> None:
-    runner = runner_on(database_url(POSTGRES_URL, fresh_db))
+    runner = runner_on(url_for(fresh_db))
     try:
         faults = FaultyCalls(runner._store, methods, every=4, after_commit=after_commit)
         outcomes = run_many(runner, runs=24, threads=12, during=lambda: None)
@@ -230,7 +182,7 @@ def test_every_run_ends_when_store_calls_fail(
 
 @pytest.mark.parametrize("after_commit", [False, True], ids=["before", "after-commit"])
 def test_every_run_ends_when_a_recomputed_step_fails(fresh_db: str, after_commit: bool) -> None:
-    runner = runner_on(database_url(POSTGRES_URL, fresh_db))
+    runner = runner_on(url_for(fresh_db))
     try:
         store, calls = runner._store, itertools.count(1)
         commit_step = store.commit_step
@@ -271,7 +223,7 @@ def test_every_trigger_fire_starts_its_run_once_when_inserts_fail(fresh_db: str,
         return cloaca.TriggerResult.skip() if n is None else cloaca.TriggerResult.fire(Context({"n": n}))
 
     try:
-        runner = runner_on(database_url(POSTGRES_URL, fresh_db))
+        runner = runner_on(url_for(fresh_db))
         try:
             faults = FaultyCalls(runner._store, ["create_execution"], every=2, after_commit=after_commit)
             poll_until(

@@ -74,6 +74,9 @@ class TaskClaims:
             self.wake()
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_take_over = loop.time() + self.fallback
+        take_over_pending = False
         while True:
             timed_out = False
             try:
@@ -82,32 +85,43 @@ class TaskClaims:
             except TimeoutError:
                 timed_out = True
             self._wake.clear()
+            # Expired leases are looked for every `fallback` seconds even when notices keep
+            # waking this loop: a steady stream of new work must not starve a dead runner's tasks.
+            # It stays pending until a pass had a free slot of every kind to look with.
+            if timed_out or loop.time() >= next_take_over:
+                take_over_pending = self.engine.settings.enable_recovery
+                next_take_over = loop.time() + self.fallback
             try:
                 if timed_out or self._ended:
                     await self._observe_ended(check_all=timed_out)
-                if timed_out:
-                    await self._claim_while_free(take_over=self.engine.settings.enable_recovery)
+                if take_over_pending:
+                    take_over_pending = not await self._claim_while_free(take_over=True)
                 elif self._maybe_work:
                     await self._claim_while_free(take_over=False)
             except Exception as exc:
                 log.error("cloaca: claiming work from %s failed: %s", self.engine.store.description, exc)
 
-    async def _claim_while_free(self, take_over: bool) -> None:
+    async def _claim_while_free(self, take_over: bool) -> bool:
         """Claim, for each kind of slot (threads, async), batches while slots of that kind are
-        free and the store keeps handing out full batches."""
+        free and the store keeps handing out full batches; whether every kind had a free
+        slot to claim with."""
         self._maybe_work = False
+        looked = True
         for pool, names in self.engine.claimable_names().items():
-            await self._claim_for(pool, names, take_over)
+            looked = await self._claim_for(pool, names, take_over) and looked
+        return looked
 
-    async def _claim_for(self, pool: SlotPool, task_names: list[str], take_over: bool) -> None:
+    async def _claim_for(self, pool: SlotPool, task_names: list[str], take_over: bool) -> bool:
         engine = self.engine
+        looked = False
         while not engine._stopping and task_names:
             taken = 0
             while taken < MAX_CLAIM_BATCH and pool.try_acquire():
                 taken += 1
             if taken == 0:
                 self._maybe_work = True  # look again when a slot frees up
-                return
+                return looked
+            looked = True
             now = time.time()
             known = engine.cached_versions()
             try:
@@ -128,7 +142,8 @@ class TaskClaims:
                 for _ in range(taken - started):
                     pool.release()
             if got < taken:
-                return
+                return True
+        return True
 
     async def _observe_ended(self, check_all: bool) -> None:
         """Stop, here, the runs that another runner ended (or that were cancelled)."""

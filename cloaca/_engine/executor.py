@@ -401,7 +401,7 @@ class Engine:
         for pool, queue in self._queues.items():
             while queue and not self._stopping and pool.try_acquire():
                 run, state = queue.popleft()
-                if run.id not in self._runs:
+                if run.id not in self._runs or run.stopped:
                     pool.release()
                     continue
                 self._mark_running(state.record, time.time())
@@ -442,11 +442,37 @@ class Engine:
                       "when its lease expires): %s", run.id, exc)
             return
         log.error("cloaca: run %s stopped: could not persist its progress: %s", run.id, exc)
-        self._runs.pop(run.id, None)
+        run.stopped = True  # the run has failed: its other attempts here are abandoned
+        for state in run.tasks.values():
+            if state.body is not None:
+                state.body.cancel()
         if not run.done.done():
             run.done.set_exception(
                 ValueError(f"Workflow execution failed: could not persist progress: {exc}")
             )
+        self._spawn(self._record_unwritable(run, f"could not persist progress: {exc}"), background=True)
+
+    async def _record_unwritable(self, run: Run, error: str) -> None:
+        """BY_RUN: store the run as Failed (its unfinished tasks too) once the store takes
+        writes again (e.g. a full disk was given room). Until then it stays in `_runs`,
+        under this runner's lease, so that nobody resumes it meanwhile."""
+        interval = self.settings.lease_seconds / 3
+        while self._runs.get(run.id) is run:
+            now = time.time()
+            tasks = [_failed_copy(s.record, error, now) for s in run.tasks.values()
+                     if s.record.status not in TERMINAL]
+            execution = ExecutionRecord(**run.execution.__dict__)
+            execution.status, execution.error_message, execution.completed_at = "Failed", error, now
+            try:
+                await self.store.save_progress(tasks, execution, self.owner)
+            except (RunEnded, RunLost):
+                break  # ended or taken over elsewhere meanwhile
+            except Exception:
+                await asyncio.sleep(interval)
+                continue
+            log.info("cloaca: run %s stored as Failed: %s", run.id, error)
+            break
+        self._forget(run)
 
     def _lost(self, run: Run) -> None:
         """BY_RUN: another runner took the run over while this one stalled past its lease."""
@@ -556,7 +582,7 @@ class Engine:
         )
 
     async def _call(self, run: Run, state: _TaskState, callback: Callable[..., Any], *args: Any) -> None:
-        error = await run_callback(callback, args, self._thread_limiter)
+        error = await run_callback(callback, args, self._thread_limiter, self.settings.task_timeout_seconds)
         if error is not None:
             self.observe.callback_failed(run.execution, state.record, callback, error)
 
@@ -1072,6 +1098,12 @@ def _context(text: str) -> Context:
 
 def _copy(record: TaskRecord) -> TaskRecord:
     return TaskRecord(**record.__dict__)
+
+
+def _failed_copy(record: TaskRecord, error: str, now: float) -> TaskRecord:
+    failed = _copy(record)
+    failed.status, failed.error_message, failed.completed_at = "Failed", error, now
+    return failed
 
 
 def _later(a: TaskRecord, b: TaskRecord) -> bool:

@@ -571,6 +571,7 @@ def _prepare(conn: sqlite3.Connection) -> None:
     """Check the file is a SQLite database, set pragmas, apply pending migrations."""
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # "file is not a database"
+    _check_not_truncated(conn)
     conn.execute("PRAGMA journal_mode = WAL").fetchone()
     conn.execute("PRAGMA synchronous = NORMAL")
     conn.execute("PRAGMA foreign_keys = OFF")
@@ -596,6 +597,27 @@ def _prepare(conn: sqlite3.Connection) -> None:
 
 
 MIGRATIONS_LATEST = max(v for v, _ in q.MIGRATIONS)
+
+
+def _check_not_truncated(conn: sqlite3.Connection) -> None:
+    """Refuse a database file cut short: SQLite reads the missing end of a page as zeros
+    and would go on writing to it. Every database file is whole pages, as many as its
+    header says, unless a write-ahead log holds pages not yet copied back."""
+    path = next(row[2] for row in conn.execute("PRAGMA database_list") if row[1] == "main")
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        return  # no file (a temporary database): nothing to check
+    wal = os.path.getsize(path + "-wal") if os.path.exists(path + "-wal") else 0
+    if size == 0:
+        return  # a new database
+    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    if size % page_size or (wal == 0 and size < pages * page_size):
+        raise sqlite3.DatabaseError(
+            f"database disk image is malformed: the file is truncated ({size} bytes, "
+            f"{pages} pages of {page_size} bytes expected)"
+        )
 
 
 def _open_inline(path: str) -> sqlite3.Connection:

@@ -14,7 +14,9 @@ from .._sealed import Sealed
 DEFAULT_POLL_INTERVAL = "30s"
 MIN_POLL_INTERVAL_MS = 10
 
-_DURATION = re.compile(r"\s*(\d+)(ms|s|m|h)\s*")
+_DURATION = re.compile(r"\s*(\d+)(ms|s|m|h)\s*", re.ASCII)  # ASCII digits only
+MAX_POLL_INTERVAL_MS = 2**63 - 1
+"""What the schedule tables hold (a 64-bit integer)."""
 _UNIT_MS = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000}
 
 
@@ -29,6 +31,10 @@ def parse_duration_ms(text: str) -> int:
             "'ms', 's', 'm' or 'h' (for example '100ms', '5s', '1m', '2h')"
         )
     milliseconds = int(match.group(1)) * _UNIT_MS[match.group(2)]
+    if milliseconds > MAX_POLL_INTERVAL_MS:
+        raise ValueError(
+            f"Invalid poll_interval '{text}': the longest poll interval is {MAX_POLL_INTERVAL_MS}ms"
+        )
     if milliseconds < MIN_POLL_INTERVAL_MS:
         raise ValueError(
             f"Invalid poll_interval '{text}': the shortest poll interval is "

@@ -10,7 +10,9 @@ A slow call must not hold the others up: a second thread (the watcher) looks eve
 seconds, and when the leader has been in one call that long while other polls are due, it
 becomes the leader itself; a new watcher is started if no idle thread is left. So threads are
 added only while calls are slow, and at most `max_polls` calls run at once. The watcher also
-reports calls that outlive the poll timeout (their outcome is then dropped).
+reports calls that outlive the poll timeout (their outcome is then dropped); such a call no
+longer counts against `max_polls` (its thread runs on until it returns), so polls that hang
+for good cannot stop every other trigger.
 """
 
 from __future__ import annotations
@@ -189,7 +191,7 @@ class SyncPollScheduler:
         leading = self._running.get(self._leader) if self._leader is not None else None
         if (leading is not None and now - leading.started >= self.stall
                 and self._heap and self._heap[0][0] <= now
-                and len(self._running) < self.max_polls):
+                and sum(not c.timed_out for c in self._running.values()) < self.max_polls):
             self._leader, self._watcher = me, None
             if self._idle == 0:
                 self._spawn()  # the next watcher
