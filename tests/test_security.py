@@ -15,7 +15,7 @@ import os
 import time
 import urllib.parse
 import uuid
-from typing import Any, Iterator
+from typing import Iterator
 
 import pytest
 

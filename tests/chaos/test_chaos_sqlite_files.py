@@ -7,10 +7,8 @@ fills with a ballast file; freeing the ballast gives the runner room again.
 
 from __future__ import annotations
 
-import shutil
 import sqlite3
 import subprocess
-import time
 from pathlib import Path
 from typing import Iterator
 

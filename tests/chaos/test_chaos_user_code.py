@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator
 import pytest
 
 import cloaca
-from cloaca import Context, DefaultRunner, DefaultRunnerConfig, TriggerResult
+from cloaca import Context, DefaultRunner, DefaultRunnerConfig
 from cloaca._registry import REGISTRY
 
 from _chaos import LONG, report
