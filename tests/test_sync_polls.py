@@ -43,8 +43,8 @@ class Counter:
 def scheduler():
     made: list[SyncPollScheduler] = []
 
-    def make(max_polls: int = 64, timeout: float = 30.0) -> SyncPollScheduler:
-        made.append(SyncPollScheduler(max_polls, timeout))
+    def make(max_polls: int = 64, timeout: float = 30.0, **options: Any) -> SyncPollScheduler:
+        made.append(SyncPollScheduler(max_polls, timeout, **options))
         return made[-1]
 
     yield make
@@ -130,6 +130,32 @@ def test_a_call_outliving_the_timeout_is_logged_and_its_outcome_dropped(schedule
     hung.outcome = "on time"
     poll_until(lambda: "on time" in outcomes, "a later call to hand its outcome over")
     assert "late" not in outcomes
+
+
+def test_a_call_that_overran_unseen_by_the_watcher_still_has_its_outcome_dropped(scheduler, caplog):
+    """The watcher looks every `stall` seconds; one too slow to see a call overrun (here: it
+    sleeps 60 s) must not let the late outcome through."""
+    caplog.set_level(logging.ERROR, logger="cloaca")
+    s = scheduler(timeout=0.05, stall=60.0)
+    calls: list[int] = []
+    first_may_return = threading.Event()
+    outcomes: list[int] = []
+
+    def slow() -> int:
+        calls.append(1)
+        number = len(calls)
+        if number == 1:
+            first_may_return.wait(10)
+        return number
+
+    s.add(entry("slow_trigger", slow, done=outcomes.append))
+    poll_until(lambda: len(calls) == 1, "the first call")
+    time.sleep(0.2)  # well past the timeout, while the watcher sleeps
+    first_may_return.set()
+    poll_until(lambda: len(outcomes) >= 2, "later calls' outcomes")
+    assert 1 not in outcomes  # the first call's outcome came too late
+    assert any("slow_trigger" in r.getMessage() and "timed out after 0.05s" in r.getMessage()
+               for r in caplog.records)
 
 
 def test_a_call_raising_anything_keeps_its_thread_and_its_schedule(scheduler, caplog):

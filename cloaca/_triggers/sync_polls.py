@@ -146,6 +146,10 @@ class SyncPollScheduler:
             del self._running[me]
         self.polls += 1
         ended = time.monotonic()
+        # The watcher flags overdue calls while they run; a call that overran unseen (every
+        # thread busy, or a starved watcher) is flagged here, so its late outcome is dropped.
+        overran = not call.timed_out and ended - call.started > self.timeout
+        call.timed_out = call.timed_out or overran
         due += entry.interval
         if due <= ended:
             due = ended + entry.interval  # a call that overran: skip the missed ticks
@@ -153,6 +157,12 @@ class SyncPollScheduler:
             heapq.heappush(self._heap, (due, next(self._order), entry))
             if self._leader is not me and self._heap[0][2] is entry:
                 self._cond.notify_all()  # due before the time the leader sleeps until
+        if overran:
+            self._cond.release()  # the log's handlers may be slow: not while holding the lock
+            try:
+                self.failures.failed(entry.name, f"poll timed out after {self.timeout:g}s")
+            finally:
+                self._cond.acquire()
         if call.timed_out or self._stopped:
             return
         self._cond.release()
