@@ -29,8 +29,9 @@ from ._config import DefaultRunnerConfig
 from ._context import Context
 from ._cron.api import CronAPI
 from ._cron.scheduler import Clock, CronScheduler
-from ._engine.executor import RUN_STATUSES, Engine, EngineSettings, Run
+from ._engine.executor import RUN_STATUSES, Engine, EngineSettings
 from ._engine.observe import caller_trace_context
+from ._engine.run_state import Run
 from ._paging import page
 from ._reactors.api import ReactorAPI
 from ._reactors.runtime import ReactorRuntime

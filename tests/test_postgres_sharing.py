@@ -119,7 +119,7 @@ def test_a_stalled_runners_task_is_taken_over_and_its_late_result_is_refused(sch
         stored = poll_until(lambda: rescuer.get_execution(result.execution_id), "the run")
         assert stored.final_context.get("by") == "second attempt"
         # The stalled runner's late step, once it woke up, changed nothing.
-        poll_until(lambda: not stalled._engine._active_tasks, "the stalled attempt to end")
+        poll_until(lambda: not stalled._engine.active_tasks, "the stalled attempt to end")
         again = rescuer.get_execution(result.execution_id)
         assert again is not None and again.final_context.get("by") == "second attempt"
         assert again.task_results[0]["attempt_count"] == 2
@@ -195,7 +195,7 @@ def test_without_listen_runners_still_share_work_by_polling(schema, monkeypatch)
     submitter = runner(schema, max_concurrent_async_tasks=1)
     helper = runner(schema, max_concurrent_async_tasks=4)
     try:
-        assert helper._engine.claims is not None and not helper._engine.claims.listening
+        assert not helper._engine.sharing.claims.listening
         result = submitter.execute(FANOUT, Context({"key": "polled"}))
         assert result.status == "Completed", result.error_message
         assert len(executed_on["polled"]) == len(LEAVES)

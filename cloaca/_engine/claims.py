@@ -20,7 +20,7 @@ from .deadline import deadline
 from .slots import SlotPool
 
 if TYPE_CHECKING:
-    from .executor import Engine
+    from .by_task import TaskSharing
 
 log = logging.getLogger("cloaca")
 
@@ -31,8 +31,9 @@ MAX_CLAIM_BATCH = 64
 class TaskClaims:
     """Claims tasks for one engine and watches the runs it started."""
 
-    def __init__(self, engine: Engine, store: ClaimStore, poll_interval: float) -> None:
-        self.engine = engine
+    def __init__(self, sharing: TaskSharing, store: ClaimStore, poll_interval: float) -> None:
+        self.sharing = sharing
+        self.engine = sharing.engine
         self.store = store
         self.poll_interval = poll_interval
         self.fallback = poll_interval
@@ -107,14 +108,14 @@ class TaskClaims:
         slot to claim with."""
         self._maybe_work = False
         looked = True
-        for pool, names in self.engine.claimable_names().items():
+        for pool, names in self.sharing.claimable_names().items():
             looked = await self._claim_for(pool, names, take_over) and looked
         return looked
 
     async def _claim_for(self, pool: SlotPool, task_names: list[str], take_over: bool) -> bool:
         engine = self.engine
         looked = False
-        while not engine._stopping and task_names:
+        while not engine.stopping and task_names:
             taken = 0
             while taken < MAX_CLAIM_BATCH and pool.try_acquire():
                 taken += 1
@@ -123,7 +124,7 @@ class TaskClaims:
                 return looked
             looked = True
             now = time.time()
-            known = engine.cached_versions()
+            known = self.sharing.cached_versions()
             try:
                 work = await self.store.claim_tasks(
                     engine.owner, now, now + engine.settings.lease_seconds,
@@ -137,7 +138,7 @@ class TaskClaims:
             started = 0
             try:
                 for item in work:
-                    started += await engine.start_claimed(item, known)
+                    started += await self.sharing.start_claimed(item, known)
             finally:
                 for _ in range(taken - started):
                     pool.release()

@@ -14,7 +14,8 @@ from typing import Any, Optional
 
 from .._context import context_hash
 from .._engine.deadline import Watchdog, cancelled_from_outside
-from .._engine.executor import Engine, Run
+from .._engine.executor import Engine
+from .._engine.run_state import Run
 from .._registry import Registry
 from .._result import rfc3339
 from .._store.base import FireRequest, Store

@@ -1,0 +1,258 @@
+"""Work shared by task (`WorkSharing.BY_TASK`): any runner claims any ready task of any run
+(`claims.TaskClaims`), and each scheduling step is written compare-and-set on the run's
+version, computed again from the stored run when another runner wrote first.
+
+Tasks beyond the free slots are left Ready in the store for whoever is free; leases are
+per task, and a task whose lease expired is taken over by the next claim.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Mapping, Optional
+
+from .._store.base import (
+    ClaimedWork,
+    ClaimStore,
+    ExecutionRecord,
+    RunLost,
+    StoredRun,
+    TaskRecord,
+)
+from .claims import TaskClaims
+from .run_state import UNFINISHED_RUN, Run, Step, TaskState, copy_record
+from .sharing import Sharing
+from .slots import SlotPool
+from .store_retry import until_stored
+
+if TYPE_CHECKING:
+    from .executor import Engine
+
+log = logging.getLogger("cloaca.run")
+
+UNKNOWN_VERSION = -1
+"""A run's version after a write that may or may not have been committed; the next step
+or claim of the run reads all of its rows again (its memory may hold changes that were
+never stored)."""
+
+
+class TaskSharing(Sharing):
+    """Tasks claimed one by one by whichever runner is free."""
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(engine)
+        store = engine.store
+        if not isinstance(store, ClaimStore):
+            raise TypeError(f"{type(store).__name__} shares work by task but is no ClaimStore")
+        self.store: ClaimStore = store
+        self.claims = TaskClaims(self, store, engine.settings.poll_interval_seconds)
+
+    async def start(self) -> None:
+        await self.claims.start()
+
+    async def stop(self) -> None:
+        await self.claims.stop()
+
+    def queue(self, run: Run, states: list[TaskState]) -> None:
+        pass  # left Ready in the store, for any runner to claim
+
+    def slot_freed(self) -> None:
+        self.claims.slot_freed()
+
+    def retry_due(self, run: Run, state: TaskState) -> None:
+        self.claims.wake()  # the task is Ready in the store: whoever is free claims it
+
+    def interrupted(self, state: TaskState, step: Step) -> None:
+        pass  # Ready tasks are claimed, Running ones taken over once their lease expires
+
+    def attempt_over(self, run: Run) -> None:
+        if not run.watched and run.active == 0:
+            self.engine.forget(run)  # nobody here waits for it: its rows are read again when claimed
+
+    def write_failed(self, run: Run, exc: Exception) -> None:
+        # The task's lease is no longer renewed: a runner takes it over when it expires.
+        log.error("cloaca: could not persist a step of run %s (its task will be retried "
+                  "when its lease expires): %s", run.id, exc)
+
+    async def keep_leases(self, lease_until: float) -> None:
+        engine = self.engine
+        await self.store.renew_task_leases(engine.owner, list(engine.active_tasks), lease_until)
+
+    def sole_writer_of(self, execution_id: str) -> Optional[Run]:
+        return None  # another runner may write any step of it
+
+    # ------------------------------------------------------------------ claims
+    async def start_claimed(self, work: ClaimedWork, known: Mapping[str, int]) -> int:
+        """Execute tasks claimed from the store, one slot already taken for each.
+
+        `known` are the run versions the claim was made with (`work.run` holds only what
+        changed since, for those). Returns how many were started; the caller gives back the
+        slots of the others.
+        """
+        engine = self.engine
+        run = engine.runs.get(work.execution_id)
+        if run is None:
+            whole = work.run if work.execution_id not in known else None
+            stored = whole or await engine.store.get_run(work.execution_id)  # forgotten meanwhile
+            workflow = None if stored is None else engine.registry.get_workflow(stored.execution.workflow_name)
+            if stored is None or workflow is None:
+                return 0  # the claims lapse with their lease and are taken over
+            run = engine.runs.get(work.execution_id)
+            if run is None:
+                run = engine.new_run(stored.execution, workflow)
+                run.load(stored)
+                engine.runs[run.id] = run
+        started = 0
+        async with run.lock:
+            if work.run is not None and work.run.version > run.version:
+                run.load(work.run)
+            for record in work.tasks:
+                state = run.tasks.get(record.task_name)
+                if state is None:
+                    log.error("cloaca: claimed task '%s' is not in workflow '%s' as registered here",
+                              record.task_name, run.execution.workflow_name)
+                    continue
+                state.record = record
+                engine.start_body(run, state)
+                started += 1
+        return started
+
+    def claimable_names(self) -> dict[SlotPool, list[str]]:
+        """The tasks of the registered workflows, by the slots their bodies take."""
+        engine = self.engine
+        names: dict[SlotPool, list[str]] = {engine.async_slots: [], engine.slots: []}
+        for workflow_name in engine.registry.workflow_names():
+            workflow = engine.registry.get_workflow(workflow_name)
+            for task_name, definition in (workflow.tasks.items() if workflow else ()):
+                names[engine.pool_of(definition)].append(task_name)
+        return names
+
+    def cached_versions(self) -> dict[str, int]:
+        return {run_id: run.version for run_id, run in self.engine.runs.items()}
+
+    # ------------------------------------------------------------------ writes
+    def _lease_until(self) -> float:
+        return time.time() + self.engine.settings.lease_seconds
+
+    async def write_restart(self, run: Run, step: Step) -> None:
+        if not await self.store.commit_step(run.id, run.version, self.engine.owner, self._lease_until(), step.changed):
+            raise RunLost(run.id)
+        run.version += 1
+
+    async def write_end(self, run: Run, finished: ExecutionRecord) -> None:
+        engine = self.engine
+        if await until_stored(
+            engine.store, f"the end of run {run.id}",
+            lambda: self.store.commit_step(run.id, run.version, engine.owner, finished.completed_at or time.time(),
+                                           [], finished),
+            lambda: engine.stopping,
+        ):
+            run.version += 1
+
+    async def commit(self, run: Run, state: TaskState, outcome: TaskRecord) -> Optional[Step]:
+        """Write the step against the run's version; if another runner wrote first, compute
+        it again under the run's row lock. None if the task is no longer ours."""
+        engine = self.engine
+        async with run.lock:
+            step, finished = engine.outcome_step(run, state, outcome)
+            try:
+                committed = await self.store.commit_step(
+                    run.id, run.version, engine.owner, self._lease_until(), step.changed, finished,
+                )
+            except Exception as exc:
+                engine.abandon(step)
+                started = [copy_record(s.record) for s in step.to_start]
+                return await self._write_again(run, state, outcome, exc, started)
+            if committed:
+                run.version += 1
+                return step
+            engine.abandon(step)
+            try:
+                return await self._commit_locked(run, state, outcome, [r.task_name for r in step.changed])
+            except Exception as exc:
+                return await self._write_again(run, state, outcome, exc, [])
+
+    async def _write_again(
+        self, run: Run, state: TaskState, outcome: TaskRecord, exc: Exception, started: list[TaskRecord]
+    ) -> Optional[Step]:
+        """A write of the run's step failed, after the step was applied in memory: forget
+        what memory holds of the run and, if the store was unreachable, write the step
+        again until it goes through. `started`: the tasks the failed write started."""
+        run.version = UNKNOWN_VERSION
+        engine = self.engine
+        if not engine.store.unavailable(exc):
+            raise exc
+        return await until_stored(
+            engine.store, f"a step of run {run.id}",
+            lambda: self._commit_reloaded(run, state, outcome, started), lambda: engine.stopping,
+        )
+
+    async def _commit_reloaded(
+        self, run: Run, state: TaskState, outcome: TaskRecord, started: list[TaskRecord]
+    ) -> Optional[Step]:
+        """`_commit_locked` from all of the run's stored rows, after a write that may have
+        been lost or committed with its reply lost (then the tasks it `started` are
+        executed here, as they would have been, and a run it ended is finished)."""
+        engine = self.engine
+        try:
+            step = await self._commit_locked(run, state, outcome, [])
+        except Exception:
+            run.version = UNKNOWN_VERSION
+            raise
+        if step is None and (state.record.attempt, state.record.status) == (outcome.attempt, outcome.status):
+            for record in started:
+                mine = run.tasks[record.task_name]
+                if ((mine.record.status, mine.record.attempt, mine.record.started_at)
+                        == ("Running", record.attempt, record.started_at)
+                        and engine.pool_of(mine.definition).try_acquire()):
+                    engine.start_body(run, mine)  # else its lease lapses and it is taken over
+            if run.execution.status not in UNFINISHED_RUN:
+                engine.finished(run, run.snapshot())
+        return step
+
+    async def _commit_locked(
+        self, run: Run, state: TaskState, outcome: TaskRecord, undone: list[str]
+    ) -> Optional[Step]:
+        """Recompute the step from what others changed (and the rows of `undone`, which the
+        refused step changed in memory only) while the run's row is locked. `compute` may
+        be called more than once (a store that cannot hold the lock while it runs computes
+        again when its write is refused): only the last step computed is kept."""
+        engine = self.engine
+        computed: list[Step] = []
+
+        def compute(stored: StoredRun) -> Optional[tuple[list[TaskRecord], Optional[ExecutionRecord]]]:
+            for step in computed:
+                engine.abandon(step)
+            computed.clear()
+            run.load(stored)
+            if state.record.attempt == outcome.attempt and state.record.status == outcome.status:
+                log.info("cloaca: the result of task '%s' of run %s was written before the "
+                         "connection dropped", outcome.task_name, run.id)
+                return None
+            if stored.execution.status not in UNFINISHED_RUN:
+                log.warning("cloaca: run %s ended elsewhere; dropping the result of task '%s'",
+                            run.id, outcome.task_name)
+                return None
+            if state.record.status != "Running" or state.record.attempt != outcome.attempt:
+                log.warning("cloaca: task '%s' of run %s was taken over by another runner (its "
+                            "lease expired); dropping this attempt's result", outcome.task_name, run.id)
+                return None
+            step, finished = engine.outcome_step(run, state, outcome)
+            computed.append(step)
+            return step.changed, finished
+
+        try:
+            committed = await self.store.commit_step_locked(
+                run.id, run.version, undone, engine.owner, self._lease_until(), compute,
+            )
+        except Exception:
+            for step in computed:
+                engine.abandon(step)
+            raise
+        if not committed:
+            for step in computed:
+                engine.abandon(step)
+            return None
+        run.version += 1
+        return computed[-1]
