@@ -174,7 +174,7 @@ class Engine:
         run = self.new_run(execution, workflow)
         if fire is not None:
             attributes = {**(attributes or {}), "cloaca.trigger_name": fire.trigger_name}
-        run.span = self.observe.run_started(execution, trace_parent, attributes)
+        run.span = self.observe.run_started(execution, trace_parent, attributes, run.traced)
         for state in run.tasks.values():
             state.remaining = len(set(state.definition.dependencies))
         step = Step(now)
@@ -547,7 +547,7 @@ class Engine:
         if workflow is None or stored.execution.id in self.runs:
             return
         run = self._adopt_run(stored, workflow)
-        run.span = self.observe.run_resumed(run.execution)
+        run.span = self.observe.run_resumed(run.execution, run.traced)
         for listener in self.resumed_listeners:
             listener(run)
         log.info("cloaca: resumed run %s of workflow '%s'", run.id, run.execution.workflow_name)
@@ -610,7 +610,7 @@ class Engine:
             raise ValueError(f"Unknown execution id: {execution_id}")
         run = self._adopt_run(reopened, workflow)
         run.watched = True
-        run.span = self.observe.run_resumed(run.execution)
+        run.span = self.observe.run_resumed(run.execution, run.traced)
         log.info("cloaca: retrying run %s of workflow '%s'", run.id, run.execution.workflow_name)
         await self._restart(run, now)
         return run

@@ -43,10 +43,17 @@ TRACING = _trace is not None
 """Whether opentelemetry-api is importable (spans and metrics are then emitted)."""
 
 
+_provider_seen = False
+
+
 def spans_on() -> bool:
     """Spans cost something only once an application installed a tracer provider (an SDK):
-    until then the API's proxy would hand out spans that record nothing."""
-    return TRACING and not isinstance(_trace.get_tracer_provider(), _trace.ProxyTracerProvider)
+    until then the API's proxy would hand out spans that record nothing. (Asking costs a
+    few µs while there is none; once there is, it stays: the API sets it only once.)"""
+    global _provider_seen
+    if not _provider_seen:
+        _provider_seen = TRACING and not isinstance(_trace.get_tracer_provider(), _trace.ProxyTracerProvider)
+    return _provider_seen
 
 
 def run_extra(execution: ExecutionRecord) -> dict[str, Any]:
@@ -67,7 +74,7 @@ def short_name(task_name: str) -> str:
 
 def caller_trace_context() -> Optional[dict[str, str]]:
     """The trace context current where a run is submitted (to parent its run span), if any."""
-    if not spans_on():
+    if not TRACING or not _trace.get_current_span().get_span_context().is_valid or not spans_on():
         return None
     carrier: dict[str, str] = {}
     _propagate.inject(carrier)
@@ -92,19 +99,20 @@ class Observer:
     # ------------------------------------------------------------------ runs
     def run_started(
         self, execution: ExecutionRecord, parent: Optional[Mapping[str, str]],
-        attributes: Optional[Mapping[str, str]],
+        attributes: Optional[Mapping[str, str]], traced: bool,
     ) -> Any:
-        """Log the run's start and open its span (returned); records its trace context."""
+        """Log the run's start and, if `traced` (spans on), open its span (returned) and
+        record its trace context."""
         if run_log.isEnabledFor(logging.DEBUG):
             run_log.debug("run %s of workflow '%s' started", execution.id, execution.workflow_name,
                           extra=run_extra(execution))
-        if not spans_on():
+        if not traced:
             return None
         return self._start_run_span(execution, _propagate.extract(parent or {}), attributes, resumed=False)
 
-    def run_resumed(self, execution: ExecutionRecord) -> Any:
-        """A span for a run this runner goes on with, in the trace the run began in."""
-        if not spans_on():
+    def run_resumed(self, execution: ExecutionRecord, traced: bool) -> Any:
+        """If `traced`, a span for a run this runner goes on with, in the trace the run began in."""
+        if not traced:
             return None
         return self._start_run_span(execution, _parent_of(execution), None, resumed=True)
 
