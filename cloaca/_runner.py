@@ -29,9 +29,10 @@ from ._config import DefaultRunnerConfig
 from ._context import Context
 from ._cron.api import CronAPI
 from ._cron.scheduler import Clock, CronScheduler
-from ._engine.executor import RUN_STATUSES, Engine, EngineSettings
+from ._engine.executor import RUN_STATUSES, Engine
 from ._engine.observe import caller_trace_context
 from ._engine.run_state import Run
+from ._engine.settings import EngineSettings
 from ._paging import page
 from ._reactors.api import ReactorAPI
 from ._reactors.runtime import ReactorRuntime

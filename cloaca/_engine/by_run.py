@@ -12,15 +12,12 @@ import asyncio
 import logging
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
 from .._store.base import ExecutionRecord, RunLost, TaskRecord
 from .run_state import TERMINAL, UNFINISHED_RUN, Run, Step, TaskState, copy_record
-from .sharing import Sharing
+from .sharing import Engine, Sharing
 from .slots import SlotPool
-
-if TYPE_CHECKING:
-    from .executor import Engine
 
 log = logging.getLogger("cloaca.run")
 

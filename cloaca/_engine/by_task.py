@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Mapping, Optional
+from typing import Mapping, Optional
 
 from .._store.base import (
     ClaimedWork,
@@ -22,12 +22,9 @@ from .._store.base import (
 )
 from .claims import TaskClaims
 from .run_state import UNFINISHED_RUN, Run, Step, TaskState, copy_record
-from .sharing import Sharing
+from .sharing import Engine, Sharing
 from .slots import SlotPool
 from .store_retry import until_stored
-
-if TYPE_CHECKING:
-    from .executor import Engine
 
 log = logging.getLogger("cloaca.run")
 

@@ -13,14 +13,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, Optional
+from typing import Mapping, Optional, Protocol
 
-from .._store.base import ClaimStore, Notice, NoticeStore
+from .._store.base import ClaimedWork, ClaimStore, Notice, NoticeStore
 from .deadline import deadline
+from .sharing import Engine
 from .slots import SlotPool
-
-if TYPE_CHECKING:
-    from .by_task import TaskSharing
 
 log = logging.getLogger("cloaca")
 
@@ -28,10 +26,20 @@ MAX_FALLBACK_SECONDS = 1.0
 MAX_CLAIM_BATCH = 64
 
 
+class Claimer(Protocol):
+    """What the claims loop serves (`by_task.TaskSharing`)."""
+
+    engine: Engine
+
+    def claimable_names(self) -> dict[SlotPool, list[str]]: ...
+    def cached_versions(self) -> dict[str, int]: ...
+    async def start_claimed(self, work: ClaimedWork, known: Mapping[str, int]) -> int: ...
+
+
 class TaskClaims:
     """Claims tasks for one engine and watches the runs it started."""
 
-    def __init__(self, sharing: TaskSharing, store: ClaimStore, poll_interval: float) -> None:
+    def __init__(self, sharing: Claimer, store: ClaimStore, poll_interval: float) -> None:
         self.sharing = sharing
         self.engine = sharing.engine
         self.store = store

@@ -49,6 +49,7 @@ from .deadline import cancelled_from_outside, deadline
 from .merge import merge_contexts
 from .observe import Observer, spans_on
 from .run_state import TERMINAL, Run, Step, TaskState, copy_record
+from .settings import EngineSettings
 from .sharing import Sharing
 from .slots import SlotPool, TaskSlot
 from .store_retry import StoreRetryStopped, until_stored
@@ -65,19 +66,6 @@ SHARING: dict[WorkSharing, type[Sharing]] = {WorkSharing.BY_RUN: RunSharing, Wor
 
 class EngineStopped(Exception):
     """The engine stopped before the run finished."""
-
-
-@dataclass
-class EngineSettings:
-    """The knobs of DefaultRunnerConfig that the executor reads."""
-
-    max_concurrent_tasks: int = 4
-    max_concurrent_async_tasks: int = 1000
-    task_timeout_seconds: float = 300.0
-    lease_seconds: float = 5.0
-    enable_recovery: bool = True
-    poll_interval_seconds: float = 0.1
-    """Work shared by task: how often to look for claimable work when the store cannot push notices."""
 
 
 class Engine:

@@ -12,13 +12,41 @@ it takes (`WorkSharing`):
 from __future__ import annotations
 
 import abc
-from typing import TYPE_CHECKING, Optional
+from typing import Any, Optional, Protocol
 
-from .._store.base import ExecutionRecord, TaskRecord
+from .._registry import Registry
+from .._store.base import ExecutionRecord, Store, StoredRun, TaskRecord
+from .._task import TaskDefinition
+from .._workflow import Workflow
 from .run_state import Run, Step, TaskState
+from .settings import EngineSettings
+from .slots import SlotPool
 
-if TYPE_CHECKING:
-    from .executor import Engine
+
+class Engine(Protocol):
+    """What a sharing uses of the engine it serves (`executor.Engine`)."""
+
+    store: Store
+    registry: Registry
+    settings: EngineSettings
+    owner: str
+    runs: dict[str, Run]
+    active_tasks: set[tuple[str, str]]
+    stopping: bool
+    slots: SlotPool
+    async_slots: SlotPool
+
+    def pool_of(self, definition: TaskDefinition) -> SlotPool: ...
+    def new_run(self, execution: ExecutionRecord, workflow: Workflow) -> Run: ...
+    async def resume(self, stored: StoredRun, now: float) -> None: ...
+    def mark_running(self, record: TaskRecord, now: float) -> None: ...
+    def start_body(self, run: Run, state: TaskState) -> None: ...
+    def outcome_step(self, run: Run, state: TaskState, outcome: TaskRecord) -> tuple[Step, Optional[ExecutionRecord]]: ...
+    def abandon(self, step: Step) -> None: ...
+    def finished(self, run: Run, stored: StoredRun, ended_here: bool = False) -> None: ...
+    def forget(self, run: Run) -> None: ...
+    def spawn(self, coro: Any, background: bool = False) -> None: ...
+    async def observe_ended(self, execution_ids: Optional[list[str]] = None) -> None: ...
 
 
 class Sharing(abc.ABC):
