@@ -1,16 +1,25 @@
-"""The store side of work shared by task (`WorkSharing.BY_TASK`), which only PostgreSQL implements.
+"""The store side of work shared by task (`WorkSharing.BY_TASK`), on SQLite and PostgreSQL.
 
 The contract is the one of cloaca/_store/base.py: `claim_tasks`, `commit_step` (compare-and-set
-on the run's `version`), `renew_task_leases`, `release_leases`, `ended_runs` and `listen`.
-Every test runs on a fresh PostgreSQL schema, dropped afterwards, and is skipped when
-CLOACA_TEST_POSTGRES_URL is not set. Runners are played by store instances (several on the
-same schema where two runners matter) and by owner names. Who holds a task (owner, lease) is
-not part of the records the Store API returns, so it is read with plain SQL on the tables.
+on the run's `version`), `commit_step_locked`, `renew_task_leases`, `release_leases`,
+`ended_runs` and, on PostgreSQL, `listen`. Each test runs on a SQLite file made with
+`work_sharing=BY_TASK` and on a fresh PostgreSQL schema, dropped afterwards (skipped when
+CLOACA_TEST_POSTGRES_URL is not set); what only one backend has (LISTEN/NOTIFY and row locks
+on PostgreSQL; SQLite's migration, URL and processes sharing one file) is tested on that one.
+Runners are played by store instances (several on the same database where two runners
+matter) and by owner names. Who holds a task (owner, lease) is not part of the records the
+Store API returns, so it is read with plain SQL on the tables, whose names both share.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import textwrap
 import uuid
 from typing import Any, Callable, Optional, Sequence
 
@@ -18,15 +27,23 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
+from cloaca._store import store_for_url
+from cloaca._store import sqlite_queries
 from cloaca._store.base import ClaimedWork
+from cloaca._store.base import ClaimStore
 from cloaca._store.base import CronSlotClaim
+from cloaca._store.base import ExecutionRecord
 from cloaca._store.base import FireRequest
 from cloaca._store.base import Notice
 from cloaca._store.base import Store
 from cloaca._store.base import StoredRun
 from cloaca._store.base import TaskRecord
 from cloaca._store.base import WorkSharing
-from test_store_contract import POSTGRES_URL, T0, PostgresBackend, cron_record, execution, finished
+from cloaca._store.base import RunLost
+from cloaca._store.sqlite import SQLiteStore
+from test_store_contract import (
+    POSTGRES_URL, T0, Backend, PostgresBackend, SQLiteBackend, cron_record, execution, finished,
+)
 
 pytestmark = pytest.mark.asyncio
 
@@ -35,16 +52,25 @@ NOTICE_WAIT_SECONDS = 10.0
 
 
 # ====================================================================== fixtures
-@pytest_asyncio.fixture
-async def backend():
-    if not POSTGRES_URL:
-        pytest.skip("CLOACA_TEST_POSTGRES_URL is not set")
-    b = PostgresBackend(POSTGRES_URL)
-    b.schema = f"cloaca_claims_{uuid.uuid4().hex[:12]}"
+@pytest_asyncio.fixture(params=["sqlite", "postgres"])
+async def backend(request, tmp_path):
+    if request.param == "sqlite":
+        b: Backend = SQLiteBackend(str(tmp_path / "claims.db"), WorkSharing.BY_TASK)
+    else:
+        if not POSTGRES_URL:
+            pytest.skip("CLOACA_TEST_POSTGRES_URL is not set")
+        b = PostgresBackend(POSTGRES_URL)
+        b.schema = f"cloaca_claims_{uuid.uuid4().hex[:12]}"
     try:
         yield b
     finally:
         await b.cleanup()
+
+
+def only_on(backend: Backend, name: str, why: str) -> None:
+    """Skip the test on the other backend, saying why it does not apply there."""
+    if backend.name != name:
+        pytest.skip(f"{name} only: {why}")
 
 
 @pytest_asyncio.fixture
@@ -97,7 +123,7 @@ async def version_of(store: Store, run_id: str) -> int:
     return run.version
 
 
-async def holders(backend: PostgresBackend, run_id: str) -> dict[str, tuple[str, Optional[str], Optional[float]]]:
+async def holders(backend: Backend, run_id: str) -> dict[str, tuple[str, Optional[str], Optional[float]]]:
     """task name -> (status, owner, lease_until), read with plain SQL."""
     rows = await backend.raw(
         "SELECT task_name, status, owner, lease_until FROM task_executions "
@@ -130,6 +156,10 @@ class Notices:
             await asyncio.wait_for(until(), NOTICE_WAIT_SECONDS)
         except asyncio.TimeoutError:
             pytest.fail(f"no such notice within {NOTICE_WAIT_SECONDS}s; got {self.got[since:]}")
+
+
+NOTIFY_ONLY = "LISTEN/NOTIFY (SQLite pushes no notices: runners poll)"
+ROW_LOCKS_ONLY = "row locks held by a third session (SQLite's writers hold one lock in turn)"
 
 
 async def listening_sessions(backend: PostgresBackend, store: Any) -> int:
@@ -331,6 +361,7 @@ async def test_a_take_over_passes_over_a_run_whose_step_is_in_flight(opened, bac
     claimer's step waits behind it: the take-over returns at once without the task. Once the
     run row is free, the step commits and there is nothing left to take over.
     """
+    only_on(backend, "postgres", ROW_LOCKS_ONLY)
     first, second = await opened(), await opened()
     await add_run(first, "r", [task("r", "a")])
     [claim] = await first.claim_tasks("A", T0 + 1, T0 + 5, [WF], 10, False, {})
@@ -364,6 +395,7 @@ async def test_release_leases_racing_a_step_of_the_same_runner_never_deadlocks(o
 
     A third session holds the run row while the step queues behind it, then the release.
     """
+    only_on(backend, "postgres", ROW_LOCKS_ONLY)
     store = await opened()
     await add_run(store, "r", [task("r", "a")])
     [claim] = await store.claim_tasks("A", T0 + 1, T0 + 50, [WF], 10, False, {})
@@ -462,13 +494,15 @@ async def test_commit_step_locked_computes_from_what_changed_and_cannot_lose(ope
     assert await mine.commit_step_locked("nope", 0, [], "me", T0 + 50, compute) is False
     assert len(seen) == 1
 
-    # Concurrent locked steps on one run are serialised: both win, each seeing the other's.
+    # Concurrent locked steps on one run are serialised: both win, the one written last
+    # computed from the other's (compute may be called more than once: the last call's
+    # step is the one written).
     c_ready, d_ready = task("r", "c", "Ready", not_before=T0 + 99), task("r", "d", "Ready")
-    versions: list[int] = []
+    versions: dict[str, list[int]] = {"c": [], "d": []}
 
     def writes(row: TaskRecord):
         def compute_one(stored: StoredRun):
-            versions.append(stored.version)
+            versions[row.task_name].append(stored.version)
             return [row], None
         return compute_one
 
@@ -477,7 +511,7 @@ async def test_commit_step_locked_computes_from_what_changed_and_cannot_lose(ope
         theirs.commit_step_locked("r", 2, [], "them", T0 + 50, writes(d_ready)),
     )
     assert results == [True, True]
-    assert sorted(versions) == [2, 3]
+    assert sorted([versions["c"][-1], versions["d"][-1]]) == [2, 3]
     assert await version_of(mine, "r") == 4
     rows = await tasks_of(mine, "r")
     assert (rows["c"], rows["d"]) == (c_ready, d_ready)
@@ -652,6 +686,7 @@ async def test_ended_runs_lists_ended_and_unknown_runs_only(store):
 
 # ====================================================================== listen
 async def test_listen_pushes_new_work_and_ended_runs_from_other_stores(opened, backend):
+    only_on(backend, "postgres", NOTIFY_ONLY)
     listener, writer = await opened(), await opened()
     notices = Notices()
     assert await listener.listen(notices) is True
@@ -681,7 +716,8 @@ async def test_listen_pushes_new_work_and_ended_runs_from_other_stores(opened, b
     assert all(n.ended_run in (None, "r") for n in notices.got)
 
 
-async def test_a_fired_run_with_ready_work_is_announced(opened):
+async def test_a_fired_run_with_ready_work_is_announced(opened, backend):
+    only_on(backend, "postgres", NOTIFY_ONLY)
     listener, writer = await opened(), await opened()
     notices = Notices()
     assert await listener.listen(notices) is True
@@ -693,6 +729,7 @@ async def test_a_fired_run_with_ready_work_is_announced(opened):
 
 
 async def test_close_stops_listening(opened, backend):
+    only_on(backend, "postgres", NOTIFY_ONLY)
     listener = await opened()
     assert await listener.listen(Notices()) is True
     await wait_until_sessions(backend, listener, 1)
@@ -702,6 +739,7 @@ async def test_close_stops_listening(opened, backend):
 
 
 async def test_a_dropped_listen_connection_is_replaced_and_announces_possible_work(opened, backend):
+    only_on(backend, "postgres", NOTIFY_ONLY)
     listener, writer = await opened(), await opened()
     notices = Notices()
     assert await listener.listen(notices) is True
