@@ -615,6 +615,42 @@ async def test_commit_step_finished_closes_a_linked_cron_fire(store):
     assert fire.completed_at == T0 + 2 and fire.outcome is None
 
 
+async def test_a_refused_step_writes_nothing_and_leaves_the_calls_written_with_it(store, backend):
+    """Steps, refused and not, and a failing write, made together (on SQLite: one group
+    transaction of the writer): each call's outcome is its own."""
+    for run_id in ("r1", "r2", "r3", "r4"):
+        await add_run(store, run_id, [task(run_id, "a"), task(run_id, "b", "NotStarted")])
+    await store.claim_tasks("A", T0 + 1, T0 + 50, [WF], 10, False, {})
+    before = {r: await store.get_run(r) for r in ("r2", "r3")}
+    held = {r: await holders(backend, r) for r in ("r2", "r3")}
+
+    def step(run_id: str, seq: int) -> list[TaskRecord]:
+        return [task(run_id, "a", "Completed", attempt=1, started_at=T0 + 1, completed_at=T0 + 2,
+                     output_context=f'{{"seq": {seq}}}', finish_seq=1),
+                task(run_id, "b", "Running", attempt=1, started_at=T0 + 2)]
+
+    outcomes = await asyncio.gather(
+        store.commit_step("r1", 0, "A", T0 + 60, step("r1", 1)),
+        store.commit_step("r2", 5, "A", T0 + 60, step("r2", 2)),  # a version it never had
+        store.save_progress(step("r3", 3), None, owner="intruder"),  # r3 is not the intruder's
+        store.commit_step("r4", 0, "A", T0 + 60, step("r4", 4)[:1] + [task("r4", "b", "Skipped")],
+                          finished("r4", T0 + 2)),
+        store.commit_step("r1", 0, "B", T0 + 60, step("r1", 5)),  # r1's version moved on just now
+        return_exceptions=True,
+    )
+    assert outcomes[:2] == [True, False]
+    assert isinstance(outcomes[2], RunLost)
+    assert outcomes[3:] == [True, False]
+
+    assert await tasks_of(store, "r1") == {t.task_name: t for t in step("r1", 1)}
+    assert await version_of(store, "r1") == 1
+    assert (await holders(backend, "r1"))["b"] == ("Running", "A", T0 + 60)
+    assert (await store.get_run("r4")).execution == finished("r4", T0 + 2)
+    for run_id in ("r2", "r3"):
+        assert await store.get_run(run_id) == before[run_id]
+        assert await holders(backend, run_id) == held[run_id]
+
+
 # ====================================================================== leases of tasks
 async def test_renew_task_leases_extends_only_the_owners_listed_running_tasks(opened, backend):
     first, second = await opened(), await opened()
@@ -757,3 +793,215 @@ async def test_a_dropped_listen_connection_is_replaced_and_announces_possible_wo
     since = len(notices.got)
     await add_run(writer, "r", [task("r", "a")])
     await notices.wait_for(lambda n: n.work, since)
+
+
+# ====================================================================== SQLite only
+SQLITE_ONLY = "SQLite's own schema, URL and file"
+
+
+async def test_a_sqlite_url_selects_how_work_is_shared(tmp_path):
+    path = tmp_path / "shared.db"
+    by_task = store_for_url(f"sqlite:///{path}?sharing=task")
+    assert by_task.work_sharing is WorkSharing.BY_TASK and isinstance(by_task, ClaimStore)
+    assert store_for_url(f"sqlite:///{path}?sharing=run").work_sharing is WorkSharing.BY_RUN
+    assert store_for_url(f"sqlite:///{path}").work_sharing is WorkSharing.BY_RUN  # the default
+    assert store_for_url("sqlite:///:memory:?sharing=task").work_sharing is WorkSharing.BY_TASK
+    for value in ("tasks", "", "TASK"):
+        with pytest.raises(ValueError, match=f"parameter 'sharing' has unknown value '{value}'"):
+            store_for_url(f"sqlite:///{path}?sharing={value}")
+    assert not path.exists()  # nothing was opened
+
+
+async def test_only_a_by_task_sqlite_store_holds_the_running_rows_it_creates(backend, opened):
+    only_on(backend, "sqlite", SQLITE_ONLY)
+    by_task = await opened()
+    by_run = SQLiteStore(backend.path)
+    await by_run.open()
+    try:
+        assert by_run.work_sharing is WorkSharing.BY_RUN and isinstance(by_run, ClaimStore)
+        await add_run(by_task, "t", [task("t", "a", "Running", attempt=1, started_at=T0),
+                                     task("t", "b")], owner="A", lease_until=T0 + 9)
+        await add_run(by_run, "r", [task("r", "a", "Running", attempt=1, started_at=T0),
+                                    task("r", "b")], owner="A", lease_until=T0 + 9)
+    finally:
+        await by_run.close()
+    assert await holders(backend, "t") == {"a": ("Running", "A", T0 + 9), "b": ("Ready", None, None)}
+    assert await holders(backend, "r") == {"a": ("Running", None, None), "b": ("Ready", None, None)}
+
+
+async def test_claims_read_their_candidates_off_the_claimable_tasks_index(backend, opened):
+    """The ready (and expired) tasks, not every task of every running run."""
+    only_on(backend, "sqlite", SQLITE_ONLY)
+    await opened()
+    params = {"now": T0, "names": "[]", "only": None, "limit": 1}
+    conn = sqlite3.connect(backend.path)
+    try:
+        for sql in (sqlite_queries.PICK_READY_TASKS, sqlite_queries.PICK_EXPIRED_TASKS):
+            plan = " / ".join(r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + sql, params))
+            assert "SEARCH t USING" in plan and "ix_tasks_claimable" in plan, plan
+    finally:
+        conn.close()
+
+
+async def test_a_sqlite_database_of_the_previous_schema_is_upgraded_and_its_runs_shared_by_task(
+    backend, monkeypatch,
+):
+    only_on(backend, "sqlite", SQLITE_ONLY)
+    current = sqlite_queries.MIGRATIONS
+    monkeypatch.setattr(sqlite_queries, "MIGRATIONS", [m for m in current if m[0] <= 6])
+    old = backend.make()
+    await old.open()
+    await old.close()
+    # Rows as the code of schema 6 wrote them: a run whose runner died with b Ready and c
+    # Running (its lease was the run's), and a finished run.
+    await backend.raw(
+        "INSERT INTO workflow_executions (id, workflow_name, workflow_version, status, "
+        f"input_context, started_at, owner, lease_until) VALUES ('old', '{WF}', 'v1', 'Running', "
+        f"'{{}}', {T0}, 'dead', {T0 + 5}), ('done', '{WF}', 'v1', 'Completed', '{{}}', {T0 + 1}, "
+        "NULL, NULL)"
+    )
+    await backend.raw(
+        "INSERT INTO task_executions (execution_id, task_name, status, attempt, started_at, "
+        f"completed_at, output_context, finish_seq) VALUES ('old', 'a', 'Completed', 1, {T0}, "
+        f"{T0 + 1}, '{{\"a\": 1}}', 1), ('old', 'b', 'Ready', 0, NULL, NULL, NULL, NULL), "
+        f"('old', 'c', 'Running', 1, {T0 + 1}, NULL, NULL, NULL), "
+        "('old', 'd', 'NotStarted', 0, NULL, NULL, NULL, NULL), "
+        f"('done', 'a', 'Completed', 1, {T0 + 1}, {T0 + 2}, '{{}}', 1)"
+    )
+    monkeypatch.setattr(sqlite_queries, "MIGRATIONS", current)
+
+    store = backend.make()
+    await store.open()
+    try:
+        assert [v for (v,) in await backend.raw("SELECT version FROM cloaca_schema_version ORDER BY version")] == backend.migrations
+        assert [e.id for e in await store.list_executions(None, None, 10, 0)] == ["done", "old"]
+        run = await store.get_run("old")
+        assert run.version == 0 and run.execution.status == "Running"
+        assert {t.task_name: t.status for t in run.tasks} == {
+            "a": "Completed", "b": "Ready", "c": "Running", "d": "NotStarted"}
+        assert run.tasks[0].output_context == '{"a": 1}'
+
+        # The dead runner's Running task had no lease of its own: taken over at once.
+        claims = await store.claim_tasks("new", T0 + 10, T0 + 60, [WF], 10, True, {})
+        got = claimed_tasks(claims)
+        assert set(got) == {("old", "b"), ("old", "c")}
+        assert (got["old", "b"].attempt, got["old", "c"].attempt) == (1, 2)
+        assert await version_of(store, "old") == 1
+        assert await store.commit_step("old", 1, "new", T0 + 60, [
+            task("old", "b", "Completed", attempt=1, completed_at=T0 + 11, finish_seq=2)]) is True
+        assert (await store.get_run("done")).version == 0
+    finally:
+        await store.close()
+
+
+async def test_commit_step_locked_on_sqlite_computes_again_when_another_process_wrote_first(
+    backend, opened,
+):
+    """SQLite cannot hold its write lock while `compute` runs on the loop: a step refused
+    because another process wrote meanwhile is computed again from the run read anew, with
+    the rows the refused computation returned (as stored), and only that step is written."""
+    only_on(backend, "sqlite", SQLITE_ONLY)
+    store = await opened()
+    await add_run(store, "r", [task("r", "a"), task("r", "b"), task("r", "c", "NotStarted")])
+    await store.claim_tasks("me", T0 + 1, T0 + 50, [WF], 10, False, {})
+    seen: list[StoredRun] = []
+
+    def compute(stored: StoredRun):
+        seen.append(stored)
+        if len(seen) == 1:  # another process completes b (a step of version 1) meanwhile
+            conn = sqlite3.connect(backend.path)
+            with conn:
+                conn.execute("UPDATE workflow_executions SET version = 1 WHERE id = 'r'")
+                conn.execute("UPDATE task_executions SET status = 'Completed', owner = NULL, "
+                             "lease_until = NULL, step_version = 1 WHERE task_name = 'b'")
+            conn.close()
+            return [task("r", "a", "Completed", attempt=1, finish_seq=1),
+                    task("r", "c", "Running", attempt=1)], None
+        return [task("r", "a", "Completed", attempt=1, finish_seq=2),
+                task("r", "c", "Ready")], None
+
+    assert await store.commit_step_locked("r", 0, ["a"], "me", T0 + 50, compute) is True
+    first, second = seen
+    assert first.version == 0 and [t.task_name for t in first.tasks] == ["a"]
+    # Read anew: b as the other process left it, and a and c (which the refused step wrote)
+    # as they are stored.
+    assert second.version == 1
+    assert {t.task_name: t.status for t in second.tasks} == {
+        "a": "Running", "b": "Completed", "c": "NotStarted"}
+    assert await version_of(store, "r") == 2
+    assert {n: (t.status, t.finish_seq) for n, t in (await tasks_of(store, "r")).items()} == {
+        "a": ("Completed", 2), "b": ("Completed", None), "c": ("Ready", None)}
+    assert (await holders(backend, "r"))["c"] == ("Ready", None, None)
+
+
+_CLAIMER = textwrap.dedent("""
+    import asyncio, json, sys
+    from cloaca._store.base import TaskRecord, WorkSharing
+    from cloaca._store.sqlite import SQLiteStore
+
+    async def main(path, owner, now, workflow):
+        store = SQLiteStore(path, work_sharing=WorkSharing.BY_TASK)
+        await store.open()
+        print("ready", flush=True)
+        sys.stdin.readline()
+        got, computed = [], 0
+        while True:
+            work = await store.claim_tasks(owner, now, now + 1000, [workflow], 2, False, {})
+            if not work:
+                break
+            for w in work:
+                for t in w.tasks:
+                    got.append([w.execution_id, t.task_name])
+                    done = TaskRecord(w.execution_id, t.task_name, "Completed", attempt=t.attempt,
+                                      started_at=t.started_at, completed_at=now + 1)
+
+                    def compute(stored, done=done):
+                        nonlocal computed
+                        computed += 1
+                        return [done], None
+
+                    assert await store.commit_step_locked(w.execution_id, 0, [], owner, now + 1000, compute)
+        await store.close()
+        print(json.dumps({"got": got, "computed": computed}), flush=True)
+
+    asyncio.run(main(*sys.argv[1:3], float(sys.argv[3]), sys.argv[4]))
+""")
+
+
+async def test_two_processes_sharing_one_sqlite_file_claim_and_complete_each_task_once(backend, opened):
+    """Two processes claim the tasks of the same runs and complete each, every step written
+    compare-and-set on the run's version while the other process writes the same runs."""
+    only_on(backend, "sqlite", SQLITE_ONLY)
+    store = await opened()
+    runs = {f"r{i}": [f"t{j}" for j in range(8)] for i in range(15)}
+    for i, (run_id, names) in enumerate(runs.items()):
+        await add_run(store, run_id, [task(run_id, n) for n in names], started_at=T0 + i)
+    children = [
+        await asyncio.create_subprocess_exec(
+            sys.executable, "-c", _CLAIMER, backend.path, owner, str(T0 + 1), WF,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env={**os.environ},
+        )
+        for owner in ("P1", "P2")
+    ]
+    try:
+        for child in children:
+            assert await asyncio.wait_for(child.stdout.readline(), 60) == b"ready\n"
+        for child in children:
+            child.stdin.write(b"go\n")
+            await child.stdin.drain()
+        outputs = [json.loads(await asyncio.wait_for(child.stdout.readline(), 120)) for child in children]
+        assert [await child.wait() for child in children] == [0, 0]
+    finally:
+        for child in children:
+            if child.returncode is None:
+                child.kill()
+                await child.wait()
+    got = [{tuple(k) for k in out["got"]} for out in outputs]
+    assert sum(len(out["got"]) for out in outputs) == len(got[0] | got[1])  # none claimed twice
+    assert not got[0] & got[1]
+    assert got[0] | got[1] == {(r, n) for r, names in runs.items() for n in names}
+    for run_id, names in runs.items():
+        run = await store.get_run(run_id)
+        assert {t.status for t in run.tasks} == {"Completed"}
+        assert {t.attempt for t in run.tasks} == {1}
+        assert run.version == len(names)  # one step per task, none lost, none twice
