@@ -204,6 +204,9 @@ class SQLiteStore(Store, ClaimStore):
         fire: Optional[FireRequest] = None,
         link_fire_id: Optional[str] = None,
     ) -> bool:
+        # Shared by task, the creator holds the tasks it starts at once; by run, the run's lease.
+        holder = owner if self.work_sharing is WorkSharing.BY_TASK else None
+
         def op(cur: sqlite3.Cursor) -> bool:
             if fire is not None:
                 if fire.deduplicate and cur.execute(
@@ -215,7 +218,7 @@ class SQLiteStore(Store, ClaimStore):
             if link_fire_id is not None:
                 cur.execute(q.LINK_FIRE, (execution.id, execution.started_at, link_fire_id))
             cur.execute(q.INSERT_EXECUTION, _execution_row(execution) + (owner, lease_until))
-            cur.executemany(q.INSERT_TASK, [_task_row(t) + self._holder(t, owner, lease_until)
+            cur.executemany(q.INSERT_TASK, [_task_row(t) + _held(t, holder, lease_until)
                                             for t in tasks])
             return True
 
@@ -311,12 +314,6 @@ class SQLiteStore(Store, ClaimStore):
         return await self._read(lambda cur: _load_run(cur, execution_id), snapshot=True)
 
     # runs shared by task ------------------------------------------------------------
-    def _holder(self, task: TaskRecord, owner: str, lease_until: float) -> tuple[Any, Any]:
-        """(owner, lease until) of a task row written Running under `BY_TASK`; else unheld."""
-        if task.status == "Running" and self.work_sharing is WorkSharing.BY_TASK:
-            return owner, lease_until
-        return None, None
-
     async def claim_tasks(
         self, owner: str, now: float, lease_until: float, workflow_names: Sequence[str],
         limit: int, take_over: bool, known_versions: Mapping[str, int],
@@ -356,7 +353,7 @@ class SQLiteStore(Store, ClaimStore):
         self, execution_id: str, version: int, owner: str, lease_until: float,
         tasks: Sequence[TaskRecord], finished: Optional[ExecutionRecord] = None,
     ) -> bool:
-        rows = [_task_update_row(t)[:-2] + self._holder(t, owner, lease_until)
+        rows = [_task_update_row(t)[:-2] + _held(t, owner, lease_until)
                 + (version + 1, t.execution_id, t.task_name) for t in tasks]
         if finished is None:
             sql, params = q.STEP_RUN, (execution_id, version)
@@ -849,6 +846,13 @@ def _load_run(
         rows = cur.execute(q.SELECT_TASKS_CHANGED_SINCE,
                            (execution_id, since, json.dumps(list(also)))).fetchall()
     return StoredRun(ExecutionRecord(*row[:-1]), [TaskRecord(*r) for r in rows], row[-1])
+
+
+def _held(task: TaskRecord, owner: Optional[str], lease_until: float) -> tuple[Any, Any]:
+    """(holder, lease until) of a task row as written: `owner`'s if it is Running, else nobody's."""
+    if task.status == "Running" and owner is not None:
+        return owner, lease_until
+    return None, None
 
 
 def _claimed_work(
