@@ -7,23 +7,25 @@ Workloads (bench_core's, its workflows and its engine-side timings):
   runs       1,000 single-task runs started together with `aexecute`: runs/s
   roundtrip  a one-task `execute` round trip from sync code (default config): median ms
 
-Each mode has a SQLite file of its own, selected by URL (`sqlite:///path?sharing=run` and
-`?sharing=task`; one file for both would mix the models). Each round runs every workload in
-both modes, the order of the modes alternating from round to round; within a round a mode's
-runner is started, warmed up once per workload, measured `reps` times and shut down, so only
-one runner is ever alive. A figure is the median over every round's samples; the ratio
-BY_TASK ÷ BY_RUN is given overall and per round (its spread is the noise).
+Each mode has a SQLite file and a runner of its own, selected by URL (`sqlite:///path?sharing=run`
+and `?sharing=task`; one file for both would mix the models); both runners are up for the
+whole measurement, the idle one costing its timers only. Each round runs every workload
+`reps` times in both modes, one after the other, the order of the modes alternating at each
+repetition (and the round trips sample by sample), so that the noise of a shared machine hits
+both alike. A figure is the median over every round's samples; the ratio BY_TASK ÷ BY_RUN is
+given overall and per round (its spread is the noise).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable
+from typing import Awaitable, Callable, Iterator
 
 from _common import fmt, log, machine_line, median, perf, table
 from bench_core import (
@@ -83,34 +85,56 @@ def timer(workload: Workload, runner: cloaca.DefaultRunner) -> Callable[[], Awai
     return lambda: engine_runs(runner)
 
 
-async def measure_async(url: str, mode: str, workloads: list[Workload], reps: dict[str, int]) -> None:
-    """One round of the async workloads on a runner bound to this loop, as bench_core runs them."""
+def alternating(count: int) -> Iterator[tuple[str, ...]]:
+    """The order of the modes for each of `count` repetitions: BY_RUN first, then BY_TASK first…"""
+    for i in range(count):
+        yield MODES if i % 2 == 0 else MODES[::-1]
+
+
+async def measure_async(urls: dict[str, str], workloads: list[Workload], reps: dict[str, int], rounds: int) -> None:
+    """The async workloads on two runners bound to this loop (one per mode), as bench_core
+    runs them, repetitions interleaved."""
     config = cloaca.DefaultRunnerConfig(max_concurrent_tasks=ASYNC_CONCURRENCY)
-    async with cloaca.DefaultRunner.with_config(url, config) as runner:
-        for workload in workloads:
-            once = timer(workload, runner)
-            await once()  # warm-up
-            figures = [workload.figure(await once()) for _ in range(reps[workload.name.partition("_")[0]])]
-            workload.samples[mode].append(figures)
-            log(f"sharing/{mode}: {workload.label}: {fmt(median(figures))} {workload.unit}")
+    async with contextlib.AsyncExitStack() as stack:
+        runners = {m: await stack.enter_async_context(cloaca.DefaultRunner.with_config(urls[m], config))
+                   for m in MODES}
+        for round_ in range(rounds):
+            for workload in workloads:
+                timers = {m: timer(workload, runners[m]) for m in MODES}
+                figures: dict[str, list[float]] = {m: [] for m in MODES}
+                for order in alternating(1 + reps[workload.name.partition("_")[0]]):
+                    for m in order:
+                        figures[m].append(workload.figure(await timers[m]()))
+                for m in MODES:
+                    workload.samples[m].append(figures[m][1:])  # the first was the warm-up
+                log(f"sharing: round {round_ + 1}: {workload.label}: " + ", ".join(
+                    f"BY_{m.upper()} {fmt(median(figures[m][1:]))}" for m in MODES) + f" {workload.unit}")
 
 
-def measure_round_trip(url: str, mode: str, workload: Workload, samples: int) -> None:
-    """One round of sync `execute` round trips (default config), after a warm-up."""
-    runner = cloaca.DefaultRunner(url)
+def measure_round_trips(urls: dict[str, str], workload: Workload, samples: int, rounds: int) -> None:
+    """Sync `execute` round trips (default config) on two runners, sample by sample."""
+    runners = {m: cloaca.DefaultRunner(urls[m]) for m in MODES}
     try:
-        def once() -> float:
+        def once(m: str) -> float:
             t0 = perf()
-            _check(runner.execute("bench_single_async", cloaca.Context({})))
-            return perf() - t0
+            _check(runners[m].execute("bench_single_async", cloaca.Context({})))
+            return (perf() - t0) * 1000
 
-        for _ in range(max(20, samples // 10)):
-            once()
-        figures = [once() * 1000 for _ in range(samples)]
+        for order in alternating(max(20, samples // 10)):  # warm-up
+            for m in order:
+                once(m)
+        for round_ in range(rounds):
+            figures: dict[str, list[float]] = {m: [] for m in MODES}
+            for order in alternating(samples):
+                for m in order:
+                    figures[m].append(once(m))
+            for m in MODES:
+                workload.samples[m].append(figures[m])
+            log(f"sharing: round {round_ + 1}: round trip median " + ", ".join(
+                f"BY_{m.upper()} {fmt(median(figures[m]))}" for m in MODES) + " ms")
     finally:
-        runner.shutdown()
-    workload.samples[mode].append(figures)
-    log(f"sharing/{mode}: round trip median {fmt(median(figures))} ms")
+        for runner in runners.values():
+            runner.shutdown()
 
 
 def render(workloads: list[Workload]) -> str:
@@ -145,21 +169,19 @@ def main() -> None:
     tmp = tempfile.mkdtemp(prefix="cloaca-bench-sharing-")
     urls = {m: f"sqlite:///{os.path.join(tmp, f'by_{m}.db')}?sharing={m}" for m in MODES}
     try:
-        for round_ in range(args.rounds):
-            order = MODES if round_ % 2 == 0 else MODES[::-1]
-            for mode in order:
-                if workloads:
-                    asyncio.run(measure_async(urls[mode], mode, workloads, reps))
-                if "roundtrip" in only:
-                    measure_round_trip(urls[mode], mode, trip, trips)
+        if workloads:
+            asyncio.run(measure_async(urls, workloads, reps, args.rounds))
+        if "roundtrip" in only:
+            measure_round_trips(urls, trip, trips, args.rounds)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
     print("## Work shared by run or by task on SQLite\n")
     print(f"Machine: {machine_line()}.  ")
-    print(f"{args.rounds} rounds, modes alternating in order; per round and mode {reps['chain']} "
-          f"(chain), {reps['fanout']} (fan-out), {reps['runs']} (runs) repetitions after a warm-up, "
-          f"{trips} round trips; a SQLite file per mode, selected by URL (`?sharing=run|task`).  ")
+    print(f"{args.rounds} rounds; per round and mode {reps['chain']} (chain), {reps['fanout']} "
+          f"(fan-out), {reps['runs']} (runs) repetitions after a warm-up and {trips} round trips, "
+          "the two modes alternating at each; a SQLite file and a runner per mode, selected by URL "
+          "(`?sharing=run|task`).  ")
     print(f"Async workloads: `max_concurrent_tasks={ASYNC_CONCURRENCY}`, runner bound to the "
           "benchmark's loop; round trip: default config.\n")
     print(render(workloads + ([trip] if "roundtrip" in only else [])))

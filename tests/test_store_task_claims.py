@@ -829,8 +829,8 @@ async def test_only_a_by_task_sqlite_store_holds_the_running_rows_it_creates(bac
     assert await holders(backend, "r") == {"a": ("Running", None, None), "b": ("Ready", None, None)}
 
 
-async def test_claims_read_their_candidates_off_the_claimable_tasks_index(backend, opened):
-    """The ready (and expired) tasks, not every task of every running run."""
+async def test_claims_and_releases_read_their_rows_off_the_claimable_tasks_index(backend, opened):
+    """The ready (and expired, or released) tasks, not every task of every running run."""
     only_on(backend, "sqlite", SQLITE_ONLY)
     await opened()
     params = {"now": T0, "names": "[]", "only": None, "limit": 1}
@@ -839,6 +839,9 @@ async def test_claims_read_their_candidates_off_the_claimable_tasks_index(backen
         for sql in (sqlite_queries.PICK_READY_TASKS, sqlite_queries.PICK_EXPIRED_TASKS):
             plan = " / ".join(r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + sql, params))
             assert "SEARCH t USING" in plan and "ix_tasks_claimable" in plan, plan
+        # A release, too, finds the Running rows there (the holder has no index of its own).
+        plan = " / ".join(r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + sqlite_queries.RELEASE_TASKS, ("A",)))
+        assert "ix_tasks_claimable" in plan, plan
     finally:
         conn.close()
 

@@ -187,6 +187,9 @@ MIGRATIONS: list[tuple[int, str]] = [
         # (bumped by every step written compare-and-set), who holds each task and until when,
         # and the run version that last changed each task row (0: unchanged since the run
         # began), which lets a claimer read back only what changed since the version it knows.
+        # No index on the holder (PostgreSQL's ix_tasks_owner): every step would update it,
+        # for the sake of a release at shutdown, which finds the Running rows through
+        # ix_tasks_claimable.
         7,
         """
         ALTER TABLE workflow_executions ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
@@ -195,8 +198,6 @@ MIGRATIONS: list[tuple[int, str]] = [
         ALTER TABLE task_executions ADD COLUMN step_version INTEGER NOT NULL DEFAULT 0;
         CREATE INDEX IF NOT EXISTS ix_tasks_claimable ON task_executions (status, not_before)
             WHERE status IN ('Ready', 'Running');
-        CREATE INDEX IF NOT EXISTS ix_tasks_owner ON task_executions (owner)
-            WHERE owner IS NOT NULL;
         """,
     ),
 ]
@@ -301,15 +302,17 @@ RELEASE_LEASES = """
 """
 # Releasing (BY_TASK): the owner's Running tasks go back to Ready, their runs' versions move
 # on first (so a late step of the releasing runner is refused) and mark the rows released.
-BUMP_RUNS_OF_OWNED_TASKS = """
+# The Running rows are found through ix_tasks_claimable (see _PICK for the IN term).
+_OWNED = "status IN ('Ready', 'Running') AND status = 'Running' AND owner = ?"
+BUMP_RUNS_OF_OWNED_TASKS = f"""
     UPDATE workflow_executions SET version = version + 1
      WHERE status IN ('Pending', 'Running')
-       AND id IN (SELECT execution_id FROM task_executions WHERE owner = ? AND status = 'Running')
+       AND id IN (SELECT execution_id FROM task_executions WHERE {_OWNED})
 """
 RELEASE_TASKS = f"""
     UPDATE task_executions
        SET status = 'Ready', owner = NULL, lease_until = NULL, step_version = {_RUN_VERSION}
-     WHERE owner = ? AND status = 'Running'
+     WHERE {_OWNED}
 """
 SELECT_EXECUTION = f"SELECT {EXECUTION_COLUMNS}, version FROM workflow_executions WHERE id = ?"
 SELECT_TASKS = f"SELECT {TASK_COLUMNS} FROM task_executions WHERE execution_id = ? ORDER BY task_name"
