@@ -13,7 +13,8 @@ whole measurement, the idle one costing its timers only. Each round runs every w
 `reps` times in both modes, one after the other, the order of the modes alternating at each
 repetition (and the round trips sample by sample), so that the noise of a shared machine hits
 both alike. A figure is the median over every round's samples; the ratio BY_TASK ÷ BY_RUN is
-given overall and per round (its spread is the noise).
+given overall and per round (its spread is the noise), next to the ratio of the process's CPU
+time per repetition, which other processes on a loaded machine disturb less than wall time.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import contextlib
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable, Iterator
 
@@ -51,6 +53,8 @@ class Workload:
     figure: Callable[[float], float]
     samples: dict[str, list[list[float]]] = field(default_factory=lambda: {m: [] for m in MODES})
     """Per mode, per round, the figures of that round's repetitions."""
+    cpu: dict[str, list[float]] = field(default_factory=lambda: {m: [] for m in MODES})
+    """Per mode, the process's CPU seconds of each repetition."""
 
     def value(self, mode: str) -> float:
         return median([v for round_ in self.samples[mode] for v in round_])
@@ -60,6 +64,18 @@ class Workload:
 
     def round_ratios(self) -> list[float]:
         return [median(t) / median(r) for r, t in zip(self.samples["run"], self.samples["task"])]
+
+    def cpu_ratio(self) -> float:
+        """CPU time per repetition, BY_TASK ÷ BY_RUN (>1: by task costs more)."""
+        return median(self.cpu["task"]) / median(self.cpu["run"])
+
+
+async def timed(once: Callable[[], Awaitable[float]], cpu: list[float]) -> float:
+    """`once()`'s wall seconds; its process CPU seconds appended to `cpu`."""
+    c0 = time.process_time()
+    wall = await once()
+    cpu.append(time.process_time() - c0)
+    return wall
 
 
 def async_workloads() -> list[Workload]:
@@ -102,9 +118,10 @@ async def measure_async(urls: dict[str, str], workloads: list[Workload], reps: d
             for workload in workloads:
                 timers = {m: timer(workload, runners[m]) for m in MODES}
                 figures: dict[str, list[float]] = {m: [] for m in MODES}
-                for order in alternating(1 + reps[workload.name.partition("_")[0]]):
+                for i, order in enumerate(alternating(1 + reps[workload.name.partition("_")[0]])):
                     for m in order:
-                        figures[m].append(workload.figure(await timers[m]()))
+                        cpu = workload.cpu[m] if i else []
+                        figures[m].append(workload.figure(await timed(timers[m], cpu)))
                 for m in MODES:
                     workload.samples[m].append(figures[m][1:])  # the first was the warm-up
                 log(f"sharing: round {round_ + 1}: {workload.label}: " + ", ".join(
@@ -115,19 +132,20 @@ def measure_round_trips(urls: dict[str, str], workload: Workload, samples: int, 
     """Sync `execute` round trips (default config) on two runners, sample by sample."""
     runners = {m: cloaca.DefaultRunner(urls[m]) for m in MODES}
     try:
-        def once(m: str) -> float:
-            t0 = perf()
+        def once(m: str, cpu: list[float]) -> float:
+            t0, c0 = perf(), time.process_time()
             _check(runners[m].execute("bench_single_async", cloaca.Context({})))
+            cpu.append(time.process_time() - c0)
             return (perf() - t0) * 1000
 
         for order in alternating(max(20, samples // 10)):  # warm-up
             for m in order:
-                once(m)
+                once(m, [])
         for round_ in range(rounds):
             figures: dict[str, list[float]] = {m: [] for m in MODES}
             for order in alternating(samples):
                 for m in order:
-                    figures[m].append(once(m))
+                    figures[m].append(once(m, workload.cpu[m]))
             for m in MODES:
                 workload.samples[m].append(figures[m])
             log(f"sharing: round {round_ + 1}: round trip median " + ", ".join(
@@ -146,8 +164,10 @@ def render(workloads: list[Workload]) -> str:
         rows.append([
             w.label, f"{w.unit} ({better} is better)", fmt(w.value("run")), fmt(w.value("task")),
             f"**{w.ratio():.2f}**", ", ".join(f"{r:.2f}" for r in w.round_ratios()),
+            f"{w.cpu_ratio():.2f}",
         ])
-    return table(["workload", "unit", "BY_RUN", "BY_TASK", "BY_TASK ÷ BY_RUN", "per round"], rows)
+    return table(["workload", "unit", "BY_RUN", "BY_TASK", "BY_TASK ÷ BY_RUN", "per round",
+                  "CPU time ÷"], rows)
 
 
 def main() -> None:
