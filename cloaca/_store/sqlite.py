@@ -323,26 +323,17 @@ class SQLiteStore(Store, ClaimStore):
             return []
         pick = {"now": now, "names": json.dumps(list(workflow_names)),
                 "only": None if task_names is None else json.dumps(list(task_names))}
+        # RETURNING gives the values as bound: floats, as the columns store them.
+        claim = {"now": float(now), "owner": owner, "lease_until": float(lease_until)}
         known = dict(known_versions)
 
         def op(cur: sqlite3.Cursor) -> list[ClaimedWork]:
             claimed: dict[str, list[TaskRecord]] = {}
             left = limit
             for expired in (True, False) if take_over else (False,):
-                keys = cur.execute(q.PICK_EXPIRED_TASKS if expired else q.PICK_READY_TASKS,
-                                   {**pick, "limit": left}).fetchall()
-                if not keys:
-                    continue
-                if expired:
-                    cur.execute(q.BUMP_RUN_VERSIONS, (json.dumps(list(dict.fromkeys(k[0] for k in keys))),))
-                rows = cur.execute(q.CLAIM_TASKS, {  # RETURNING gives values as bound: floats
-                    "now": float(now), "owner": owner, "lease_until": float(lease_until),
-                    "take_over": expired,
-                    "keys": json.dumps([list(k) for k in keys]),
-                }).fetchall()
-                for row in rows:
-                    claimed.setdefault(row[0], []).append(TaskRecord(*row))
-                left -= len(rows)
+                for record in _claim(cur, expired, {**pick, "limit": left}, claim):
+                    claimed.setdefault(record.execution_id, []).append(record)
+                    left -= 1
                 if left <= 0:
                     break
             return _claimed_work(cur, claimed, known)
@@ -853,6 +844,20 @@ def _held(task: TaskRecord, owner: Optional[str], lease_until: float) -> tuple[A
     if task.status == "Running" and owner is not None:
         return owner, lease_until
     return None, None
+
+
+def _claim(
+    cur: sqlite3.Cursor, expired: bool, pick: dict[str, Any], claim: dict[str, Any]
+) -> list[TaskRecord]:
+    """Claim the tasks `pick` finds, Ready ones or (`expired`) Running ones whose lease
+    expired, bumping the versions of the runs taken over; the claimed rows."""
+    keys = cur.execute(q.PICK_EXPIRED_TASKS if expired else q.PICK_READY_TASKS, pick).fetchall()
+    if not keys:
+        return []
+    if expired:
+        cur.execute(q.BUMP_RUN_VERSIONS, (json.dumps(list(dict.fromkeys(k[0] for k in keys))),))
+    params = {**claim, "take_over": expired, "keys": json.dumps([list(k) for k in keys])}
+    return [TaskRecord(*row) for row in cur.execute(q.CLAIM_TASKS, params).fetchall()]
 
 
 def _claimed_work(
