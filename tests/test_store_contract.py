@@ -27,6 +27,7 @@ from cloaca._store.base import RunLost
 from cloaca._store.base import Store
 from cloaca._store.base import StoredRun
 from cloaca._store.base import TaskRecord
+from cloaca._store.base import WorkSharing
 from cloaca._store.sqlite import SQLiteStore
 
 POSTGRES_URL = os.environ.get("CLOACA_TEST_POSTGRES_URL")
@@ -52,16 +53,17 @@ class Backend:
 
 class SQLiteBackend(Backend):
     name = "sqlite"
-    migrations = [1, 2, 3, 4, 5, 6]  # version 3 (per-task claims) is empty on SQLite
+    migrations = [1, 2, 3, 4, 5, 6, 7]  # version 3 is empty on SQLite (7 has its per-task claims)
     queries = "cloaca._store.sqlite_queries"
     previous_version = 2  # the schema the code before these migrations wrote
     list_indexes = "SELECT name FROM sqlite_master WHERE type = 'index'"
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, work_sharing: WorkSharing = WorkSharing.BY_RUN) -> None:
         self.path = path
+        self.work_sharing = work_sharing
 
     def make(self) -> Store:
-        return SQLiteStore(self.path)
+        return SQLiteStore(self.path, work_sharing=self.work_sharing)
 
     async def raw(self, sql: str) -> list[tuple[Any, ...]]:
         def run() -> list[tuple[Any, ...]]:

@@ -1,16 +1,25 @@
-"""The store side of work shared by task (`WorkSharing.BY_TASK`), which only PostgreSQL implements.
+"""The store side of work shared by task (`WorkSharing.BY_TASK`), on SQLite and PostgreSQL.
 
 The contract is the one of cloaca/_store/base.py: `claim_tasks`, `commit_step` (compare-and-set
-on the run's `version`), `renew_task_leases`, `release_leases`, `ended_runs` and `listen`.
-Every test runs on a fresh PostgreSQL schema, dropped afterwards, and is skipped when
-CLOACA_TEST_POSTGRES_URL is not set. Runners are played by store instances (several on the
-same schema where two runners matter) and by owner names. Who holds a task (owner, lease) is
-not part of the records the Store API returns, so it is read with plain SQL on the tables.
+on the run's `version`), `commit_step_locked`, `renew_task_leases`, `release_leases`,
+`ended_runs` and, on PostgreSQL, `listen`. Each test runs on a SQLite file made with
+`work_sharing=BY_TASK` and on a fresh PostgreSQL schema, dropped afterwards (skipped when
+CLOACA_TEST_POSTGRES_URL is not set); what only one backend has (LISTEN/NOTIFY and row locks
+on PostgreSQL; SQLite's migration, URL and processes sharing one file) is tested on that one.
+Runners are played by store instances (several on the same database where two runners
+matter) and by owner names. Who holds a task (owner, lease) is not part of the records the
+Store API returns, so it is read with plain SQL on the tables, whose names both share.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import textwrap
 import uuid
 from typing import Any, Callable, Optional, Sequence
 
@@ -18,15 +27,23 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
+from cloaca._store import store_for_url
+from cloaca._store import sqlite_queries
 from cloaca._store.base import ClaimedWork
+from cloaca._store.base import ClaimStore
 from cloaca._store.base import CronSlotClaim
+from cloaca._store.base import ExecutionRecord
 from cloaca._store.base import FireRequest
 from cloaca._store.base import Notice
 from cloaca._store.base import Store
 from cloaca._store.base import StoredRun
 from cloaca._store.base import TaskRecord
 from cloaca._store.base import WorkSharing
-from test_store_contract import POSTGRES_URL, T0, PostgresBackend, cron_record, execution, finished
+from cloaca._store.base import RunLost
+from cloaca._store.sqlite import SQLiteStore
+from test_store_contract import (
+    POSTGRES_URL, T0, Backend, PostgresBackend, SQLiteBackend, cron_record, execution, finished,
+)
 
 pytestmark = pytest.mark.asyncio
 
@@ -35,16 +52,25 @@ NOTICE_WAIT_SECONDS = 10.0
 
 
 # ====================================================================== fixtures
-@pytest_asyncio.fixture
-async def backend():
-    if not POSTGRES_URL:
-        pytest.skip("CLOACA_TEST_POSTGRES_URL is not set")
-    b = PostgresBackend(POSTGRES_URL)
-    b.schema = f"cloaca_claims_{uuid.uuid4().hex[:12]}"
+@pytest_asyncio.fixture(params=["sqlite", "postgres"])
+async def backend(request, tmp_path):
+    if request.param == "sqlite":
+        b: Backend = SQLiteBackend(str(tmp_path / "claims.db"), WorkSharing.BY_TASK)
+    else:
+        if not POSTGRES_URL:
+            pytest.skip("CLOACA_TEST_POSTGRES_URL is not set")
+        b = PostgresBackend(POSTGRES_URL)
+        b.schema = f"cloaca_claims_{uuid.uuid4().hex[:12]}"
     try:
         yield b
     finally:
         await b.cleanup()
+
+
+def only_on(backend: Backend, name: str, why: str) -> None:
+    """Skip the test on the other backend, saying why it does not apply there."""
+    if backend.name != name:
+        pytest.skip(f"{name} only: {why}")
 
 
 @pytest_asyncio.fixture
@@ -97,7 +123,7 @@ async def version_of(store: Store, run_id: str) -> int:
     return run.version
 
 
-async def holders(backend: PostgresBackend, run_id: str) -> dict[str, tuple[str, Optional[str], Optional[float]]]:
+async def holders(backend: Backend, run_id: str) -> dict[str, tuple[str, Optional[str], Optional[float]]]:
     """task name -> (status, owner, lease_until), read with plain SQL."""
     rows = await backend.raw(
         "SELECT task_name, status, owner, lease_until FROM task_executions "
@@ -130,6 +156,10 @@ class Notices:
             await asyncio.wait_for(until(), NOTICE_WAIT_SECONDS)
         except asyncio.TimeoutError:
             pytest.fail(f"no such notice within {NOTICE_WAIT_SECONDS}s; got {self.got[since:]}")
+
+
+NOTIFY_ONLY = "LISTEN/NOTIFY (SQLite pushes no notices: runners poll)"
+ROW_LOCKS_ONLY = "row locks held by a third session (SQLite's writers hold one lock in turn)"
 
 
 async def listening_sessions(backend: PostgresBackend, store: Any) -> int:
@@ -331,6 +361,7 @@ async def test_a_take_over_passes_over_a_run_whose_step_is_in_flight(opened, bac
     claimer's step waits behind it: the take-over returns at once without the task. Once the
     run row is free, the step commits and there is nothing left to take over.
     """
+    only_on(backend, "postgres", ROW_LOCKS_ONLY)
     first, second = await opened(), await opened()
     await add_run(first, "r", [task("r", "a")])
     [claim] = await first.claim_tasks("A", T0 + 1, T0 + 5, [WF], 10, False, {})
@@ -364,6 +395,7 @@ async def test_release_leases_racing_a_step_of_the_same_runner_never_deadlocks(o
 
     A third session holds the run row while the step queues behind it, then the release.
     """
+    only_on(backend, "postgres", ROW_LOCKS_ONLY)
     store = await opened()
     await add_run(store, "r", [task("r", "a")])
     [claim] = await store.claim_tasks("A", T0 + 1, T0 + 50, [WF], 10, False, {})
@@ -462,13 +494,15 @@ async def test_commit_step_locked_computes_from_what_changed_and_cannot_lose(ope
     assert await mine.commit_step_locked("nope", 0, [], "me", T0 + 50, compute) is False
     assert len(seen) == 1
 
-    # Concurrent locked steps on one run are serialised: both win, each seeing the other's.
+    # Concurrent locked steps on one run are serialised: both win, the one written last
+    # computed from the other's (compute may be called more than once: the last call's
+    # step is the one written).
     c_ready, d_ready = task("r", "c", "Ready", not_before=T0 + 99), task("r", "d", "Ready")
-    versions: list[int] = []
+    versions: dict[str, list[int]] = {"c": [], "d": []}
 
     def writes(row: TaskRecord):
         def compute_one(stored: StoredRun):
-            versions.append(stored.version)
+            versions[row.task_name].append(stored.version)
             return [row], None
         return compute_one
 
@@ -477,7 +511,7 @@ async def test_commit_step_locked_computes_from_what_changed_and_cannot_lose(ope
         theirs.commit_step_locked("r", 2, [], "them", T0 + 50, writes(d_ready)),
     )
     assert results == [True, True]
-    assert sorted(versions) == [2, 3]
+    assert sorted([versions["c"][-1], versions["d"][-1]]) == [2, 3]
     assert await version_of(mine, "r") == 4
     rows = await tasks_of(mine, "r")
     assert (rows["c"], rows["d"]) == (c_ready, d_ready)
@@ -581,6 +615,42 @@ async def test_commit_step_finished_closes_a_linked_cron_fire(store):
     assert fire.completed_at == T0 + 2 and fire.outcome is None
 
 
+async def test_a_refused_step_writes_nothing_and_leaves_the_calls_written_with_it(store, backend):
+    """Steps, refused and not, and a failing write, made together (on SQLite: one group
+    transaction of the writer): each call's outcome is its own."""
+    for run_id in ("r1", "r2", "r3", "r4"):
+        await add_run(store, run_id, [task(run_id, "a"), task(run_id, "b", "NotStarted")])
+    await store.claim_tasks("A", T0 + 1, T0 + 50, [WF], 10, False, {})
+    before = {r: await store.get_run(r) for r in ("r2", "r3")}
+    held = {r: await holders(backend, r) for r in ("r2", "r3")}
+
+    def step(run_id: str, seq: int) -> list[TaskRecord]:
+        return [task(run_id, "a", "Completed", attempt=1, started_at=T0 + 1, completed_at=T0 + 2,
+                     output_context=f'{{"seq": {seq}}}', finish_seq=1),
+                task(run_id, "b", "Running", attempt=1, started_at=T0 + 2)]
+
+    outcomes = await asyncio.gather(
+        store.commit_step("r1", 0, "A", T0 + 60, step("r1", 1)),
+        store.commit_step("r2", 5, "A", T0 + 60, step("r2", 2)),  # a version it never had
+        store.save_progress(step("r3", 3), None, owner="intruder"),  # r3 is not the intruder's
+        store.commit_step("r4", 0, "A", T0 + 60, step("r4", 4)[:1] + [task("r4", "b", "Skipped")],
+                          finished("r4", T0 + 2)),
+        store.commit_step("r1", 0, "B", T0 + 60, step("r1", 5)),  # r1's version moved on just now
+        return_exceptions=True,
+    )
+    assert outcomes[:2] == [True, False]
+    assert isinstance(outcomes[2], RunLost)
+    assert outcomes[3:] == [True, False]
+
+    assert await tasks_of(store, "r1") == {t.task_name: t for t in step("r1", 1)}
+    assert await version_of(store, "r1") == 1
+    assert (await holders(backend, "r1"))["b"] == ("Running", "A", T0 + 60)
+    assert (await store.get_run("r4")).execution == finished("r4", T0 + 2)
+    for run_id in ("r2", "r3"):
+        assert await store.get_run(run_id) == before[run_id]
+        assert await holders(backend, run_id) == held[run_id]
+
+
 # ====================================================================== leases of tasks
 async def test_renew_task_leases_extends_only_the_owners_listed_running_tasks(opened, backend):
     first, second = await opened(), await opened()
@@ -652,6 +722,7 @@ async def test_ended_runs_lists_ended_and_unknown_runs_only(store):
 
 # ====================================================================== listen
 async def test_listen_pushes_new_work_and_ended_runs_from_other_stores(opened, backend):
+    only_on(backend, "postgres", NOTIFY_ONLY)
     listener, writer = await opened(), await opened()
     notices = Notices()
     assert await listener.listen(notices) is True
@@ -681,7 +752,8 @@ async def test_listen_pushes_new_work_and_ended_runs_from_other_stores(opened, b
     assert all(n.ended_run in (None, "r") for n in notices.got)
 
 
-async def test_a_fired_run_with_ready_work_is_announced(opened):
+async def test_a_fired_run_with_ready_work_is_announced(opened, backend):
+    only_on(backend, "postgres", NOTIFY_ONLY)
     listener, writer = await opened(), await opened()
     notices = Notices()
     assert await listener.listen(notices) is True
@@ -693,6 +765,7 @@ async def test_a_fired_run_with_ready_work_is_announced(opened):
 
 
 async def test_close_stops_listening(opened, backend):
+    only_on(backend, "postgres", NOTIFY_ONLY)
     listener = await opened()
     assert await listener.listen(Notices()) is True
     await wait_until_sessions(backend, listener, 1)
@@ -702,6 +775,7 @@ async def test_close_stops_listening(opened, backend):
 
 
 async def test_a_dropped_listen_connection_is_replaced_and_announces_possible_work(opened, backend):
+    only_on(backend, "postgres", NOTIFY_ONLY)
     listener, writer = await opened(), await opened()
     notices = Notices()
     assert await listener.listen(notices) is True
@@ -719,3 +793,218 @@ async def test_a_dropped_listen_connection_is_replaced_and_announces_possible_wo
     since = len(notices.got)
     await add_run(writer, "r", [task("r", "a")])
     await notices.wait_for(lambda n: n.work, since)
+
+
+# ====================================================================== SQLite only
+SQLITE_ONLY = "SQLite's own schema, URL and file"
+
+
+async def test_a_sqlite_url_selects_how_work_is_shared(tmp_path):
+    path = tmp_path / "shared.db"
+    by_task = store_for_url(f"sqlite:///{path}?sharing=task")
+    assert by_task.work_sharing is WorkSharing.BY_TASK and isinstance(by_task, ClaimStore)
+    assert store_for_url(f"sqlite:///{path}?sharing=run").work_sharing is WorkSharing.BY_RUN
+    assert store_for_url(f"sqlite:///{path}").work_sharing is WorkSharing.BY_RUN  # the default
+    assert store_for_url("sqlite:///:memory:?sharing=task").work_sharing is WorkSharing.BY_TASK
+    for value in ("tasks", "", "TASK"):
+        with pytest.raises(ValueError, match=f"parameter 'sharing' has unknown value '{value}'"):
+            store_for_url(f"sqlite:///{path}?sharing={value}")
+    assert not path.exists()  # nothing was opened
+
+
+async def test_only_a_by_task_sqlite_store_holds_the_running_rows_it_creates(backend, opened):
+    only_on(backend, "sqlite", SQLITE_ONLY)
+    by_task = await opened()
+    by_run = SQLiteStore(backend.path)
+    await by_run.open()
+    try:
+        assert by_run.work_sharing is WorkSharing.BY_RUN and isinstance(by_run, ClaimStore)
+        await add_run(by_task, "t", [task("t", "a", "Running", attempt=1, started_at=T0),
+                                     task("t", "b")], owner="A", lease_until=T0 + 9)
+        await add_run(by_run, "r", [task("r", "a", "Running", attempt=1, started_at=T0),
+                                    task("r", "b")], owner="A", lease_until=T0 + 9)
+    finally:
+        await by_run.close()
+    assert await holders(backend, "t") == {"a": ("Running", "A", T0 + 9), "b": ("Ready", None, None)}
+    assert await holders(backend, "r") == {"a": ("Running", None, None), "b": ("Ready", None, None)}
+
+
+async def test_claims_and_releases_read_their_rows_off_the_claimable_tasks_index(backend, opened):
+    """The ready (and expired, or released) tasks, not every task of every running run."""
+    only_on(backend, "sqlite", SQLITE_ONLY)
+    await opened()
+    params = {"now": T0, "names": "[]", "only": None, "limit": 1}
+    conn = sqlite3.connect(backend.path)
+    try:
+        for sql in (sqlite_queries.PICK_READY_TASKS, sqlite_queries.PICK_EXPIRED_TASKS):
+            plan = " / ".join(r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + sql, params))
+            assert "SEARCH t USING" in plan and "ix_tasks_claimable" in plan, plan
+        # A release, too, finds the Running rows there (the holder has no index of its own).
+        plan = " / ".join(r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + sqlite_queries.RELEASE_TASKS, ("A",)))
+        assert "ix_tasks_claimable" in plan, plan
+    finally:
+        conn.close()
+
+
+async def test_a_sqlite_database_of_the_previous_schema_is_upgraded_and_its_runs_shared_by_task(
+    backend, monkeypatch,
+):
+    only_on(backend, "sqlite", SQLITE_ONLY)
+    current = sqlite_queries.MIGRATIONS
+    monkeypatch.setattr(sqlite_queries, "MIGRATIONS", [m for m in current if m[0] <= 6])
+    old = backend.make()
+    await old.open()
+    await old.close()
+    # Rows as the code of schema 6 wrote them: a run whose runner died with b Ready and c
+    # Running (its lease was the run's), and a finished run.
+    await backend.raw(
+        "INSERT INTO workflow_executions (id, workflow_name, workflow_version, status, "
+        f"input_context, started_at, owner, lease_until) VALUES ('old', '{WF}', 'v1', 'Running', "
+        f"'{{}}', {T0}, 'dead', {T0 + 5}), ('done', '{WF}', 'v1', 'Completed', '{{}}', {T0 + 1}, "
+        "NULL, NULL)"
+    )
+    await backend.raw(
+        "INSERT INTO task_executions (execution_id, task_name, status, attempt, started_at, "
+        f"completed_at, output_context, finish_seq) VALUES ('old', 'a', 'Completed', 1, {T0}, "
+        f"{T0 + 1}, '{{\"a\": 1}}', 1), ('old', 'b', 'Ready', 0, NULL, NULL, NULL, NULL), "
+        f"('old', 'c', 'Running', 1, {T0 + 1}, NULL, NULL, NULL), "
+        "('old', 'd', 'NotStarted', 0, NULL, NULL, NULL, NULL), "
+        f"('done', 'a', 'Completed', 1, {T0 + 1}, {T0 + 2}, '{{}}', 1)"
+    )
+    monkeypatch.setattr(sqlite_queries, "MIGRATIONS", current)
+
+    store = backend.make()
+    await store.open()
+    try:
+        assert [v for (v,) in await backend.raw("SELECT version FROM cloaca_schema_version ORDER BY version")] == backend.migrations
+        assert [e.id for e in await store.list_executions(None, None, 10, 0)] == ["done", "old"]
+        run = await store.get_run("old")
+        assert run.version == 0 and run.execution.status == "Running"
+        assert {t.task_name: t.status for t in run.tasks} == {
+            "a": "Completed", "b": "Ready", "c": "Running", "d": "NotStarted"}
+        assert run.tasks[0].output_context == '{"a": 1}'
+
+        # The dead runner's Running task had no lease of its own: taken over at once.
+        claims = await store.claim_tasks("new", T0 + 10, T0 + 60, [WF], 10, True, {})
+        got = claimed_tasks(claims)
+        assert set(got) == {("old", "b"), ("old", "c")}
+        assert (got["old", "b"].attempt, got["old", "c"].attempt) == (1, 2)
+        assert await version_of(store, "old") == 1
+        assert await store.commit_step("old", 1, "new", T0 + 60, [
+            task("old", "b", "Completed", attempt=1, completed_at=T0 + 11, finish_seq=2)]) is True
+        assert (await store.get_run("done")).version == 0
+    finally:
+        await store.close()
+
+
+async def test_commit_step_locked_on_sqlite_computes_again_when_another_process_wrote_first(
+    backend, opened,
+):
+    """SQLite cannot hold its write lock while `compute` runs on the loop: a step refused
+    because another process wrote meanwhile is computed again from the run read anew, with
+    the rows the refused computation returned (as stored), and only that step is written."""
+    only_on(backend, "sqlite", SQLITE_ONLY)
+    store = await opened()
+    await add_run(store, "r", [task("r", "a"), task("r", "b"), task("r", "c", "NotStarted")])
+    await store.claim_tasks("me", T0 + 1, T0 + 50, [WF], 10, False, {})
+    seen: list[StoredRun] = []
+
+    def compute(stored: StoredRun):
+        seen.append(stored)
+        if len(seen) == 1:  # another process completes b (a step of version 1) meanwhile
+            conn = sqlite3.connect(backend.path)
+            with conn:
+                conn.execute("UPDATE workflow_executions SET version = 1 WHERE id = 'r'")
+                conn.execute("UPDATE task_executions SET status = 'Completed', owner = NULL, "
+                             "lease_until = NULL, step_version = 1 WHERE task_name = 'b'")
+            conn.close()
+            return [task("r", "a", "Completed", attempt=1, finish_seq=1),
+                    task("r", "c", "Running", attempt=1)], None
+        return [task("r", "a", "Completed", attempt=1, finish_seq=2),
+                task("r", "c", "Ready")], None
+
+    assert await store.commit_step_locked("r", 0, ["a"], "me", T0 + 50, compute) is True
+    first, second = seen
+    assert first.version == 0 and [t.task_name for t in first.tasks] == ["a"]
+    # Read anew: b as the other process left it, and a and c (which the refused step wrote)
+    # as they are stored.
+    assert second.version == 1
+    assert {t.task_name: t.status for t in second.tasks} == {
+        "a": "Running", "b": "Completed", "c": "NotStarted"}
+    assert await version_of(store, "r") == 2
+    assert {n: (t.status, t.finish_seq) for n, t in (await tasks_of(store, "r")).items()} == {
+        "a": ("Completed", 2), "b": ("Completed", None), "c": ("Ready", None)}
+    assert (await holders(backend, "r"))["c"] == ("Ready", None, None)
+
+
+_CLAIMER = textwrap.dedent("""
+    import asyncio, json, sys
+    from cloaca._store.base import TaskRecord, WorkSharing
+    from cloaca._store.sqlite import SQLiteStore
+
+    async def main(path, owner, now, workflow):
+        store = SQLiteStore(path, work_sharing=WorkSharing.BY_TASK)
+        await store.open()
+        print("ready", flush=True)
+        sys.stdin.readline()
+        got, computed = [], 0
+        while True:
+            work = await store.claim_tasks(owner, now, now + 1000, [workflow], 2, False, {})
+            if not work:
+                break
+            for w in work:
+                for t in w.tasks:
+                    got.append([w.execution_id, t.task_name])
+                    done = TaskRecord(w.execution_id, t.task_name, "Completed", attempt=t.attempt,
+                                      started_at=t.started_at, completed_at=now + 1)
+
+                    def compute(stored, done=done):
+                        nonlocal computed
+                        computed += 1
+                        return [done], None
+
+                    assert await store.commit_step_locked(w.execution_id, 0, [], owner, now + 1000, compute)
+        await store.close()
+        print(json.dumps({"got": got, "computed": computed}), flush=True)
+
+    asyncio.run(main(*sys.argv[1:3], float(sys.argv[3]), sys.argv[4]))
+""")
+
+
+async def test_two_processes_sharing_one_sqlite_file_claim_and_complete_each_task_once(backend, opened):
+    """Two processes claim the tasks of the same runs and complete each, every step written
+    compare-and-set on the run's version while the other process writes the same runs."""
+    only_on(backend, "sqlite", SQLITE_ONLY)
+    store = await opened()
+    runs = {f"r{i}": [f"t{j}" for j in range(8)] for i in range(15)}
+    for i, (run_id, names) in enumerate(runs.items()):
+        await add_run(store, run_id, [task(run_id, n) for n in names], started_at=T0 + i)
+    children = [
+        await asyncio.create_subprocess_exec(
+            sys.executable, "-c", _CLAIMER, backend.path, owner, str(T0 + 1), WF,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env={**os.environ},
+        )
+        for owner in ("P1", "P2")
+    ]
+    try:
+        for child in children:
+            assert await asyncio.wait_for(child.stdout.readline(), 60) == b"ready\n"
+        for child in children:
+            child.stdin.write(b"go\n")
+            await child.stdin.drain()
+        outputs = [json.loads(await asyncio.wait_for(child.stdout.readline(), 120)) for child in children]
+        assert [await child.wait() for child in children] == [0, 0]
+    finally:
+        for child in children:
+            if child.returncode is None:
+                child.kill()
+                await child.wait()
+    got = [{tuple(k) for k in out["got"]} for out in outputs]
+    assert sum(len(out["got"]) for out in outputs) == len(got[0] | got[1])  # none claimed twice
+    assert not got[0] & got[1]
+    assert got[0] | got[1] == {(r, n) for r, names in runs.items() for n in names}
+    for run_id, names in runs.items():
+        run = await store.get_run(run_id)
+        assert {t.status for t in run.tasks} == {"Completed"}
+        assert {t.attempt for t in run.tasks} == {1}
+        assert run.version == len(names)  # one step per task, none lost, none twice

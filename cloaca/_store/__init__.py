@@ -6,12 +6,16 @@ import os
 import re
 import sys
 import tempfile
+import urllib.parse
+from typing import Any
 
-from .base import Store
+from .base import Store, WorkSharing
 
 __all__ = ["Store", "store_for_url"]
 
 _MEMORY_URLS = (":memory:", "sqlite://:memory:", "sqlite:///:memory:")
+_SHARING = {"run": WorkSharing.BY_RUN, "task": WorkSharing.BY_TASK}
+"""The values of a SQLite URL's `sharing` parameter: how runners on the file share work."""
 _SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]+:")
 DISTRIBUTION = "cloaca-asyncio"
@@ -21,7 +25,8 @@ DISTRIBUTION = "cloaca-asyncio"
 def store_for_url(url: str, schema: str | None = None, pool_size: int = 10) -> Store:
     """The store for a database URL (SPEC §3.1); ValueError for a URL no backend serves.
 
-    `pool_size` bounds the connections of a PostgreSQL store (SQLite uses one).
+    `pool_size` bounds the connections of a PostgreSQL store (SQLite uses one). A `sqlite://`
+    URL may end in `?sharing=task` (work shared by task, as on PostgreSQL) or `?sharing=run`.
     """
     if not isinstance(url, str):
         raise TypeError(f"database URL must be a str, got {type(url).__name__}")
@@ -29,12 +34,10 @@ def store_for_url(url: str, schema: str | None = None, pool_size: int = 10) -> S
         return _postgres_store(url, schema, pool_size)
     if schema is not None:
         raise ValueError("Schema isolation requires PostgreSQL (a postgres:// or postgresql:// URL)")
-    if url in _MEMORY_URLS:
-        return _private_sqlite()
     return _sqlite_store(url)
 
 
-def _private_sqlite() -> Store:
+def _private_sqlite(**options: Any) -> Store:
     from .sqlite import SQLiteStore
 
     # A private temp file rather than SQLite's ":memory:", so that every connection of the
@@ -42,24 +45,23 @@ def _private_sqlite() -> Store:
     handle, path = tempfile.mkstemp(prefix="cloaca-memory-", suffix=".db")
     os.close(handle)
     os.unlink(path)
-    return SQLiteStore(path, delete_on_close=True)
+    return SQLiteStore(path, delete_on_close=True, **options)
 
 
 def _sqlite_store(url: str) -> Store:
     from .sqlite import SQLiteStore
 
+    if url in _MEMORY_URLS:
+        return _private_sqlite()
     if url.startswith("sqlite://"):
-        path = url[len("sqlite://"):]
-        if "?" in path:
-            path, query = path.split("?", 1)
-            print(
-                f"cloaca: ignoring query parameters '?{query}' of SQLite URL (WAL and a 30 s "
-                "busy timeout are always applied)",
-                file=sys.stderr,
-            )
+        path, _, query = url.partition("?")
+        options = _sqlite_options(url, query)
+        if path in _MEMORY_URLS:
+            return _private_sqlite(**options)
+        path = path[len("sqlite://"):]
         if not path:
             raise ValueError(f"SQLite URL '{url}' names no file")
-        return SQLiteStore(path)
+        return SQLiteStore(path, **options)
     if url.startswith("file:"):
         return SQLiteStore(url)
     if _SCHEME.match(url) is None and (url.startswith(("/", "./", "../")) or url.endswith(_SQLITE_SUFFIXES)):
@@ -68,6 +70,30 @@ def _sqlite_store(url: str) -> Store:
         f"Unsupported database URL '{url}': use 'sqlite:///abs/path.db', 'sqlite://rel/path.db', "
         "a path ending in .db, ':memory:', or 'postgresql://user@host/database'"
     )
+
+
+def _sqlite_options(url: str, query: str) -> dict[str, Any]:
+    """The SQLiteStore options a URL's query sets (`sharing`); the other parameters are
+    ignored, saying so."""
+    options: dict[str, Any] = {}
+    ignored = []
+    for name, value in urllib.parse.parse_qsl(query, keep_blank_values=True):
+        if name != "sharing":
+            ignored.append(f"{name}={value}" if value else name)
+        elif value in _SHARING:
+            options["work_sharing"] = _SHARING[value]
+        else:
+            raise ValueError(
+                f"SQLite URL '{url}': parameter 'sharing' has unknown value '{value}' "
+                f"(use {' or '.join(repr(v) for v in _SHARING)})"
+            )
+    if ignored:
+        print(
+            f"cloaca: ignoring query parameters '{'&'.join(ignored)}' of SQLite URL (WAL and "
+            "a 30 s busy timeout are always applied)",
+            file=sys.stderr,
+        )
+    return options
 
 
 def _postgres_store(url: str, schema: str | None, pool_size: int) -> Store:

@@ -594,14 +594,21 @@ class ClaimStore(abc.ABC):
         self, execution_id: str, since_version: int, task_names: Sequence[str], owner: str,
         lease_until: float, compute: StepFunction,
     ) -> bool:
-        """Write one scheduling step computed while the run's row is locked (it cannot lose).
+        """Write one scheduling step computed from the run as stored now (it cannot lose).
 
         For when `commit_step` was refused: `compute` gets the run with its current version,
         the task rows that changed after `since_version` (steps, take-overs and releases mark
         the rows they change) and the rows of `task_names`, and returns the task rows to
-        write and the run's end if it ended, or None to write nothing. It runs inside the
-        transaction: it must be quick and must not block. Rows are written as by
+        write and the run's end if it ended, or None to write nothing. It is called on the
+        caller's event loop thread, must be quick and must not block. Rows are written as by
         `commit_step`. False when the run does not exist or `compute` returned None.
+
+        `compute` may be called more than once: PostgreSQL calls it once, with the run's row
+        locked; SQLite cannot hold its write lock while the loop computes, so it writes the
+        step compare-and-set and, when another writer went first, calls `compute` again
+        with the run read anew — that call also gets the rows the previous call returned
+        (as stored: what it changed is to be undone). Only the step of the call after which
+        True is returned was written; the steps of earlier calls were not.
         """
 
     @abc.abstractmethod

@@ -19,6 +19,16 @@ cheaper still written on the event loop's thread, through a second connection th
 when another process holds the write lock the group goes to the thread, which waits as
 usual; and it never checkpoints (the thread does, every `CHECKPOINT_EVERY` inline commits),
 so the loop never waits for a checkpoint's fsync.
+
+Work is shared by run (`WorkSharing.BY_RUN`) unless the store is made with
+`work_sharing=WorkSharing.BY_TASK` (URL `sqlite:///path?sharing=task`): then, as on
+PostgreSQL, any runner claims any ready task (`claim_tasks`) and each scheduling step is a
+compare-and-set on the run's version (`commit_step`, a call of the group commit like any
+other: a refused step writes nothing and leaves its neighbours alone). Every write
+transaction holds the database's one write lock, so claims never overlap without row locks.
+`commit_step_locked` cannot hold that lock while `compute` runs on the event loop: it reads
+what changed, computes on the loop and writes compare-and-set, again until the write goes
+through. SQLite pushes no notices: runners on other processes find new work by polling.
 """
 
 from __future__ import annotations
@@ -28,11 +38,13 @@ import json
 import os
 import sqlite3
 import uuid
-from typing import Any, Callable, Optional, Sequence, TypeVar
+from typing import Any, Callable, Mapping, Optional, Sequence, TypeVar
 
 from .._ids import time_ordered_id
 from . import sqlite_queries as q
 from .base import (
+    ClaimedWork,
+    ClaimStore,
     CronScheduleRecord,
     CronSlotClaim,
     CronStats,
@@ -43,11 +55,13 @@ from .base import (
     RunEnded,
     RunLost,
     ScheduleExecutionRecord,
+    StepFunction,
     Store,
     StoredRun,
     SubscriptionRecord,
     TaskRecord,
     TriggerScheduleRecord,
+    WorkSharing,
     check_retryable,
     history_filters,
     runs_written,
@@ -70,11 +84,15 @@ _BULK = 1 << 30
 CHECKPOINT_EVERY = 1_000
 
 
-class SQLiteStore(Store):
+class SQLiteStore(Store, ClaimStore):
     """A SQLite database file shared safely by the runners of one host."""
 
-    def __init__(self, path: str, *, delete_on_close: bool = False) -> None:
+    def __init__(
+        self, path: str, *, delete_on_close: bool = False,
+        work_sharing: WorkSharing = WorkSharing.BY_RUN,
+    ) -> None:
         self.path = path
+        self.work_sharing = work_sharing
         self.description = f"SQLite database '{path}'"
         self._delete_on_close = delete_on_close
         self._conn: Optional[SQLiteThread] = None
@@ -162,9 +180,11 @@ class SQLiteStore(Store):
             checkpoint.add_done_callback(_ignore_result)
         return outcomes
 
-    async def _read(self, op: Callable[[sqlite3.Cursor], T]) -> T:
+    async def _read(self, op: Callable[[sqlite3.Cursor], T], snapshot: bool = False) -> T:
+        """`op`'s result, read in the connection's thread; with `snapshot`, its statements
+        all read one state of the database."""
         conn = self._require_conn()
-        return await conn.run(_run_read, op)
+        return await conn.run(_run_snapshot if snapshot else _run_read, op)
 
     def _connect(self) -> sqlite3.Connection:
         return sqlite3.connect(self.path, isolation_level=None, uri=self.path.startswith("file:"))
@@ -184,6 +204,9 @@ class SQLiteStore(Store):
         fire: Optional[FireRequest] = None,
         link_fire_id: Optional[str] = None,
     ) -> bool:
+        # Shared by task, the creator holds the tasks it starts at once; by run, the run's lease.
+        holder = owner if self.work_sharing is WorkSharing.BY_TASK else None
+
         def op(cur: sqlite3.Cursor) -> bool:
             if fire is not None:
                 if fire.deduplicate and cur.execute(
@@ -195,7 +218,8 @@ class SQLiteStore(Store):
             if link_fire_id is not None:
                 cur.execute(q.LINK_FIRE, (execution.id, execution.started_at, link_fire_id))
             cur.execute(q.INSERT_EXECUTION, _execution_row(execution) + (owner, lease_until))
-            cur.executemany(q.INSERT_TASK, [_task_row(t) for t in tasks])
+            cur.executemany(q.INSERT_TASK, [_task_row(t) + _held(t, holder, lease_until)
+                                            for t in tasks])
             return True
 
         return await self._write(op, rows=len(tasks) + 2, new_run=True)
@@ -246,8 +270,12 @@ class SQLiteStore(Store):
         )
 
     async def release_leases(self, owner: str) -> None:
-        await self._write(lambda cur: cur.execute(q.RELEASE_LEASES, (owner,)) and None,
-                          rows=_BULK)
+        def op(cur: sqlite3.Cursor) -> None:
+            cur.execute(q.BUMP_RUNS_OF_OWNED_TASKS, (owner,))
+            cur.execute(q.RELEASE_TASKS, (owner,))
+            cur.execute(q.RELEASE_LEASES, (owner,))
+
+        await self._write(op, rows=_BULK)
 
     async def cancel_execution(self, execution_id: str, now: float) -> Optional[bool]:
         def op(cur: sqlite3.Cursor) -> Optional[bool]:
@@ -256,8 +284,8 @@ class SQLiteStore(Store):
                 return None
             if row[0] not in ("Pending", "Running"):
                 return False
-            cur.execute(q.CANCEL_TASKS, (now, execution_id))
             cur.execute(q.CANCEL_EXECUTION, (now, execution_id))
+            cur.execute(q.CANCEL_TASKS, (now, execution_id))
             cur.execute(q.CLOSE_FIRES_OF_RUN, (now, now, execution_id))
             return True
 
@@ -271,8 +299,8 @@ class SQLiteStore(Store):
             if row is None:
                 return None
             check_retryable(execution_id, row[0])
-            cur.execute(q.RESET_TASKS_FOR_RETRY, (execution_id,))
             cur.execute(q.REOPEN_EXECUTION, (owner, lease_until, execution_id))
+            cur.execute(q.RESET_TASKS_FOR_RETRY, (execution_id,))
             return _load_run(cur, execution_id)
 
         return await self._write(op, rows=_BULK)
@@ -283,7 +311,91 @@ class SQLiteStore(Store):
         return [r[0] for r in rows]
 
     async def get_run(self, execution_id: str) -> Optional[StoredRun]:
-        return await self._read(lambda cur: _load_run(cur, execution_id))
+        return await self._read(lambda cur: _load_run(cur, execution_id), snapshot=True)
+
+    # runs shared by task ------------------------------------------------------------
+    async def claim_tasks(
+        self, owner: str, now: float, lease_until: float, workflow_names: Sequence[str],
+        limit: int, take_over: bool, known_versions: Mapping[str, int],
+        task_names: Optional[Sequence[str]] = None,
+    ) -> list[ClaimedWork]:
+        if not workflow_names or limit <= 0 or (task_names is not None and not task_names):
+            return []
+        pick = {"now": now, "names": json.dumps(list(workflow_names)),
+                "only": None if task_names is None else json.dumps(list(task_names))}
+        # RETURNING gives the values as bound: floats, as the columns store them.
+        claim = {"now": float(now), "owner": owner, "lease_until": float(lease_until)}
+        known = dict(known_versions)
+
+        def op(cur: sqlite3.Cursor) -> list[ClaimedWork]:
+            claimed: dict[str, list[TaskRecord]] = {}
+            left = limit
+            for expired in (True, False) if take_over else (False,):
+                for record in _claim(cur, expired, {**pick, "limit": left}, claim):
+                    claimed.setdefault(record.execution_id, []).append(record)
+                    left -= 1
+                if left <= 0:
+                    break
+            return _claimed_work(cur, claimed, known)
+
+        return await self._write(op, rows=limit + 1)
+
+    async def commit_step(
+        self, execution_id: str, version: int, owner: str, lease_until: float,
+        tasks: Sequence[TaskRecord], finished: Optional[ExecutionRecord] = None,
+    ) -> bool:
+        rows = [_task_update_row(t)[:-2] + _held(t, owner, lease_until)
+                + (version + 1, t.execution_id, t.task_name) for t in tasks]
+        if finished is None:
+            sql, params = q.STEP_RUN, (execution_id, version)
+        else:
+            sql, params = q.STEP_AND_FINISH_RUN, (
+                finished.status, finished.final_context, finished.error_message,
+                finished.completed_at, execution_id, version,
+            )
+
+        def op(cur: sqlite3.Cursor) -> bool:
+            if cur.execute(sql, params).rowcount != 1:
+                return False  # the version moved on (or the run ended): nothing written
+            cur.executemany(q.STEP_TASK, rows)
+            if finished is not None:
+                cur.execute(q.CLOSE_FIRES_OF_RUN,
+                            (finished.completed_at, finished.completed_at, execution_id))
+            return True
+
+        return await self._write(op, rows=len(tasks) + 2)
+
+    async def commit_step_locked(
+        self, execution_id: str, since_version: int, task_names: Sequence[str], owner: str,
+        lease_until: float, compute: StepFunction,
+    ) -> bool:
+        also = list(task_names)
+        refused_at: Optional[int] = None
+        while True:
+            stored = await self._read(
+                lambda cur: _load_run(cur, execution_id, since_version, also), snapshot=True
+            )
+            if stored is None or stored.version == refused_at:
+                return False  # gone, or refused for another reason than a newer version
+            step = compute(stored)
+            if step is None:
+                return False
+            tasks, finished = step
+            if await self.commit_step(execution_id, stored.version, owner, lease_until, tasks, finished):
+                return True
+            # Another writer went first: compute again from what it wrote, with the rows this
+            # computation changed (as stored) so that it can be undone in memory.
+            refused_at = stored.version
+            also = list(dict.fromkeys(also + [t.task_name for t in tasks]))
+
+    async def renew_task_leases(
+        self, owner: str, tasks: Sequence[tuple[str, str]], lease_until: float
+    ) -> None:
+        if not tasks:
+            return
+        rows = [(lease_until, execution_id, task_name, owner) for execution_id, task_name in tasks]
+        await self._write(lambda cur: cur.executemany(q.RENEW_TASK_LEASE, rows) and None,
+                          rows=len(rows))
 
     async def list_executions(
         self, workflow_name: Optional[str], status: Optional[str], limit: int, offset: int
@@ -692,6 +804,15 @@ def _run_read(conn: sqlite3.Connection, op: Callable[[sqlite3.Cursor], T]) -> T:
     return op(conn.cursor())
 
 
+def _run_snapshot(conn: sqlite3.Connection, op: Callable[[sqlite3.Cursor], T]) -> T:
+    cur = conn.cursor()
+    cur.execute("BEGIN")
+    try:
+        return op(cur)
+    finally:
+        cur.execute("COMMIT")
+
+
 def _insert_fire(
     cur: sqlite3.Cursor, trigger_name: str, context_hash: str, execution_id: Optional[str],
     completed_at: Optional[float], now: float,
@@ -702,12 +823,61 @@ def _insert_fire(
     )
 
 
-def _load_run(cur: sqlite3.Cursor, execution_id: str) -> Optional[StoredRun]:
+def _load_run(
+    cur: sqlite3.Cursor, execution_id: str, since: Optional[int] = None, also: Sequence[str] = (),
+) -> Optional[StoredRun]:
+    """A run with its version and its task rows: all of them, or with `since` only those
+    changed after that version and those named in `also`."""
     row = cur.execute(q.SELECT_EXECUTION, (execution_id,)).fetchone()
     if row is None:
         return None
-    tasks = [TaskRecord(*r) for r in cur.execute(q.SELECT_TASKS, (execution_id,)).fetchall()]
-    return StoredRun(ExecutionRecord(*row), tasks)
+    if since is None:
+        rows = cur.execute(q.SELECT_TASKS, (execution_id,)).fetchall()
+    else:
+        rows = cur.execute(q.SELECT_TASKS_CHANGED_SINCE,
+                           (execution_id, since, json.dumps(list(also)))).fetchall()
+    return StoredRun(ExecutionRecord(*row[:-1]), [TaskRecord(*r) for r in rows], row[-1])
+
+
+def _held(task: TaskRecord, owner: Optional[str], lease_until: float) -> tuple[Any, Any]:
+    """(holder, lease until) of a task row as written: `owner`'s if it is Running, else nobody's."""
+    if task.status == "Running" and owner is not None:
+        return owner, lease_until
+    return None, None
+
+
+def _claim(
+    cur: sqlite3.Cursor, expired: bool, pick: dict[str, Any], claim: dict[str, Any]
+) -> list[TaskRecord]:
+    """Claim the tasks `pick` finds, Ready ones or (`expired`) Running ones whose lease
+    expired, bumping the versions of the runs taken over; the claimed rows."""
+    keys = cur.execute(q.PICK_EXPIRED_TASKS if expired else q.PICK_READY_TASKS, pick).fetchall()
+    if not keys:
+        return []
+    if expired:
+        cur.execute(q.BUMP_RUN_VERSIONS, (json.dumps(list(dict.fromkeys(k[0] for k in keys))),))
+    params = {**claim, "take_over": expired, "keys": json.dumps([list(k) for k in keys])}
+    return [TaskRecord(*row) for row in cur.execute(q.CLAIM_TASKS, params).fetchall()]
+
+
+def _claimed_work(
+    cur: sqlite3.Cursor, claimed: dict[str, list[TaskRecord]], known: Mapping[str, int]
+) -> list[ClaimedWork]:
+    """The claimed rows by run, each with what its claimer needs to read back: nothing for
+    a run whose version it knows, the rows changed since for an older known version, else
+    the whole run."""
+    if not claimed:
+        return []
+    ids = json.dumps(list(claimed))
+    versions = dict(cur.execute(q.SELECT_VERSIONS, (ids,)).fetchall())
+    work = []
+    for execution_id, tasks in claimed.items():
+        version = versions.get(execution_id)
+        run = None
+        if version is not None and known.get(execution_id) != version:
+            run = _load_run(cur, execution_id, known.get(execution_id))
+        work.append(ClaimedWork(execution_id, tasks, run))
+    return work
 
 
 def _execution_row(e: ExecutionRecord) -> tuple[Any, ...]:

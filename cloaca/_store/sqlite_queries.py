@@ -98,7 +98,7 @@ MIGRATIONS: list[tuple[int, str]] = [
             WHERE completed_at IS NULL AND kind = 'cron';
         """,
     ),
-    # 3 is PostgreSQL's per-task claims (SQLite shares work by run): nothing to do here.
+    # 3 is PostgreSQL's per-task claims, which SQLite had no use for then (7 adds them).
     (3, ""),
     (
         4,
@@ -182,6 +182,24 @@ MIGRATIONS: list[tuple[int, str]] = [
         DROP INDEX IF EXISTS ix_executions_unfinished;
         """,
     ),
+    (
+        # Work shared by task (WorkSharing.BY_TASK; PostgreSQL's version 3): the run's version
+        # (bumped by every step written compare-and-set), who holds each task and until when,
+        # and the run version that last changed each task row (0: unchanged since the run
+        # began), which lets a claimer read back only what changed since the version it knows.
+        # No index on the holder (PostgreSQL's ix_tasks_owner): every step would update it,
+        # for the sake of a release at shutdown, which finds the Running rows through
+        # ix_tasks_claimable.
+        7,
+        """
+        ALTER TABLE workflow_executions ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE task_executions ADD COLUMN owner TEXT;
+        ALTER TABLE task_executions ADD COLUMN lease_until REAL;
+        ALTER TABLE task_executions ADD COLUMN step_version INTEGER NOT NULL DEFAULT 0;
+        CREATE INDEX IF NOT EXISTS ix_tasks_claimable ON task_executions (status, not_before)
+            WHERE status IN ('Ready', 'Running');
+        """,
+    ),
 ]
 
 CREATE_VERSION_TABLE = "CREATE TABLE IF NOT EXISTS cloaca_schema_version (version INTEGER NOT NULL)"
@@ -203,7 +221,11 @@ INSERT_EXECUTION = f"""
     INSERT INTO workflow_executions ({EXECUTION_COLUMNS}, owner, lease_until)
     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
-INSERT_TASK = f"INSERT INTO task_executions ({TASK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+# The last two values: who holds a Running task and until when (BY_TASK; else NULL).
+INSERT_TASK = f"""
+    INSERT INTO task_executions ({TASK_COLUMNS}, owner, lease_until)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
 SELECT_RUN_OWNER = "SELECT owner, status FROM workflow_executions WHERE id = ?"
 UPDATE_TASK = """
     UPDATE task_executions
@@ -213,16 +235,20 @@ UPDATE_TASK = """
 """
 # run control ---------------------------------------------------------------------------
 SELECT_RUN_STATUS = "SELECT status FROM workflow_executions WHERE id = ?"
-CANCEL_TASKS = """
+# Run control writes the run first (its version bumped, so a late step of whoever executes
+# it is refused), then its task rows, marked as changed by that version.
+_RUN_VERSION = "(SELECT e.version FROM workflow_executions e WHERE e.id = task_executions.execution_id)"
+CANCEL_TASKS = f"""
     UPDATE task_executions
-       SET status = 'Cancelled', completed_at = ?,
+       SET status = 'Cancelled', completed_at = ?, owner = NULL, lease_until = NULL,
+           step_version = {_RUN_VERSION},
            error_message = CASE WHEN status = 'Running' THEN 'Cancelled while running' END
      WHERE execution_id = ? AND status IN ('NotStarted', 'Ready', 'Running')
 """
 CANCEL_EXECUTION = """
     UPDATE workflow_executions
        SET status = 'Cancelled', completed_at = ?, error_message = 'Cancelled',
-           owner = NULL, lease_until = NULL,
+           owner = NULL, lease_until = NULL, version = version + 1,
            final_context = COALESCE(
                (SELECT output_context FROM task_executions
                  WHERE execution_id = workflow_executions.id AND status = 'Completed'
@@ -230,16 +256,17 @@ CANCEL_EXECUTION = """
                input_context)
      WHERE id = ?
 """
-RESET_TASKS_FOR_RETRY = """
+RESET_TASKS_FOR_RETRY = f"""
     UPDATE task_executions
        SET status = 'NotStarted', attempt_base = attempt, not_before = NULL, started_at = NULL,
-           completed_at = NULL, output_context = NULL, error_message = NULL, finish_seq = NULL
+           completed_at = NULL, output_context = NULL, error_message = NULL, finish_seq = NULL,
+           owner = NULL, lease_until = NULL, step_version = {_RUN_VERSION}
      WHERE execution_id = ? AND status IN ('Failed', 'Skipped', 'Cancelled')
 """
 REOPEN_EXECUTION = """
     UPDATE workflow_executions
        SET status = 'Running', completed_at = NULL, error_message = NULL, final_context = NULL,
-           owner = ?, lease_until = ?
+           owner = ?, lease_until = ?, version = version + 1
      WHERE id = ?
 """
 ENDED_RUNS = """
@@ -273,8 +300,99 @@ RELEASE_LEASES = """
     UPDATE workflow_executions SET owner = NULL, lease_until = NULL
      WHERE owner = ? AND status IN ('Pending', 'Running')
 """
-SELECT_EXECUTION = f"SELECT {EXECUTION_COLUMNS} FROM workflow_executions WHERE id = ?"
-SELECT_TASKS = f"SELECT {TASK_COLUMNS} FROM task_executions WHERE execution_id = ?"
+# Releasing (BY_TASK): the owner's Running tasks go back to Ready, their runs' versions move
+# on first (so a late step of the releasing runner is refused) and mark the rows released.
+# The Running rows are found through ix_tasks_claimable (see _PICK for the IN term).
+_OWNED = "status IN ('Ready', 'Running') AND status = 'Running' AND owner = ?"
+BUMP_RUNS_OF_OWNED_TASKS = f"""
+    UPDATE workflow_executions SET version = version + 1
+     WHERE status IN ('Pending', 'Running')
+       AND id IN (SELECT execution_id FROM task_executions WHERE {_OWNED})
+"""
+RELEASE_TASKS = f"""
+    UPDATE task_executions
+       SET status = 'Ready', owner = NULL, lease_until = NULL, step_version = {_RUN_VERSION}
+     WHERE {_OWNED}
+"""
+SELECT_EXECUTION = f"SELECT {EXECUTION_COLUMNS}, version FROM workflow_executions WHERE id = ?"
+SELECT_TASKS = f"SELECT {TASK_COLUMNS} FROM task_executions WHERE execution_id = ? ORDER BY task_name"
+# The task rows of run ? changed after version ? (-1: every row), and the rows named in the
+# JSON array ?.
+SELECT_TASKS_CHANGED_SINCE = f"""
+    SELECT {TASK_COLUMNS} FROM task_executions
+     WHERE execution_id = ?
+       AND (step_version > ? OR task_name IN (SELECT value FROM json_each(?)))
+     ORDER BY task_name
+"""
+
+# --- work shared by task ----------------------------------------------------------------
+# Every write transaction holds the database's one write lock (BEGIN IMMEDIATE), so two
+# claimers, in this process or another, never see the same row claimable: no row locks needed.
+#
+# The tasks to claim, oldest runs first: :now, :names (JSON array of workflow names),
+# :only (JSON array of task names, or NULL for any), :limit. The status IN (...) term, implied
+# by {claimable}, is spelled out so that SQLite reads the candidates off the partial index
+# ix_tasks_claimable (it proves a partial index usable from identical terms only) instead of
+# going through every task of every running run.
+_PICK = """
+    SELECT t.execution_id, t.task_name
+      FROM task_executions t JOIN workflow_executions e ON e.id = t.execution_id
+     WHERE t.status IN ('Ready', 'Running') AND {claimable} AND e.status = 'Running'
+       AND e.workflow_name IN (SELECT value FROM json_each(:names))
+       AND (:only IS NULL OR t.task_name IN (SELECT value FROM json_each(:only)))
+     ORDER BY e.started_at, e.rowid, t.task_name
+     LIMIT :limit
+"""
+PICK_READY_TASKS = _PICK.format(
+    claimable="t.status = 'Ready' AND (t.not_before IS NULL OR t.not_before <= :now)"
+)
+PICK_EXPIRED_TASKS = _PICK.format(
+    claimable="t.status = 'Running' AND (t.lease_until IS NULL OR t.lease_until < :now)"
+)
+# A take-over moves the run's version on (a late step of the old claimer is then refused).
+BUMP_RUN_VERSIONS = """
+    UPDATE workflow_executions SET version = version + 1
+     WHERE id IN (SELECT value FROM json_each(?))
+"""
+# The picked tasks (:keys, a JSON array of [execution id, task name]) become Running under
+# :owner until :lease_until, their attempt counted; taken over (:take_over), they are marked
+# as changed by their run's new version.
+CLAIM_TASKS = f"""
+    UPDATE task_executions
+       SET status = 'Running', attempt = attempt + 1, started_at = :now, not_before = NULL,
+           owner = :owner, lease_until = :lease_until,
+           step_version = CASE WHEN :take_over THEN {_RUN_VERSION} ELSE step_version END
+     WHERE (execution_id, task_name) IN (
+         SELECT value ->> 0, value ->> 1 FROM json_each(:keys))
+    RETURNING {TASK_COLUMNS}
+"""
+SELECT_VERSIONS = """
+    SELECT id, version FROM workflow_executions WHERE id IN (SELECT value FROM json_each(?))
+"""
+# One scheduling step, compare-and-set on the run's version: the run's row first (nothing
+# else is written when no row matched), then its task rows.
+STEP_RUN = """
+    UPDATE workflow_executions SET version = version + 1
+     WHERE id = ? AND version = ? AND status = 'Running'
+"""
+STEP_AND_FINISH_RUN = """
+    UPDATE workflow_executions
+       SET version = version + 1, status = ?, final_context = ?, error_message = ?,
+           completed_at = ?, owner = NULL, lease_until = NULL
+     WHERE id = ? AND version = ? AND status = 'Running'
+"""
+# A Running row is held by the step's writer (owner, lease until); other rows by nobody.
+STEP_TASK = """
+    UPDATE task_executions
+       SET status = ?, attempt = ?, not_before = ?, started_at = ?, completed_at = ?,
+           output_context = ?, error_message = ?, finish_seq = ?, attempt_base = ?, traceback = ?,
+           owner = ?, lease_until = ?, step_version = ?
+     WHERE execution_id = ? AND task_name = ?
+"""
+RENEW_TASK_LEASE = """
+    UPDATE task_executions SET lease_until = ?
+     WHERE execution_id = ? AND task_name = ? AND owner = ? AND status = 'Running'
+"""
 
 
 def _list_executions(where: str) -> str:
