@@ -829,6 +829,27 @@ async def test_only_a_by_task_sqlite_store_holds_the_running_rows_it_creates(bac
     assert await holders(backend, "r") == {"a": ("Running", None, None), "b": ("Ready", None, None)}
 
 
+async def test_a_sqlite_file_keeps_one_way_of_sharing_while_it_has_unfinished_runs(backend, opened):
+    """Runners sharing by run and by task on one file would run tasks twice: the file
+    records its way, and another is refused (naming both) until no run is unfinished."""
+    only_on(backend, "sqlite", SQLITE_ONLY)
+    by_task = await opened()
+    await add_run(by_task, "u", [task("u", "a", "Running", attempt=1, started_at=T0)], owner="A")
+    by_run = SQLiteStore(backend.path)
+    with pytest.raises(RuntimeError, match=r"share work by task \(URL parameter \?sharing=task\).*unfinished runs"):
+        await by_run.open()
+    ended = task("u", "a", "Completed", attempt=1, started_at=T0, completed_at=T0 + 1)
+    await by_task.save_progress([ended], finished("u", T0 + 1, workflow=WF))
+    await by_run.open()  # no run left unfinished: the file now shares by run
+    try:
+        assert await by_run.get_run("u") is not None
+    finally:
+        await by_run.close()
+    again_by_task = SQLiteStore(backend.path, work_sharing=WorkSharing.BY_TASK)
+    await again_by_task.open()  # switching back is allowed too (nothing unfinished)
+    await again_by_task.close()
+
+
 async def test_claims_and_releases_read_their_rows_off_the_claimable_tasks_index(backend, opened):
     """The ready (and expired, or released) tasks, not every task of every running run."""
     only_on(backend, "sqlite", SQLITE_ONLY)

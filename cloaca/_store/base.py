@@ -70,7 +70,8 @@ class StoredRun:
     execution: ExecutionRecord
     tasks: list[TaskRecord] = field(default_factory=list)
     version: int = 0
-    """Bumped by every scheduling step written under `WorkSharing.BY_TASK` (0 otherwise)."""
+    """Bumped by every scheduling step written compare-and-set (`ClaimStore.commit_step`),
+    by take-overs, cancels and retries; what a step written with `save_progress` leaves as is."""
 
 
 @dataclass
@@ -631,5 +632,5 @@ class NoticeStore(abc.ABC):
 
 
 class Store(RunStore, ScheduleStore, ReactorStore):
-    """Everything a backend persists; a backend that shares work by task is also a
-    `ClaimStore` (and may be a `NoticeStore`)."""
+    """Everything a backend persists. Both backends are also a `ClaimStore` (work shared by
+    task, which PostgreSQL always does and SQLite when asked); PostgreSQL is a `NoticeStore`."""

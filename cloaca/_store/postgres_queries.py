@@ -11,8 +11,8 @@ newest first has an identity column `seq`, the tie-breaker SQLite's rowid is for
 from __future__ import annotations
 
 # Migrations: (version, script). A schema records the highest version applied in
-# cloaca_schema_version. Version numbers match the SQLite store's (same feature set; SQLite's
-# version 3 is empty).
+# cloaca_schema_version. Each store numbers its own: PostgreSQL's 3 (work shared by task)
+# is SQLite's 7, and SQLite's 3 is empty.
 MIGRATIONS: list[tuple[int, str]] = [
     (
         1,

@@ -106,7 +106,7 @@ class SQLiteStore(Store, ClaimStore):
     async def open(self) -> None:
         try:
             self._conn = SQLiteThread(self._connect, name=f"cloaca-sqlite {self.path}")
-            await self._conn.run(_prepare)
+            await self._conn.run(_prepare, self.work_sharing)
             self._inline = _open_inline(self.path)
         except (sqlite3.Error, OSError) as exc:
             await self.close()
@@ -679,8 +679,9 @@ class SQLiteStore(Store, ClaimStore):
 # Functions run in the connection's thread.
 
 
-def _prepare(conn: sqlite3.Connection) -> None:
-    """Check the file is a SQLite database, set pragmas, apply pending migrations."""
+def _prepare(conn: sqlite3.Connection, sharing: WorkSharing) -> None:
+    """Check the file is a SQLite database, set pragmas, apply pending migrations, and
+    check (or record) how its runners share work."""
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # "file is not a database"
     _check_not_truncated(conn)
@@ -702,6 +703,7 @@ def _prepare(conn: sqlite3.Connection) -> None:
                 for statement in _statements(script):
                     cur.execute(statement)
                 cur.execute(q.SET_VERSION, (version,))
+        _check_sharing(cur, sharing)
         cur.execute("COMMIT")
     except BaseException:
         cur.execute("ROLLBACK")
@@ -709,6 +711,24 @@ def _prepare(conn: sqlite3.Connection) -> None:
 
 
 MIGRATIONS_LATEST = max(v for v, _ in q.MIGRATIONS)
+_SHARING_NAMES = {WorkSharing.BY_RUN: "run", WorkSharing.BY_TASK: "task"}
+
+
+def _check_sharing(cur: sqlite3.Cursor, sharing: WorkSharing) -> None:
+    """Record how the file's runners share work; refuse the other way while runs are
+    unfinished (a runner sharing by task would take over the Running tasks of a runner
+    sharing by run, and run them twice)."""
+    cur.execute(q.CREATE_SETTINGS_TABLE)
+    row = cur.execute(q.GET_SETTING, ("work_sharing",)).fetchone()
+    wanted = _SHARING_NAMES[sharing]
+    if row is not None and row[0] != wanted and cur.execute(q.ANY_UNFINISHED_RUN).fetchone():
+        raise sqlite3.DatabaseError(
+            f"its runners share work by {row[0]} (URL parameter ?sharing={row[0]}), and it has "
+            f"unfinished runs; open it with ?sharing={row[0]}, or switch to ?sharing={wanted} "
+            "once every runner is stopped and no run is left unfinished"
+        )
+    if row is None or row[0] != wanted:
+        cur.execute(q.SET_SETTING, ("work_sharing", wanted))
 
 
 def _check_not_truncated(conn: sqlite3.Connection) -> None:

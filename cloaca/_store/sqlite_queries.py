@@ -202,6 +202,13 @@ MIGRATIONS: list[tuple[int, str]] = [
     ),
 ]
 
+# How the file's runners share work (runners of the two kinds on one file would run tasks
+# twice): made at every open, as the version table is, whatever the schema's version.
+CREATE_SETTINGS_TABLE = "CREATE TABLE IF NOT EXISTS store_settings (name TEXT PRIMARY KEY, value TEXT NOT NULL)"
+GET_SETTING = "SELECT value FROM store_settings WHERE name = ?"
+SET_SETTING = "INSERT OR REPLACE INTO store_settings (name, value) VALUES (?, ?)"
+ANY_UNFINISHED_RUN = "SELECT 1 FROM workflow_executions WHERE status IN ('Pending', 'Running') LIMIT 1"
+
 CREATE_VERSION_TABLE = "CREATE TABLE IF NOT EXISTS cloaca_schema_version (version INTEGER NOT NULL)"
 GET_VERSION = "SELECT MAX(version) FROM cloaca_schema_version"
 SET_VERSION = "INSERT INTO cloaca_schema_version (version) VALUES (?)"

@@ -1,4 +1,5 @@
-"""Runners on one PostgreSQL schema share the work of a run task by task (issue 7).
+"""Runners on one database share the work of a run task by task (issue 7): a PostgreSQL
+schema, and a SQLite file opened with `?sharing=task`.
 
 Each runner here lives in its own thread with its own event loop, as in separate
 processes; async task bodies run on their runner's loop thread, which tells who ran them.
@@ -9,7 +10,8 @@ from __future__ import annotations
 import os
 import threading
 import uuid
-from typing import Iterator
+from pathlib import Path
+from typing import Callable, Iterator
 
 import pytest
 
@@ -19,7 +21,7 @@ from cloaca import Context, DefaultRunner, DefaultRunnerConfig
 from support import drop_postgres_schema, poll_until
 
 POSTGRES_URL = os.environ.get("CLOACA_TEST_POSTGRES_URL")
-pytestmark = pytest.mark.skipif(not POSTGRES_URL, reason="CLOACA_TEST_POSTGRES_URL is not set")
+needs_postgres = pytest.mark.skipif(not POSTGRES_URL, reason="CLOACA_TEST_POSTGRES_URL is not set")
 
 LEAVES = [f"leaf{i}" for i in range(6)]
 FANOUT = "pg_sharing_fanout_wf"
@@ -83,16 +85,39 @@ def runner(schema: str, **config: object) -> DefaultRunner:
     return DefaultRunner(POSTGRES_URL, _config=settings, _schema=schema)  # type: ignore[arg-type]
 
 
-def test_ready_tasks_of_a_run_are_executed_by_other_runners(schema):
-    submitter = runner(schema, max_concurrent_async_tasks=1)
-    helper = runner(schema, max_concurrent_async_tasks=4)
+Runners = Callable[..., DefaultRunner]
+"""Opens one more runner on the test's database, with these DefaultRunnerConfig values."""
+
+
+@pytest.fixture(params=[pytest.param("postgres", marks=needs_postgres), "sqlite"])
+def runners(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Runners]:
+    """Runners on one database that share work by task: a fresh PostgreSQL schema, or a
+    SQLite file opened with `?sharing=task`."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'shared.db'}?sharing=task"
+
+        def open_sqlite(**config: object) -> DefaultRunner:
+            settings = DefaultRunnerConfig(enable_cron_scheduling=False, **config)  # type: ignore[arg-type]
+            return DefaultRunner.with_config(url, settings)
+
+        yield open_sqlite
+        return
+    name = f"cloaca_share_{uuid.uuid4().hex[:10]}"
+    yield lambda **config: runner(name, **config)
+    drop_postgres_schema(POSTGRES_URL, name)
+
+
+def test_ready_tasks_of_a_run_are_executed_by_other_runners(runners, request):
+    key = f"shared-{request.node.callspec.id}"
+    submitter = runners(max_concurrent_async_tasks=1)
+    helper = runners(max_concurrent_async_tasks=4)
     try:
-        result = submitter.execute(FANOUT, Context({"key": "shared"}))
+        result = submitter.execute(FANOUT, Context({"key": key}))
         assert result.status == "Completed", result.error_message
         assert {t["task_name"].rsplit("::", 1)[-1]: t["status"] for t in result.task_results} == {
             name: "Completed" for name in ["root", *LEAVES]
         }
-        threads = executed_on["shared"]
+        threads = executed_on[key]
         assert len(threads) == len(LEAVES)  # each leaf ran once
         # The submitter has one slot: the leaves it could not start were claimed by the helper.
         assert helper._bridge.loop_thread_id in threads, threads
@@ -104,9 +129,11 @@ def test_ready_tasks_of_a_run_are_executed_by_other_runners(schema):
         helper.shutdown()
 
 
-def test_a_stalled_runners_task_is_taken_over_and_its_late_result_is_refused(schema):
-    stalled = runner(schema, lease_seconds=0.5)
-    rescuer = runner(schema, lease_seconds=0.5)
+def test_a_stalled_runners_task_is_taken_over_and_its_late_result_is_refused(runners):
+    stall_calls.clear()
+    second_attempt_started.clear()
+    stalled = runners(lease_seconds=0.5)
+    rescuer = runners(lease_seconds=0.5)
     try:
         result = stalled.execute(STALL, Context({"key": "stall"}))
         # At least once: both attempts ran; exactly one completed the task in the store.
@@ -152,10 +179,12 @@ with cloaca.WorkflowBuilder(HANDOFF):
         return context
 
 
-def test_a_runner_shutting_down_hands_its_running_tasks_to_the_others_at_once(schema):
+def test_a_runner_shutting_down_hands_its_running_tasks_to_the_others_at_once(runners):
+    handoff_calls.clear()
+    first_handoff_attempt_started.clear()
     # A lease far longer than the test: only the release on shutdown can hand the task over.
-    leaving = runner(schema, lease_seconds=600.0, shutdown_grace_seconds=0.1)
-    staying = runner(schema, lease_seconds=600.0)
+    leaving = runners(lease_seconds=600.0, shutdown_grace_seconds=0.1)
+    staying = runners(lease_seconds=600.0)
     errors: list[BaseException] = []
 
     def execute() -> None:
@@ -185,6 +214,7 @@ def test_a_runner_shutting_down_hands_its_running_tasks_to_the_others_at_once(sc
         staying.shutdown()
 
 
+@needs_postgres
 def test_without_listen_runners_still_share_work_by_polling(schema, monkeypatch):
     from cloaca._store.postgres import PostgresStore
 
@@ -228,6 +258,7 @@ with cloaca.WorkflowBuilder(TICKED):
         return context
 
 
+@needs_postgres
 def test_two_runners_fire_each_cron_slot_once_and_never_run_a_deduped_trigger_twice_at_once(schema):
     from cloaca._registry import REGISTRY
 
