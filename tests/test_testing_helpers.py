@@ -275,6 +275,46 @@ async def test_advancing_a_fake_clock_fires_every_due_slot_of_a_runner_on_the_lo
         assert minutes == ["02:00", "02:01", "02:02"]
 
 
+@pytest.mark.asyncio
+async def test_a_clock_set_back_while_the_scheduler_reads_due_slots_is_not_taken_for_the_old_time(
+    cloaca_registry, monkeypatch
+):
+    """A test sets its clock back to a past night while the scheduler's pass that read the
+    old time is still waiting for the database: that pass must not fire by the old time
+    (it would skip every night up to then as missed, and the next night would never come)."""
+    from cloaca._store.sqlite import SQLiteStore
+
+    name = unique("clock_back")
+    with cloaca.WorkflowBuilder(name):
+        @cloaca.task(id="report")
+        async def report(ctx):
+            return ctx
+
+    today = FakeClock(NIGHT + timedelta(days=270))
+    async with DefaultRunner(":memory:", _clock=today) as runner:
+        today.set(NIGHT)
+        sid = await runner.aregister_cron_workflow(name, "0 2 * * *", "UTC")  # next: 03-01 02:00
+        await asyncio.sleep(SETTLE_SECONDS)
+        read_due = SQLiteStore.due_cron_schedules
+
+        async def set_back_while_reading(self, now):
+            due = await read_due(self, now)
+            today.set(NIGHT)  # the test's move lands while this pass waits for its read
+            return due
+
+        monkeypatch.setattr(SQLiteStore, "due_cron_schedules", set_back_while_reading)
+        today.set(NIGHT + timedelta(days=270))  # a pass reads the due slots by this time...
+        await asyncio.sleep(SETTLE_SECONDS)
+        monkeypatch.setattr(SQLiteStore, "due_cron_schedules", read_due)
+        assert await runner.alist_executions(name) == []  # ...and fired nothing by it
+        schedule = await runner.aget_cron_schedule(sid)
+        assert schedule["next_run_at"].startswith("2026-03-01T02:00:00"), schedule
+        for nights in (1, 2):
+            today.advance(timedelta(days=1))
+            runs = await await_for_executions(runner, name, count=nights, status="Completed")
+        assert len(runs) == 2
+
+
 # ====================================================================== wait_for_executions
 def test_wait_for_executions_says_what_it_waited_for(cloaca_registry):
     with DefaultRunner(":memory:") as runner:
