@@ -11,7 +11,9 @@ are announced with NOTIFY on a channel per schema; runners LISTEN on one dedicat
 connection and poll as a fallback.
 
 Every store call is one statement where the SQL allows it (so one round trip, atomic
-without an explicit transaction), or one transaction otherwise.
+without an explicit transaction), or one transaction otherwise. The writes of runs on the
+hot path (new runs, scheduling steps) are group-committed (`postgres_group`): those that
+concurrent callers make at the same time go out as one statement.
 
 With `schema`, every table lives in that PostgreSQL schema: it is created if missing, the
 migrations run inside it, and every pooled connection has it as its `search_path`.
@@ -31,6 +33,7 @@ import asyncpg
 from .._ids import time_ordered_id
 from .._tenancy import RESERVED_SCHEMAS, check_identifier
 from . import postgres_queries as q
+from .postgres_group import GroupCommit, NewRun, Step, write_group
 from .base import (
     ClaimedWork,
     ClaimStore,
@@ -102,6 +105,7 @@ class PostgresStore(Store, ClaimStore, NoticeStore):
         )
         self._secrets = url_secrets(url)
         self._pool: Optional[asyncpg.Pool] = None
+        self._group = GroupCommit(self._require_pool, self.channel, self.unavailable)
 
     # lifecycle ----------------------------------------------------------------------
     def _server_settings(self) -> dict[str, str]:
@@ -160,23 +164,15 @@ class PostgresStore(Store, ClaimStore, NoticeStore):
         fire: Optional[FireRequest] = None,
         link_fire_id: Optional[str] = None,
     ) -> bool:
-        params = (
-            *_task_arrays(tasks), *_execution_row(execution), owner, lease_until, link_fire_id,
-        )
-        pool = self._require_pool()
+        new_run = NewRun(execution, tasks, owner, lease_until, link_fire_id)
         if fire is None:
-            await pool.execute(q.CREATE_EXECUTION, *params)
-        elif not await self._create_fired_execution(pool, execution, params, fire):
-            return False
-        if any(_claimable(t) for t in tasks):
-            await pool.execute(q.NOTIFY, self.channel, "w")
-        return True
+            await self._group.write(new_run)  # written with concurrent calls' writes
+            return True
+        return await self._create_fired_execution(new_run, fire)
 
-    async def _create_fired_execution(
-        self, pool: asyncpg.Pool, execution: ExecutionRecord, params: tuple[Any, ...],
-        fire: FireRequest,
-    ) -> bool:
-        async with pool.acquire() as conn:
+    async def _create_fired_execution(self, new_run: NewRun, fire: FireRequest) -> bool:
+        execution = new_run.execution
+        async with self._require_pool().acquire() as conn:
             async with conn.transaction():
                 if fire.deduplicate:
                     # Dedup is decided here, race-free across processes: a transaction-level
@@ -195,7 +191,7 @@ class PostgresStore(Store, ClaimStore, NoticeStore):
                     q.INSERT_TRIGGER_FIRE, time_ordered_id(), fire.context_hash,
                     execution.started_at, execution.id, None, fire.trigger_name,
                 )
-                await conn.execute(q.CREATE_EXECUTION, *params)
+                await write_group(conn, [new_run], self.channel)
         return True
 
     async def save_progress(
@@ -328,10 +324,12 @@ class PostgresStore(Store, ClaimStore, NoticeStore):
         self, execution_id: str, version: int, owner: str, lease_until: float,
         tasks: Sequence[TaskRecord], finished: Optional[ExecutionRecord] = None,
     ) -> bool:
-        row = await self._require_pool().fetchrow(
-            q.COMMIT_STEP, *self._step_params(execution_id, version, owner, lease_until, tasks, finished)
-        )
-        return bool(row[0])
+        # The end of a run is announced to the other runners unless `owner` started it: the
+        # starter waits for its end, the others hold a run only while they execute its
+        # tasks, and at its end none does (one that still does, its task taken over, or
+        # that waits for the run's result, finds out at its fallback check).
+        step = Step(execution_id, version, owner, lease_until, tasks, finished)
+        return bool(await self._group.write(step))  # written with concurrent calls' writes
 
     async def commit_step_locked(
         self, execution_id: str, since_version: int, task_names: Sequence[str], owner: str,
@@ -351,21 +349,9 @@ class PostgresStore(Store, ClaimStore, NoticeStore):
                 if step is None:
                     return False
                 tasks, finished = step
-                row = await conn.fetchrow(
-                    q.COMMIT_STEP,
-                    *self._step_params(execution_id, stored.version, owner, lease_until, tasks, finished),
-                )
-                return bool(row[0])
-
-    def _step_params(
-        self, execution_id: str, version: int, owner: str, lease_until: float,
-        tasks: Sequence[TaskRecord], finished: Optional[ExecutionRecord],
-    ) -> tuple[Any, ...]:
-        end = (None, None, None, None) if finished is None else (
-            finished.status, finished.final_context, finished.error_message, finished.completed_at
-        )
-        return (*_task_arrays(tasks), execution_id, version, owner, lease_until, *end,
-                any(_claimable(t) for t in tasks), self.channel)
+                step_write = Step(execution_id, stored.version, owner, lease_until, tasks, finished)
+                [written] = await write_group(conn, [step_write], self.channel)
+                return bool(written)
 
     async def renew_task_leases(
         self, owner: str, tasks: Sequence[tuple[str, str]], lease_until: float
@@ -762,16 +748,6 @@ async def reset_released(conn: asyncpg.Connection) -> None:
     undoing a transaction left open, if any."""
     if conn.is_in_transaction():
         await conn.execute("ROLLBACK")
-
-
-def _execution_row(e: ExecutionRecord) -> tuple[Any, ...]:
-    return (e.id, e.workflow_name, e.workflow_version, e.status, e.input_context, e.started_at,
-            e.final_context, e.error_message, e.completed_at, e.trace_context)
-
-
-def _claimable(task: TaskRecord) -> bool:
-    """A row that any runner may claim at once."""
-    return task.status == "Ready" and task.not_before is None
 
 
 def _task_arrays(tasks: Sequence[TaskRecord]) -> tuple[list[Any], ...]:

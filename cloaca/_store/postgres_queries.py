@@ -238,25 +238,79 @@ _TASK_ARRAYS = (
     "$8::text[], $9::text[], $10::int[], $11::int[], $12::text[]"
 )
 
-# A task row written Running is claimed by the writer; any other row is unclaimed.
-_OWNER_IF_RUNNING = "CASE WHEN u.status = 'Running' THEN {}::text END"
-_LEASE_IF_RUNNING = "CASE WHEN u.status = 'Running' THEN {}::float8 END"
+_TASK_ROW_ARRAYS = (
+    "{0}::text[], {1}::text[], {2}::text[], {3}::int[], {4}::float8[], {5}::float8[], {6}::float8[], "
+    "{7}::text[], {8}::text[], {9}::int[], {10}::int[], {11}::text[], {12}::text[], {13}::float8[]"
+)
+"""Task rows as fourteen parallel arrays: TASK_COLUMNS, then owner and lease_until (set
+for a row written Running, which the writer claims; NULL otherwise)."""
 
-# One statement (so one round trip, atomic without an explicit transaction): the run, its
-# task rows ($1..$10 as parallel arrays), and the link of an existing (cron) fire ($22,
-# NULL for none). The trigger fire, if any, is inserted first by INSERT_TRIGGER_FIRE in
-# the same transaction.
-CREATE_EXECUTION = f"""
-    WITH run AS (
+# Every write of runs that concurrent callers make at once, in one statement (one round
+# trip, one transaction): new runs ($1..$13) with their task rows ($14..$27) and the link
+# of an existing (cron) fire; scheduling steps ($29..$36), each a compare-and-set on its
+# run's version, with their task rows ($37..$51, numbered by step); notices on channel
+# $52. Returns the numbers (1-based) of the steps written.
+#
+# Steps lock their runs' rows in id order first (`locked`), so that two groups never wait
+# for each other in a cycle; a step's task rows are written after its run's row is
+# locked, as everywhere (see the locks note of the claims below). Two steps of one run in
+# a group: the run's row is updated once, by one of them; the other is refused.
+# Ended runs are announced to other runners unless the runner that ends the run is the
+# one that started it (it knows; see PostgresStore.commit_step).
+WRITE_GROUP = f"""
+    WITH new_runs AS (
         INSERT INTO workflow_executions ({EXECUTION_COLUMNS}, owner, lease_until)
-        VALUES ($13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)
-    ), link AS (
-        UPDATE schedule_executions SET workflow_execution_id = $13, updated_at = $18
-         WHERE id = $25::text
+        SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                             $6::float8[], $7::text[], $8::text[], $9::float8[], $10::text[],
+                             $11::text[], $12::float8[])
+    ), new_tasks AS (
+        INSERT INTO task_executions ({TASK_COLUMNS}, owner, lease_until)
+        SELECT * FROM unnest({_TASK_ROW_ARRAYS.format(*(f"${n}" for n in range(14, 28)))})
+    ), links AS (
+        UPDATE schedule_executions f SET workflow_execution_id = l.id, updated_at = l.at
+          FROM unnest($1::text[], $13::text[], $6::float8[]) AS l (id, fire_id, at)
+         WHERE f.id = l.fire_id
+    ), step AS (
+        SELECT * FROM unnest($29::text[], $30::bigint[], $31::text[], $32::text[], $33::text[],
+                             $34::text[], $35::float8[], $36::boolean[])
+               WITH ORDINALITY AS s (id, version, owner, status, final_context, error_message,
+                                     completed_at, work, n)
+    ), locked AS (
+        SELECT id, owner FROM workflow_executions WHERE id = ANY($29::text[]) ORDER BY id FOR UPDATE
+    ), run AS (
+        UPDATE workflow_executions e
+           SET version = e.version + 1,
+               status = COALESCE(s.status, e.status),
+               final_context = CASE WHEN s.status IS NULL THEN e.final_context ELSE s.final_context END,
+               error_message = CASE WHEN s.status IS NULL THEN e.error_message ELSE s.error_message END,
+               completed_at = COALESCE(s.completed_at, e.completed_at),
+               owner = CASE WHEN s.status IS NULL THEN e.owner END,
+               lease_until = CASE WHEN s.status IS NULL THEN e.lease_until END
+          FROM step s JOIN locked l ON l.id = s.id
+         WHERE e.id = s.id AND e.version = s.version AND e.status = 'Running'
+        RETURNING s.n, e.id, e.version, s.status, s.completed_at, s.work,
+                  l.owner IS DISTINCT FROM s.owner AS started_elsewhere
+    ), tasks AS (
+        UPDATE task_executions t
+           SET status = u.status, attempt = u.attempt, not_before = u.not_before,
+               started_at = u.started_at, completed_at = u.completed_at,
+               output_context = u.output_context, error_message = u.error_message,
+               finish_seq = u.finish_seq, attempt_base = u.attempt_base, traceback = u.traceback,
+               owner = u.owner, lease_until = u.lease_until, step_version = run.version
+          FROM unnest($37::bigint[], {_TASK_ROW_ARRAYS.format(*(f"${n}" for n in range(38, 52)))})
+               AS u (n, {TASK_COLUMNS}, owner, lease_until)
+          JOIN run ON run.n = u.n
+         WHERE t.execution_id = u.execution_id AND t.task_name = u.task_name
+    ), fires AS (
+        UPDATE schedule_executions f SET completed_at = run.completed_at, updated_at = run.completed_at
+          FROM run
+         WHERE run.status IS NOT NULL AND f.completed_at IS NULL AND f.workflow_execution_id = run.id
+    ), work AS (
+        SELECT pg_notify($52::text, 'w') WHERE $28::boolean OR EXISTS (SELECT 1 FROM run WHERE work)
+    ), ended AS (
+        SELECT pg_notify($52::text, 'd' || id) FROM run WHERE status IS NOT NULL AND started_elsewhere
     )
-    INSERT INTO task_executions ({TASK_COLUMNS}, owner, lease_until)
-    SELECT u.*, {_OWNER_IF_RUNNING.format("$23")}, {_LEASE_IF_RUNNING.format("$24")}
-      FROM unnest({_TASK_ARRAYS}) AS u ({TASK_COLUMNS})
+    SELECT (SELECT array_agg(n) FROM run), (SELECT count(*) FROM work), (SELECT count(*) FROM ended)
 """
 DEDUP_LOCK_KEY = "cloaca.fire:"
 """Prefix of the advisory lock key (schema, trigger and context hash follow) of a dedup check."""
@@ -348,9 +402,9 @@ RELEASE_LEASES = """
 """
 
 # --- work shared by task ------------------------------------------------------------
-# Locks, everywhere: a run's row before its task rows (COMMIT_STEP updates the run row
-# first; RELEASE_LEASES locks run rows, in id order, first), so no two statements wait for
-# each other in a cycle. Claims wait for no lock at all (SKIP LOCKED): claiming a Ready task
+# Locks, everywhere: a run's row before its task rows, and several runs' rows in id order
+# (WRITE_GROUP and RELEASE_LEASES lock run rows, in id order, first), so no two statements
+# wait for each other in a cycle. Claims wait for no lock at all (SKIP LOCKED): claiming a Ready task
 # locks its row only; taking over a task whose lease expired also locks its run's row, to
 # bump the run's version (a late step of the old claimer is then refused), and so passes
 # over runs whose step is in flight.
@@ -400,48 +454,20 @@ SELECT_TASKS_CHANGED_SINCE = f"""
      WHERE t.step_version > k.since OR t.task_name = ANY($3::text[])
      ORDER BY t.execution_id, t.task_name
 """
-# One scheduling step, compare-and-set on the run's version ($12): the task rows
-# ($1..$10), claimed by $13 until $14 where Running; the end of the run ($15..$18, NULL
-# status for a run that goes on) with its fires; notices on channel $20 of new work ($19)
-# and of the run's end. Nothing is written when the version moved on (ok = 0).
-COMMIT_STEP = f"""
-    WITH run AS (
-        UPDATE workflow_executions
-           SET version = version + 1,
-               status = COALESCE($17::text, status),
-               final_context = CASE WHEN $17::text IS NULL THEN final_context ELSE $18::text END,
-               error_message = CASE WHEN $17::text IS NULL THEN error_message ELSE $19::text END,
-               completed_at = COALESCE($20::float8, completed_at),
-               owner = CASE WHEN $17::text IS NULL THEN owner END,
-               lease_until = CASE WHEN $17::text IS NULL THEN lease_until END
-         WHERE id = $13::text AND version = $14::bigint AND status = 'Running'
-        RETURNING id, version
-    ), tasks AS (
-        UPDATE task_executions t
-           SET status = u.status, attempt = u.attempt, not_before = u.not_before,
-               started_at = u.started_at, completed_at = u.completed_at,
-               output_context = u.output_context, error_message = u.error_message,
-               finish_seq = u.finish_seq, attempt_base = u.attempt_base, traceback = u.traceback,
-               owner = {_OWNER_IF_RUNNING.format("$15")}, lease_until = {_LEASE_IF_RUNNING.format("$16")},
-               step_version = run.version
-          FROM unnest({_TASK_ARRAYS}) AS u ({TASK_COLUMNS}), run
-         WHERE t.execution_id = u.execution_id AND t.task_name = u.task_name
-    ), fires AS (
-        UPDATE schedule_executions SET completed_at = $20::float8, updated_at = $20::float8
-         WHERE $17::text IS NOT NULL AND completed_at IS NULL
-           AND workflow_execution_id IN (SELECT id FROM run)
-    ), work AS (
-        SELECT pg_notify($22::text, 'w') FROM run WHERE $21::boolean
-    ), ended AS (
-        SELECT pg_notify($22::text, 'd' || id) FROM run WHERE $17::text IS NOT NULL
-    )
-    SELECT (SELECT count(*) FROM run), (SELECT count(*) FROM work), (SELECT count(*) FROM ended)
-"""
+# Rows locked by a step being written are passed over (SKIP LOCKED): that step rewrites
+# them, and a renewal waiting for it while holding other rows could close a cycle with a
+# group of steps (WRITE_GROUP locks many runs' rows).
 RENEW_TASK_LEASES = """
+    WITH held AS (
+        SELECT t.execution_id, t.task_name
+          FROM task_executions t
+          JOIN unnest($3::text[], $4::text[]) AS k (execution_id, task_name)
+            ON t.execution_id = k.execution_id AND t.task_name = k.task_name
+         WHERE t.owner = $2 AND t.status = 'Running'
+           FOR UPDATE OF t SKIP LOCKED
+    )
     UPDATE task_executions t SET lease_until = $1
-      FROM unnest($3::text[], $4::text[]) AS k (execution_id, task_name)
-     WHERE t.execution_id = k.execution_id AND t.task_name = k.task_name
-       AND t.owner = $2 AND t.status = 'Running'
+      FROM held WHERE t.execution_id = held.execution_id AND t.task_name = held.task_name
 """
 ENDED_RUNS = """
     SELECT i.id FROM unnest($1::text[]) AS i (id)

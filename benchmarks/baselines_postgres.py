@@ -1,0 +1,236 @@
+"""The physical limit on PostgreSQL: raw asyncpg doing the minimal writes of one-task runs.
+
+    CLOACA_TEST_POSTGRES_URL=postgresql://postgres@127.0.0.1:5432/test \\
+        python benchmarks/baselines_postgres.py [--runs 500] [--reps 5]
+
+A one-task run's minimal durable writes, and nothing else: when it starts, its run row and
+its task row (Running) are inserted; when the task has run, its task row goes Completed
+with its output and the run row Completed with its final context. The task starts only once
+the first write is committed; the run is done once the second is.
+
+Two writers, each on a fresh schema of its own:
+
+* ``pool``    — every change is one statement (one round trip, one transaction) on a
+                connection of an asyncpg pool of `POOL_SIZE`: no grouping;
+* ``grouped`` — group commit: the changes waiting when a connection is free go into one
+                statement (data-modifying CTEs over unnest() arrays), so one round trip and
+                one transaction (one WAL flush) per group, on up to `connections`
+                connections at once (a group goes out whenever one of them is free).
+
+bench_inflight.py and bench_postgres.py import this module and run the grouped writer next
+to cloaca in the same run; run this file to print the writers alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import time
+import uuid
+from typing import Any, Optional
+
+import asyncpg
+
+POOL_SIZE = 10
+DEFAULT_CONNECTIONS = 2
+"""Groups in flight at once by default: with one, the next group waits for the previous
+one's round trip and WAL flush; with two, one fills while the other commits."""
+
+SCHEMA = (
+    """CREATE TABLE runs (
+        id TEXT PRIMARY KEY, workflow TEXT NOT NULL, status TEXT NOT NULL, input TEXT NOT NULL,
+        output TEXT, started_at DOUBLE PRECISION NOT NULL, completed_at DOUBLE PRECISION)""",
+    """CREATE TABLE tasks (
+        run_id TEXT NOT NULL, name TEXT NOT NULL, status TEXT NOT NULL, output TEXT,
+        started_at DOUBLE PRECISION, completed_at DOUBLE PRECISION, PRIMARY KEY (run_id, name))""",
+)
+# Starts $1/$2 (run ids, times) and ends $3/$4/$5 (run ids, outputs, times), in one
+# statement: either list may be empty.
+WRITE_GROUP = """
+    WITH started AS (
+        INSERT INTO runs (id, workflow, status, input, started_at)
+        SELECT s.id, 'single', 'Running', '{}', s.at FROM unnest($1::text[], $2::float8[]) AS s (id, at)
+    ), started_tasks AS (
+        INSERT INTO tasks (run_id, name, status, started_at)
+        SELECT s.id, 'only', 'Running', s.at FROM unnest($1::text[], $2::float8[]) AS s (id, at)
+    ), ended_tasks AS (
+        UPDATE tasks t SET status = 'Completed', output = d.output, completed_at = d.at
+          FROM unnest($3::text[], $4::text[], $5::float8[]) AS d (id, output, at)
+         WHERE t.run_id = d.id AND t.name = 'only'
+    )
+    UPDATE runs r SET status = 'Completed', output = d.output, completed_at = d.at
+      FROM unnest($3::text[], $4::text[], $5::float8[]) AS d (id, output, at)
+     WHERE r.id = d.id
+"""
+START = ("start", None)
+Change = tuple[str, Optional[str]]
+"""("start", None) or ("end", output), for one run."""
+
+
+class Writer:
+    """Commits the changes of runs durably; `write` returns once its change is committed."""
+
+    name = "?"
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def write(self, run_id: str, change: Change) -> None:
+        raise NotImplementedError
+
+
+class PoolWriter(Writer):
+    """One statement (one round trip, one transaction) per change, on a pooled connection."""
+
+    name = "pool"
+
+    async def write(self, run_id: str, change: Change) -> None:
+        await self.pool.execute(WRITE_GROUP, *_arrays([(run_id, change)]))
+
+
+class GroupWriter(Writer):
+    """Group commit: the changes waiting when a connection is free go out as one statement."""
+
+    name = "grouped"
+
+    def __init__(self, pool: asyncpg.Pool, connections: int = DEFAULT_CONNECTIONS) -> None:
+        super().__init__(pool)
+        self.connections = connections
+        self.pending: list[tuple[str, Change, asyncio.Future[None]]] = []
+        self.in_flight = 0
+        self.groups = 0
+        self.changes = 0
+
+    async def write(self, run_id: str, change: Change) -> None:
+        future = asyncio.get_running_loop().create_future()
+        self.pending.append((run_id, change, future))
+        if self.in_flight < self.connections:
+            self.in_flight += 1
+            asyncio.get_running_loop().create_task(self._flush())
+        await future
+
+    async def _flush(self) -> None:
+        try:
+            while self.pending:
+                batch, self.pending = self.pending, []
+                self.groups += 1
+                self.changes += len(batch)
+                try:
+                    await self.pool.execute(WRITE_GROUP, *_arrays([(r, c) for r, c, _ in batch]))
+                except BaseException as exc:
+                    for *_, future in batch:
+                        future.set_exception(exc)
+                    raise
+                for *_, future in batch:
+                    future.set_result(None)
+        finally:
+            self.in_flight -= 1
+
+
+def _arrays(changes: list[tuple[str, Change]]) -> tuple[list[Any], ...]:
+    now = time.time()
+    starts = [run_id for run_id, (kind, _) in changes if kind == "start"]
+    ends = [(run_id, output) for run_id, (kind, output) in changes if kind == "end"]
+    return (starts, [now] * len(starts), [r for r, _ in ends], [o for _, o in ends], [now] * len(ends))
+
+
+async def one_run(writer: Writer) -> None:
+    """A one-task run: its start committed, its (no-op) task run, its end committed."""
+    run_id = uuid.uuid4().hex
+    await writer.write(run_id, START)
+    await asyncio.sleep(0)  # the task body: an async no-op that yields once
+    await writer.write(run_id, ("end", "{}"))
+
+
+class Database:
+    """A fresh schema for the baseline's tables, and a pool whose connections use it."""
+
+    def __init__(self, url: str, pool_size: int = POOL_SIZE) -> None:
+        self.url = url
+        self.pool_size = pool_size
+        self.schema = f"cloaca_baseline_{uuid.uuid4().hex[:10]}"
+        self.pool: Optional[asyncpg.Pool] = None
+
+    async def __aenter__(self) -> "Database":
+        conn = await asyncpg.connect(self.url)
+        try:
+            await conn.execute(f'CREATE SCHEMA "{self.schema}"')
+            await conn.execute(f'SET search_path TO "{self.schema}"')
+            for statement in SCHEMA:
+                await conn.execute(statement)
+        finally:
+            await conn.close()
+        self.pool = await asyncpg.create_pool(
+            self.url, min_size=self.pool_size, max_size=self.pool_size,
+            server_settings={"search_path": f'"{self.schema}"'},
+        )
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        if self.pool is not None:
+            await self.pool.close()
+        await drop_schema(self.url, self.schema)
+
+    async def analyze(self) -> None:
+        """Fresh statistics, so that rows are found by key (run after a warm-up has filled
+        the tables: on never-analyzed tables the planner may scan them whole)."""
+        assert self.pool is not None
+        await self.pool.execute("ANALYZE runs, tasks")
+
+    def writer(self, name: str, connections: int = DEFAULT_CONNECTIONS) -> Writer:
+        assert self.pool is not None
+        if name == "grouped":
+            return GroupWriter(self.pool, connections)
+        return PoolWriter(self.pool)
+
+
+async def drop_schema(url: str, schema: str) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        await conn.close()
+
+
+async def batch(writer: Writer, count: int) -> float:
+    """Runs/s of `count` one-task runs started together."""
+    t0 = time.perf_counter()
+    await asyncio.gather(*(one_run(writer) for _ in range(count)))
+    return count / (time.perf_counter() - t0)
+
+
+async def _main(url: str, runs: int, reps: int) -> None:
+    variants = [("pool", 1), ("grouped", 1), ("grouped", 2), ("grouped", 4)]
+    async with Database(url) as db:
+        writers = [(f"{name} ({n} conn.)" if name == "grouped" else name, db.writer(name, n))
+                   for name, n in variants]
+        rates: dict[str, list[float]] = {label: [] for label, _ in writers}
+        for _, writer in writers:
+            await batch(writer, runs)  # warm-up: connections open, statements prepared
+        await db.analyze()
+        for _ in range(reps):
+            for label, writer in writers:
+                rates[label].append(await batch(writer, runs))
+    print(f"raw asyncpg, {runs} one-task runs started together, median of {reps} (interleaved)")
+    for label, writer in writers:
+        ordered = sorted(rates[label])
+        extra = ""
+        if isinstance(writer, GroupWriter):
+            extra = f"  ({writer.changes / max(1, writer.groups):.0f} changes per group)"
+        print(f"  {label:<20} {ordered[len(ordered) // 2]:>9,.0f} runs/s{extra}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--url", default=os.environ.get("CLOACA_TEST_POSTGRES_URL"))
+    parser.add_argument("--runs", type=int, default=500)
+    parser.add_argument("--reps", type=int, default=5)
+    args = parser.parse_args()
+    if not args.url:
+        parser.error("set CLOACA_TEST_POSTGRES_URL or pass --url")
+    asyncio.run(_main(args.url, args.runs, args.reps))
+
+
+if __name__ == "__main__":
+    main()
