@@ -28,7 +28,7 @@ import asyncio
 import os
 import time
 import uuid
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import asyncpg
 
@@ -45,27 +45,45 @@ SCHEMA = (
         run_id TEXT NOT NULL, name TEXT NOT NULL, status TEXT NOT NULL, output TEXT,
         started_at DOUBLE PRECISION, completed_at DOUBLE PRECISION, PRIMARY KEY (run_id, name))""",
 )
-# Starts $1/$2 (run ids, times) and ends $3/$4/$5 (run ids, outputs, times), in one
-# statement: either list may be empty.
+# One statement for any mix of changes: new runs $1 (ids) with their task rows $2..$4 (run
+# id, name, status), task rows changed $5..$8 (run id, name, status, output), runs ended
+# $9..$10 (id, output); $11 is the time. Any list may be empty.
 WRITE_GROUP = """
-    WITH started AS (
+    WITH new_runs AS (
         INSERT INTO runs (id, workflow, status, input, started_at)
-        SELECT s.id, 'single', 'Running', '{}', s.at FROM unnest($1::text[], $2::float8[]) AS s (id, at)
-    ), started_tasks AS (
+        SELECT r.id, 'bench', 'Running', '{}', $11 FROM unnest($1::text[]) AS r (id)
+    ), new_tasks AS (
         INSERT INTO tasks (run_id, name, status, started_at)
-        SELECT s.id, 'only', 'Running', s.at FROM unnest($1::text[], $2::float8[]) AS s (id, at)
-    ), ended_tasks AS (
-        UPDATE tasks t SET status = 'Completed', output = d.output, completed_at = d.at
-          FROM unnest($3::text[], $4::text[], $5::float8[]) AS d (id, output, at)
-         WHERE t.run_id = d.id AND t.name = 'only'
+        SELECT n.run_id, n.name, n.status, CASE WHEN n.status = 'Running' THEN $11::float8 END
+          FROM unnest($2::text[], $3::text[], $4::text[]) AS n (run_id, name, status)
+    ), changed_tasks AS (
+        UPDATE tasks t
+           SET status = c.status, output = c.output,
+               started_at = CASE WHEN c.status = 'Running' THEN $11::float8 ELSE t.started_at END,
+               completed_at = CASE WHEN c.status = 'Completed' THEN $11::float8 END
+          FROM unnest($5::text[], $6::text[], $7::text[], $8::text[]) AS c (run_id, name, status, output)
+         WHERE t.run_id = c.run_id AND t.name = c.name
     )
-    UPDATE runs r SET status = 'Completed', output = d.output, completed_at = d.at
-      FROM unnest($3::text[], $4::text[], $5::float8[]) AS d (id, output, at)
+    UPDATE runs r SET status = 'Completed', output = d.output, completed_at = $11
+      FROM unnest($9::text[], $10::text[]) AS d (id, output)
      WHERE r.id = d.id
 """
-START = ("start", None)
-Change = tuple[str, Optional[str]]
-"""("start", None) or ("end", output), for one run."""
+
+
+class Change:
+    """What one run writes at one point: created (with its task rows), task rows changed,
+    and maybe its end."""
+
+    __slots__ = ("run_id", "new_tasks", "changed_tasks", "ended")
+
+    def __init__(self, run_id: str, new_tasks: Sequence[tuple[str, str]] = (),
+                 changed_tasks: Sequence[tuple[str, str, Optional[str]]] = (), ended: bool = False) -> None:
+        self.run_id = run_id
+        self.new_tasks = new_tasks
+        """(name, status) of each task row of a new run; empty for an existing run."""
+        self.changed_tasks = changed_tasks
+        """(name, status, output) of each task row changed."""
+        self.ended = ended
 
 
 class Writer:
@@ -76,7 +94,7 @@ class Writer:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
 
-    async def write(self, run_id: str, change: Change) -> None:
+    async def write(self, change: Change) -> None:
         raise NotImplementedError
 
 
@@ -85,8 +103,8 @@ class PoolWriter(Writer):
 
     name = "pool"
 
-    async def write(self, run_id: str, change: Change) -> None:
-        await self.pool.execute(WRITE_GROUP, *_arrays([(run_id, change)]))
+    async def write(self, change: Change) -> None:
+        await self.pool.execute(WRITE_GROUP, *_arrays([change]))
 
 
 class GroupWriter(Writer):
@@ -97,14 +115,14 @@ class GroupWriter(Writer):
     def __init__(self, pool: asyncpg.Pool, connections: int = DEFAULT_CONNECTIONS) -> None:
         super().__init__(pool)
         self.connections = connections
-        self.pending: list[tuple[str, Change, asyncio.Future[None]]] = []
+        self.pending: list[tuple[Change, asyncio.Future[None]]] = []
         self.in_flight = 0
         self.groups = 0
         self.changes = 0
 
-    async def write(self, run_id: str, change: Change) -> None:
+    async def write(self, change: Change) -> None:
         future = asyncio.get_running_loop().create_future()
-        self.pending.append((run_id, change, future))
+        self.pending.append((change, future))
         if self.in_flight < self.connections:
             self.in_flight += 1
             asyncio.get_running_loop().create_task(self._flush())
@@ -117,30 +135,49 @@ class GroupWriter(Writer):
                 self.groups += 1
                 self.changes += len(batch)
                 try:
-                    await self.pool.execute(WRITE_GROUP, *_arrays([(r, c) for r, c, _ in batch]))
+                    await self.pool.execute(WRITE_GROUP, *_arrays([c for c, _ in batch]))
                 except BaseException as exc:
-                    for *_, future in batch:
+                    for _, future in batch:
                         future.set_exception(exc)
                     raise
-                for *_, future in batch:
+                for _, future in batch:
                     future.set_result(None)
         finally:
             self.in_flight -= 1
 
 
-def _arrays(changes: list[tuple[str, Change]]) -> tuple[list[Any], ...]:
-    now = time.time()
-    starts = [run_id for run_id, (kind, _) in changes if kind == "start"]
-    ends = [(run_id, output) for run_id, (kind, output) in changes if kind == "end"]
-    return (starts, [now] * len(starts), [r for r, _ in ends], [o for _, o in ends], [now] * len(ends))
+def _arrays(changes: list[Change]) -> tuple[Any, ...]:
+    new_runs: list[str] = []
+    new_tasks: tuple[list[Any], ...] = ([], [], [])
+    changed: tuple[list[Any], ...] = ([], [], [], [])
+    ended: tuple[list[Any], ...] = ([], [])
+    for c in changes:
+        if c.new_tasks:
+            new_runs.append(c.run_id)
+        for name, status in c.new_tasks:
+            for column, value in zip(new_tasks, (c.run_id, name, status)):
+                column.append(value)
+        for name, status, output in c.changed_tasks:
+            for column, value in zip(changed, (c.run_id, name, status, output)):
+                column.append(value)
+        if c.ended:
+            ended[0].append(c.run_id)
+            ended[1].append(c.changed_tasks[0][2] if c.changed_tasks else "{}")
+    return (new_runs, *new_tasks, *changed, *ended, time.time())
 
 
-async def one_run(writer: Writer) -> None:
-    """A one-task run: its start committed, its (no-op) task run, its end committed."""
+async def one_run(writer: Writer, tasks: int = 1) -> None:
+    """A run of `tasks` async no-op tasks in a chain (each starts once the write of the
+    previous one's end is committed)."""
     run_id = uuid.uuid4().hex
-    await writer.write(run_id, START)
-    await asyncio.sleep(0)  # the task body: an async no-op that yields once
-    await writer.write(run_id, ("end", "{}"))
+    names = [f"t{i}" for i in range(tasks)]
+    await writer.write(Change(run_id, new_tasks=[(n, "Running" if i == 0 else "NotStarted")
+                                                 for i, n in enumerate(names)]))
+    for i, name in enumerate(names):
+        await asyncio.sleep(0)  # the task body: an async no-op that yields once
+        last = i == tasks - 1
+        done = [(name, "Completed", "{}")] + ([] if last else [(names[i + 1], "Running", None)])
+        await writer.write(Change(run_id, changed_tasks=done, ended=last))
 
 
 class Database:

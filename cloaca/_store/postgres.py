@@ -279,16 +279,18 @@ class PostgresStore(Store, ClaimStore, NoticeStore):
     ) -> list[StoredRun]:
         """Runs with their versions, read in one snapshot: every task row, or for a run in
         `since` only the rows that changed after that version and the tasks named `also`."""
-        async with self._require_pool().acquire() as conn:
-            async with conn.transaction(isolation="repeatable_read", readonly=True):
-                rows = await conn.fetch(q.SELECT_EXECUTIONS, list(execution_ids))
-                if not rows:
-                    return []
-                runs = {r["id"]: StoredRun(ExecutionRecord(*tuple(r)[:-1]), [], r["version"]) for r in rows}
-                ids, since = list(runs), since or {}
-                since_each = [since.get(i, -1) for i in ids]
-                for t in await conn.fetch(q.SELECT_TASKS_CHANGED_SINCE, ids, since_each, list(also)):
-                    runs[t["execution_id"]].tasks.append(TaskRecord(*t))
+        since = since or {}
+        rows = await self._require_pool().fetch(
+            q.SELECT_RUNS, list(execution_ids), [since.get(i, -1) for i in execution_ids], list(also),
+        )
+        width = len(q.EXECUTION_COLUMNS.split(","))
+        runs: dict[str, StoredRun] = {}
+        for r in rows:
+            run = runs.get(r[0])
+            if run is None:
+                run = runs[r[0]] = StoredRun(ExecutionRecord(*r[:width]), [], r[width])
+            if r[width + 1] is not None:
+                run.tasks.append(TaskRecord(*r[width + 1:]))
         return [runs[i] for i in execution_ids if i in runs]
 
     # runs shared by task ------------------------------------------------------------
@@ -312,13 +314,16 @@ class PostgresStore(Store, ClaimStore, NoticeStore):
         if not rows:
             return []
         claimed: dict[str, list[TaskRecord]] = {}
+        versions: dict[str, int] = {}
         for r in rows:
-            claimed.setdefault(r["execution_id"], []).append(TaskRecord(*r))
-        # Read after the claim committed: the claimed rows are ours until the lease ends.
-        versions = dict(await pool.fetch(q.SELECT_VERSIONS, list(claimed)))
-        stale = [i for i in claimed if i in versions and known_versions.get(i) != versions[i]]
+            execution_id = r["execution_id"]
+            claimed.setdefault(execution_id, []).append(TaskRecord(*r[:-1]))
+            versions[execution_id] = max(r["version"], versions.get(execution_id, r["version"]))
+        # The claimed rows are ours until the lease ends: what changed since the version
+        # the claimer holds, if any, is read after the claim committed.
+        stale = [i for i in claimed if known_versions.get(i) != versions[i]]
         runs = {run.execution.id: run for run in await self._read_runs(stale, known_versions)} if stale else {}
-        return [ClaimedWork(i, tasks, runs.get(i)) for i, tasks in claimed.items() if i in versions]
+        return [ClaimedWork(i, tasks, runs.get(i)) for i, tasks in claimed.items()]
 
     async def commit_step(
         self, execution_id: str, version: int, owner: str, lease_until: float,

@@ -430,21 +430,23 @@ _CLAIM = """
     ){bump}
     SELECT {columns} FROM claimed
 """
+# Each claimed row comes with its run's version as of the claim (after the bump, for a
+# take-over), so that the claimer knows whether what it holds of the run is current.
 CLAIM_READY_TASKS = _CLAIM.format(
     claimable="t.status = 'Ready' AND (t.not_before IS NULL OR t.not_before <= $1)",
-    locked="t", bump="", step_version="", returning=_T_TASK_COLUMNS, columns=TASK_COLUMNS,
+    locked="t", bump="", step_version="", returning=f"{_T_TASK_COLUMNS}, pick.version",
+    columns=f"{TASK_COLUMNS}, version",
 )
 TAKE_OVER_TASKS = _CLAIM.format(
     claimable="t.status = 'Running' AND (t.lease_until IS NULL OR t.lease_until < $1)",
     locked="t, e", step_version=", step_version = pick.version + 1",
-    returning=_T_TASK_COLUMNS, columns=TASK_COLUMNS,
+    returning=f"{_T_TASK_COLUMNS}, pick.version + 1 AS version", columns=f"{TASK_COLUMNS}, version",
     bump="""
     , bumped AS (
         UPDATE workflow_executions SET version = version + 1
          WHERE id IN (SELECT execution_id FROM claimed)
     )""",
 )
-SELECT_VERSIONS = "SELECT id, version FROM workflow_executions WHERE id = ANY($1::text[])"
 LOCK_RUN_FOR_STEP = f"SELECT {EXECUTION_COLUMNS}, version FROM workflow_executions WHERE id = $1 FOR UPDATE"
 # The task rows of runs $1 changed after the versions $2 (-1: every row), and rows $3.
 SELECT_TASKS_CHANGED_SINCE = f"""
@@ -524,11 +526,17 @@ REOPEN_EXECUTION = """
            owner = $2, lease_until = $3, version = version + 1
      WHERE id = $1
 """
-SELECT_EXECUTION = f"SELECT {EXECUTION_COLUMNS}, version FROM workflow_executions WHERE id = $1"
-SELECT_EXECUTIONS = f"""
-    SELECT {EXECUTION_COLUMNS}, version FROM workflow_executions WHERE id = ANY($1::text[])
+# Runs $1 with their versions and, for each, the task rows changed after version $2 (-1:
+# every row) and rows $3: one statement, so one snapshot. A run's columns come with each of
+# its task rows (or once, with NULL task columns, when none is selected).
+SELECT_RUNS = f"""
+    SELECT {', '.join('e.' + c.strip() for c in EXECUTION_COLUMNS.split(','))}, e.version, {_T_TASK_COLUMNS}
+      FROM workflow_executions e
+      JOIN unnest($1::text[], $2::bigint[]) AS k (id, since) ON e.id = k.id
+      LEFT JOIN task_executions t
+        ON t.execution_id = e.id AND (t.step_version > k.since OR t.task_name = ANY($3::text[]))
+     ORDER BY e.id, t.task_name
 """
-SELECT_TASKS = f"SELECT {TASK_COLUMNS} FROM task_executions WHERE execution_id = $1 ORDER BY task_name"
 
 
 def _list_executions(where: str, filters: int) -> str:
