@@ -33,7 +33,7 @@ import asyncpg
 from .._ids import time_ordered_id
 from .._tenancy import RESERVED_SCHEMAS, check_identifier
 from . import postgres_queries as q
-from .postgres_group import GroupCommit, NewRun, Step, write_group
+from .postgres_group import DEFAULT_GROUPS_IN_FLIGHT, GroupCommit, NewRun, Step, write_group
 from .base import (
     ClaimedWork,
     ClaimStore,
@@ -105,7 +105,9 @@ class PostgresStore(Store, ClaimStore, NoticeStore):
         )
         self._secrets = url_secrets(url)
         self._pool: Optional[asyncpg.Pool] = None
-        self._group = GroupCommit(self._require_pool, self.channel, self.unavailable)
+        # A connection of the pool is left to the other calls (claims, reads) at least.
+        self._group = GroupCommit(self._require_pool, self.channel, self.unavailable,
+                                  groups_in_flight=max(1, min(DEFAULT_GROUPS_IN_FLIGHT, pool_size - 1)))
 
     # lifecycle ----------------------------------------------------------------------
     def _server_settings(self) -> dict[str, str]:

@@ -22,9 +22,11 @@ import asyncpg
 from . import postgres_queries as q
 from .base import ExecutionRecord, TaskRecord
 
-DEFAULT_GROUPS_IN_FLIGHT = 2
-"""Two: one group fills while the other is written and flushed."""
-DEFAULT_MAX_GROUP = 500
+DEFAULT_GROUPS_IN_FLIGHT = 3
+DEFAULT_MAX_GROUP = 200
+"""Groups of at most 200, three in flight: the runs whose group came back go on (their
+tasks run, their next writes queue) while the next groups are on the server. Measured
+with 500 one-task runs in flight: ahead of (2, 500), (2, 200), (3, 128) and (4, 128)."""
 
 Executor = Union[asyncpg.Pool, asyncpg.Connection]
 
