@@ -258,6 +258,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32, help="runs in flight per process")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--skip-shared", action="store_true", help="leave out the shared-by-task table")
+    parser.add_argument("--json", help="also write every measurement to this file")
     args = parser.parse_args()
     if not args.url:
         parser.error("set CLOACA_TEST_POSTGRES_URL or pass --url")
@@ -293,23 +294,35 @@ def main() -> None:
                   f"| {c['rate'] / lim['rate']:.2f}× | {c['cpu']:.2f} / {c['server']:.2f} "
                   f"| {lim['cpu']:.2f} / {lim['server']:.2f} |", flush=True)
     print(f"\nGoal: cloaca scaling ≥ {GOAL_SCALING_AT_2}× at 2 processes while the server has headroom.")
-    if args.skip_shared:
-        return
+    shared: dict[int, list[dict[str, Any]]] = {}
+    if not args.skip_shared:
+        shared = print_shared(args)
+    if args.json:
+        with open(args.json, "w") as out:
+            json.dump({"closed_loop": [[*key, got] for key, got in figures.items()],
+                       "shared": [[processes, got] for processes, got in shared.items()]}, out)
 
+
+def print_shared(args: argparse.Namespace) -> dict[int, list[dict[str, Any]]]:
+    """The shared-by-task table; its measurements by process count."""
     print(f"\nShared by task: one process submits (root + {SHARED_LEAVES} leaves of "
           f"{SHARED_LEAF_SECONDS * 1000:g} ms), {SHARED_SLOTS} slots per process, "
           f"{args.concurrency} runs in flight; medians of {args.rounds}\n")
     print("| processes | runs/s | scaling | leaves run by each process |")
     print("|---|---|---|---|")
     base_rate = None
+    shared = {}
     for processes in PROCESS_COUNTS:
-        got = [measure(args.url, "cloaca", SHARED, 9, processes, args.seconds, args.concurrency)
-               for _ in range(args.rounds)]
+        got = shared[processes] = [
+            measure(args.url, "cloaca", SHARED, 9, processes, args.seconds, args.concurrency)
+            for _ in range(args.rounds)
+        ]
         rate = _median([g["rate"] for g in got])
         base_rate = base_rate or rate
         leaves = [sum(g["leaves"][n] for g in got) for n in range(processes)]
         shares = " / ".join(f"{n / max(1, sum(leaves)):.0%}" for n in leaves)
         print(f"| {processes} | {rate:.1f} | {rate / base_rate:.2f}× | {shares} |", flush=True)
+    return shared
 
 
 if __name__ == "__main__":
