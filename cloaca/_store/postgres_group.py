@@ -57,7 +57,7 @@ class Step:
 Write = Union[NewRun, Step]
 
 
-def claimable(task: TaskRecord) -> bool:
+def _claimable(task: TaskRecord) -> bool:
     """A row that any runner may claim at once (its writing is announced as new work)."""
     return task.status == "Ready" and task.not_before is None
 
@@ -81,14 +81,14 @@ class _Params:
             _append(self.runs, row)
             for t in write.tasks:
                 _append(self.run_tasks, _task_row(t, write.owner, write.lease_until))
-            self.new_work = self.new_work or any(claimable(t) for t in write.tasks)
+            self.new_work = self.new_work or any(_claimable(t) for t in write.tasks)
             return
         f = write.finished
         end = (None, None, None, None) if f is None else (
             f.status, f.final_context, f.error_message, f.completed_at
         )
         _append(self.steps, (write.execution_id, write.version, write.owner, *end,
-                             any(claimable(t) for t in write.tasks)))
+                             any(_claimable(t) for t in write.tasks)))
         n = len(self.steps[0])
         for t in write.tasks:
             _append(self.step_tasks, (n, *_task_row(t, write.owner, write.lease_until)))
