@@ -12,9 +12,10 @@ the figure printed; "scaling" is that figure over the one-process figure.
 Next to each, the limit: as many processes doing, with raw asyncpg, the minimal writes of
 the same runs with group commit (baselines_postgres.py), on a fresh schema of their own,
 with the same runs in flight. The CPU columns say where the machine's cores went during
-the window: the runner (or limit) processes, and the PostgreSQL server's processes (all
-of them: other users of the server on this host count too). Every measurement is repeated
-`--rounds` times, cloaca and the limit interleaved, and the medians are printed.
+the window: the runner (or limit) processes, the PostgreSQL server processes serving
+their connections (the server's own background processes, e.g. its WAL writer, not
+counted), and the whole host busy, whoever used it (what is left of its cores is headroom). Every measurement is repeated `--rounds`
+times, cloaca and the limit interleaved, and the medians are printed.
 
 A last table measures work shared by task: only the first process submits runs (a root
 and 8 leaves of 20 ms sleep each), every process has 4 slots, and the others only claim
@@ -167,16 +168,11 @@ async def limit_child(url: str, schema: str, tasks: int, seconds: float, concurr
 
 
 # ====================================================================== parent
-def server_cpu_seconds() -> float:
-    """CPU seconds used so far by the PostgreSQL server's processes on this host."""
+def cpu_seconds(pids: list[int]) -> float:
+    """CPU seconds used so far by these processes (those gone count for nothing)."""
     total = 0
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
+    for pid in pids:
         try:
-            with open(f"/proc/{pid}/comm") as comm:
-                if not comm.read().startswith("postgres"):
-                    continue
             with open(f"/proc/{pid}/stat") as stat:
                 fields = stat.read().rsplit(")", 1)[1].split()
         except OSError:
@@ -185,10 +181,54 @@ def server_cpu_seconds() -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
+def backends_of(url: str, pids: list[int]) -> list[int]:
+    """The server processes serving the connections of processes `pids` (the server on
+    this host): matched by the TCP ports those processes connect from."""
+    inodes = set()
+    for pid in pids:
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+        except OSError:
+            continue
+    ports = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as lines:
+                for line in list(lines)[1:]:
+                    fields = line.split()
+                    if fields[9] in inodes:
+                        ports.append(int(fields[1].rsplit(":", 1)[1], 16))
+        except OSError:
+            continue
+    return asyncio.run(_backend_pids(url, ports))
+
+
+async def _backend_pids(url: str, ports: list[int]) -> list[int]:
+    import asyncpg
+
+    conn = await asyncpg.connect(url)
+    try:
+        rows = await conn.fetch("SELECT pid FROM pg_stat_activity WHERE client_port = ANY($1::int[])", ports)
+    finally:
+        await conn.close()
+    return [r[0] for r in rows]
+
+
+def host_busy_seconds() -> float:
+    """CPU seconds the whole host has spent busy so far (all cores; /proc/stat)."""
+    with open("/proc/stat") as stat:
+        fields = [int(v) for v in stat.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def measure(url: str, side: str, workflow: str, tasks: int, processes: int, seconds: float,
             concurrency: int) -> dict[str, Any]:
-    """runs/s summed over the processes; CPU (in cores) of the processes and of the server
-    during the window; leaves run by each process. For SHARED, only the first process
+    """runs/s summed over the processes; CPU (in cores) of the processes, of their server
+    backends and of the whole host during the window; leaves run by each process. For SHARED, only the first process
     submits runs."""
     prefix = "cloaca_bench" if side == "cloaca" else "cloaca_bench_limit"
     schema = f"{prefix}_{uuid.uuid4().hex[:10]}"
@@ -212,14 +252,16 @@ def measure(url: str, side: str, workflow: str, tasks: int, processes: int, seco
             p.stdin.write(f"{start_at}\n")
             p.stdin.flush()
         time.sleep(max(0.0, start_at + WARM_UP_SECONDS - time.time()))
-        server_start = server_cpu_seconds()
+        backends = backends_of(url, [p.pid for p in procs])
+        server_start, host_start = cpu_seconds(backends), host_busy_seconds()
         time.sleep(max(0.0, start_at + WARM_UP_SECONDS + seconds - time.time()))
-        server = (server_cpu_seconds() - server_start) / seconds
+        server = (cpu_seconds(backends) - server_start) / seconds
+        host = (host_busy_seconds() - host_start) / seconds
         outs = [json.loads(p.stdout.readline()) for p in procs]  # type: ignore[union-attr]
         for p in procs:
             p.wait(timeout=60)
         return {"rate": sum(o["runs"] for o in outs) / seconds, "cpu": sum(o["cpu"] for o in outs),
-                "server": server, "leaves": [o["leaves"] for o in outs]}
+                "server": server, "host": host, "leaves": [o["leaves"] for o in outs]}
     finally:
         for p in procs:
             if p.poll() is None:
@@ -232,10 +274,7 @@ async def _create_limit_schema(url: str, schema: str) -> None:
 
     conn = await asyncpg.connect(url)
     try:
-        await conn.execute(f'CREATE SCHEMA "{schema}"')
-        await conn.execute(f'SET search_path TO "{schema}"')
-        for statement in bpg.SCHEMA:
-            await conn.execute(statement)
+        await bpg.create_schema(conn, schema)
     finally:
         await conn.close()
 
@@ -276,9 +315,9 @@ def main() -> None:
     print(f"PostgreSQL runs/s, {args.concurrency} runs in flight per process, {args.seconds:g}s "
           f"windows, medians of {args.rounds} rounds (cloaca and the limit interleaved), "
           f"{os.cpu_count()} CPUs on this host (server included). CPU in cores during the "
-          f"window: runner (or limit) processes together / PostgreSQL server.\n")
+          f"window: runner (or limit) processes together / PostgreSQL server / whole host busy.\n")
     print("| workflow | processes | cloaca runs/s | scaling | limit runs/s | limit scaling | "
-          "cloaca ÷ limit | CPU cloaca / server | CPU limit / server |")
+          "cloaca ÷ limit | CPU cloaca / server / host | CPU limit / server / host |")
     print("|---|---|---|---|---|---|---|---|---|")
     for label, (_, tasks) in WORKFLOWS.items():
         base: dict[str, Optional[float]] = {"cloaca": None, "limit": None}
@@ -286,13 +325,13 @@ def main() -> None:
             row = {}
             for side in ("cloaca", "limit"):
                 got = figures[(label, side, processes)]
-                row[side] = {k: _median([g[k] for g in got]) for k in ("rate", "cpu", "server")}
+                row[side] = {k: _median([g[k] for g in got]) for k in ("rate", "cpu", "server", "host")}
                 base[side] = base[side] or row[side]["rate"]
             c, lim = row["cloaca"], row["limit"]
             print(f"| {label} | {processes} | **{c['rate']:,.0f}** | {c['rate'] / base['cloaca']:.2f}× "
                   f"| {lim['rate']:,.0f} | {lim['rate'] / base['limit']:.2f}× "
-                  f"| {c['rate'] / lim['rate']:.2f}× | {c['cpu']:.2f} / {c['server']:.2f} "
-                  f"| {lim['cpu']:.2f} / {lim['server']:.2f} |", flush=True)
+                  f"| {c['rate'] / lim['rate']:.2f}× | {c['cpu']:.2f} / {c['server']:.2f} / {c['host']:.2f} "
+                  f"| {lim['cpu']:.2f} / {lim['server']:.2f} / {lim['host']:.2f} |", flush=True)
     print(f"\nGoal: cloaca scaling ≥ {GOAL_SCALING_AT_2}× at 2 processes while the server has headroom.")
     shared: dict[int, list[dict[str, Any]]] = {}
     if not args.skip_shared:
