@@ -105,9 +105,13 @@ class PostgresStore(Store, ClaimStore, NoticeStore):
         )
         self._secrets = url_secrets(url)
         self._pool: Optional[asyncpg.Pool] = None
-        # A connection of the pool is left to the other calls (claims, reads) at least.
-        self._group = GroupCommit(self._require_pool, self.channel, self.unavailable,
-                                  groups_in_flight=max(1, min(DEFAULT_GROUPS_IN_FLIGHT, pool_size - 1)))
+        # The writes of runs are group-committed on connections of their own (set up for
+        # that one statement: q.GROUP_WRITE_SETTINGS), a third of the pool's at most three,
+        # one group in flight on each; the other calls (claims, reads) have the rest.
+        self._group_connections = max(1, min(DEFAULT_GROUPS_IN_FLIGHT, pool_size // 3))
+        self._group_pool: Optional[asyncpg.Pool] = None
+        self._group = GroupCommit(self._require_group_pool, self.channel, self.unavailable,
+                                  groups_in_flight=self._group_connections)
 
     # lifecycle ----------------------------------------------------------------------
     def _server_settings(self) -> dict[str, str]:
@@ -115,14 +119,15 @@ class PostgresStore(Store, ClaimStore, NoticeStore):
 
     async def open(self) -> None:
         try:
-            self._pool = await asyncpg.create_pool(
-                self.url, min_size=POOL_MIN_SIZE, max_size=self.pool_size,
-                server_settings=self._server_settings(), timeout=CONNECT_TIMEOUT_SECONDS,
-                reset=reset_released,
+            self._pool = await self._create_pool(
+                max(1, self.pool_size - self._group_connections), self._server_settings()
             )
             async with self._pool.acquire() as conn:
                 async with conn.transaction():
                     await apply_migrations(conn, self.schema)
+            self._group_pool = await self._create_pool(
+                self._group_connections, {**self._server_settings(), **q.GROUP_WRITE_SETTINGS}
+            )
         except SchemaTooNew as exc:
             await self.close()
             raise RuntimeError(f"Cannot open {self.description}: {exc}") from None
@@ -132,18 +137,24 @@ class PostgresStore(Store, ClaimStore, NoticeStore):
                 f"Cannot open {self.description}: {scrub(describe_error(exc), self._secrets)}"
             ) from None
 
+    async def _create_pool(self, size: int, settings: dict[str, str]) -> asyncpg.Pool:
+        return await asyncpg.create_pool(
+            self.url, min_size=POOL_MIN_SIZE, max_size=size, server_settings=settings,
+            timeout=CONNECT_TIMEOUT_SECONDS, reset=reset_released,
+        )
+
     async def close(self) -> None:
         if self._listener is not None:
             self._listener.cancel()
             await asyncio.gather(self._listener, return_exceptions=True)
             self._listener = None
-        if self._pool is None:
-            return
-        pool, self._pool = self._pool, None
-        try:
-            await asyncio.wait_for(pool.close(), CLOSE_TIMEOUT_SECONDS)
-        except (asyncio.TimeoutError, asyncpg.PostgresError, OSError):
-            pool.terminate()
+        pools = [p for p in (self._group_pool, self._pool) if p is not None]
+        self._pool = self._group_pool = None
+        for pool in pools:
+            try:
+                await asyncio.wait_for(pool.close(), CLOSE_TIMEOUT_SECONDS)
+            except (asyncio.TimeoutError, asyncpg.PostgresError, OSError):
+                pool.terminate()
 
     def unavailable(self, exc: BaseException) -> bool:
         # InternalClientError: a connection the server closed while it sat idle in the pool
@@ -155,6 +166,11 @@ class PostgresStore(Store, ClaimStore, NoticeStore):
         if self._pool is None:
             raise RuntimeError(f"{self.description} is closed")
         return self._pool
+
+    def _require_group_pool(self) -> asyncpg.Pool:
+        if self._group_pool is None:
+            raise RuntimeError(f"{self.description} is closed")
+        return self._group_pool
 
     # runs ---------------------------------------------------------------------------
     async def create_execution(

@@ -64,7 +64,7 @@ def _claimable(task: TaskRecord) -> bool:
 
 @dataclass
 class _Params:
-    """The parameters of q.WRITE_GROUP, filled write by write."""
+    """The parameters of the group's statement (q.WRITE_STATEMENTS), filled write by write."""
 
     runs: list[list[Any]] = field(default_factory=lambda: [[] for _ in range(13)])
     run_tasks: list[list[Any]] = field(default_factory=lambda: [[] for _ in range(14)])
@@ -93,8 +93,15 @@ class _Params:
         for t in write.tasks:
             _append(self.step_tasks, (n, *_task_row(t, write.owner, write.lease_until)))
 
-    def arguments(self, channel: str) -> tuple[Any, ...]:
-        return (*self.runs, *self.run_tasks, self.new_work, *self.steps, *self.step_tasks, channel)
+    def statement(self, channel: str) -> tuple[str, tuple[Any, ...]]:
+        """The statement for the writes added (new runs, steps or both), and its arguments."""
+        new_runs, steps = bool(self.runs[0]), bool(self.steps[0])
+        arguments: list[Any] = []
+        if new_runs:
+            arguments += [*self.runs, *self.run_tasks, self.new_work]
+        if steps:
+            arguments += [*self.steps, *self.step_tasks]
+        return q.WRITE_STATEMENTS[(new_runs, steps)], (*arguments, channel)
 
 
 def _append(columns: list[list[Any]], row: Sequence[Any]) -> None:
@@ -116,7 +123,8 @@ async def write_group(executor: Executor, writes: Sequence[Write], channel: str)
     params = _Params()
     for write in writes:
         params.add(write)
-    row = await executor.fetchrow(q.WRITE_GROUP, *params.arguments(channel))
+    sql, arguments = params.statement(channel)
+    row = await executor.fetchrow(sql, *arguments)
     won = set(row[0] or ())
     outcomes: list[Optional[bool]] = []
     step_number = 0

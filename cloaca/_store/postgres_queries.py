@@ -10,6 +10,8 @@ newest first has an identity column `seq`, the tie-breaker SQLite's rowid is for
 
 from __future__ import annotations
 
+import re
+
 # Migrations: (version, script). A schema records the highest version applied in
 # cloaca_schema_version. Version numbers match the SQLite store's (same feature set; SQLite's
 # version 3 is empty).
@@ -211,6 +213,16 @@ MIGRATIONS: list[tuple[int, str]] = [
 
 LATEST_VERSION = max(version for version, _ in MIGRATIONS)
 
+GROUP_WRITE_SETTINGS = {
+    "plan_cache_mode": "force_generic_plan",
+    "enable_seqscan": "off", "enable_hashjoin": "off", "enable_mergejoin": "off",
+}
+"""Session settings of the connections that only write groups (WRITE_STATEMENTS): their
+plans are made once per connection, not once per group (planning it costs more than running it for
+a few rows), and finds every row by key whatever the tables' statistics say. On a new
+database the plan is made while the tables are nearly empty, and a cost-based plan made
+then scans them whole, and keeps doing so as they grow."""
+
 # Schema set-up and migrations (run in one transaction, under MIGRATION_LOCK) ----------
 MIGRATION_LOCK_KEY = "cloaca.migrate:"
 """Prefix of the advisory lock key (the schema name follows) serialising set-up of one schema."""
@@ -245,20 +257,23 @@ _TASK_ROW_ARRAYS = (
 """Task rows as fourteen parallel arrays: TASK_COLUMNS, then owner and lease_until (set
 for a row written Running, which the writer claims; NULL otherwise)."""
 
-# Every write of runs that concurrent callers make at once, in one statement (one round
-# trip, one transaction): new runs ($1..$13) with their task rows ($14..$27) and the link
-# of an existing (cron) fire; scheduling steps ($29..$36), each a compare-and-set on its
-# run's version, with their task rows ($37..$51, numbered by step); notices on channel
-# $52. Returns the numbers (1-based) of the steps written.
+# The writes of runs that concurrent callers make at once, in one statement (one round
+# trip, one transaction): new runs ($1..$13: the run, and the link of an existing (cron)
+# fire) with their task rows ($14..$27), and scheduling steps ($1..$8 of _STEPS), each a
+# compare-and-set on its run's version, with their task rows ($9..$23, numbered by step).
+# One statement for each mix (WRITE_STATEMENTS): new runs only, steps only, or both (the
+# steps' parameters then follow the new runs'). Returns the numbers (1-based) of the steps
+# written, and announces new work and ended runs.
 #
 # Steps lock their runs' rows in id order first (`locked`), so that two groups never wait
 # for each other in a cycle; a step's task rows are written after its run's row is
-# locked, as everywhere (see the locks note of the claims below). Two steps of one run in
-# a group: the run's row is updated once, by one of them; the other is refused.
-# Ended runs are announced to other runners unless the runner that ends the run is the
-# one that started it (it knows; see PostgresStore.commit_step).
-WRITE_GROUP = f"""
-    WITH new_runs AS (
+# locked, as everywhere (see the locks note of the claims below). The compare-and-set
+# reads the locked row (the latest version: nobody else can change it until commit). Two
+# steps of one run in a group: the run's row is updated once, by one of them; the other
+# is refused. Ended runs are announced to other runners unless the runner that ends the
+# run is the one that started it (it knows; see PostgresStore.commit_step).
+_NEW_RUNS = f"""
+    new_runs AS (
         INSERT INTO workflow_executions ({EXECUTION_COLUMNS}, owner, lease_until)
         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
                              $6::float8[], $7::text[], $8::text[], $9::float8[], $10::text[],
@@ -270,13 +285,17 @@ WRITE_GROUP = f"""
         UPDATE schedule_executions f SET workflow_execution_id = l.id, updated_at = l.at
           FROM unnest($1::text[], $13::text[], $6::float8[]) AS l (id, fire_id, at)
          WHERE f.id = l.fire_id
-    ), step AS (
-        SELECT * FROM unnest($29::text[], $30::bigint[], $31::text[], $32::text[], $33::text[],
-                             $34::text[], $35::float8[], $36::boolean[])
+    )"""
+_NEW_RUN_PARAMETERS = 27
+_STEPS = f"""
+    step AS (
+        SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[],
+                             $6::text[], $7::float8[], $8::boolean[])
                WITH ORDINALITY AS s (id, version, owner, status, final_context, error_message,
                                      completed_at, work, n)
     ), locked AS (
-        SELECT id, owner FROM workflow_executions WHERE id = ANY($29::text[]) ORDER BY id FOR UPDATE
+        SELECT id, owner, version, status FROM workflow_executions
+         WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE
     ), run AS (
         UPDATE workflow_executions e
            SET version = e.version + 1,
@@ -287,7 +306,7 @@ WRITE_GROUP = f"""
                owner = CASE WHEN s.status IS NULL THEN e.owner END,
                lease_until = CASE WHEN s.status IS NULL THEN e.lease_until END
           FROM step s JOIN locked l ON l.id = s.id
-         WHERE e.id = s.id AND e.version = s.version AND e.status = 'Running'
+         WHERE e.id = l.id AND l.version = s.version AND l.status = 'Running'
         RETURNING s.n, e.id, e.version, s.status, s.completed_at, s.work,
                   l.owner IS DISTINCT FROM s.owner AS started_elsewhere
     ), tasks AS (
@@ -297,7 +316,7 @@ WRITE_GROUP = f"""
                output_context = u.output_context, error_message = u.error_message,
                finish_seq = u.finish_seq, attempt_base = u.attempt_base, traceback = u.traceback,
                owner = u.owner, lease_until = u.lease_until, step_version = run.version
-          FROM unnest($37::bigint[], {_TASK_ROW_ARRAYS.format(*(f"${n}" for n in range(38, 52)))})
+          FROM unnest($9::bigint[], {_TASK_ROW_ARRAYS.format(*(f"${n}" for n in range(10, 24)))})
                AS u (n, {TASK_COLUMNS}, owner, lease_until)
           JOIN run ON run.n = u.n
          WHERE t.execution_id = u.execution_id AND t.task_name = u.task_name
@@ -305,13 +324,39 @@ WRITE_GROUP = f"""
         UPDATE schedule_executions f SET completed_at = run.completed_at, updated_at = run.completed_at
           FROM run
          WHERE run.status IS NOT NULL AND f.completed_at IS NULL AND f.workflow_execution_id = run.id
-    ), work AS (
-        SELECT pg_notify($52::text, 'w') WHERE $28::boolean OR EXISTS (SELECT 1 FROM run WHERE work)
-    ), ended AS (
-        SELECT pg_notify($52::text, 'd' || id) FROM run WHERE status IS NOT NULL AND started_elsewhere
-    )
-    SELECT (SELECT array_agg(n) FROM run), (SELECT count(*) FROM work), (SELECT count(*) FROM ended)
-"""
+    )"""
+_STEP_PARAMETERS = 23
+
+
+def _write_statement(new_runs: bool, steps: bool) -> str:
+    """The statement writing new runs (their parameters, then whether any of their task
+    rows is claimable at once), steps, or both; its last parameter is the notice channel."""
+    parts, work, count = [], [], 0
+    if new_runs:
+        parts.append(_NEW_RUNS)
+        count = _NEW_RUN_PARAMETERS + 1
+        work.append(f"${count}::boolean")
+    if steps:
+        parts.append(re.sub(r"\$(\d+)", lambda m: f"${int(m.group(1)) + count}", _STEPS))
+        count += _STEP_PARAMETERS
+        work.append("EXISTS (SELECT 1 FROM run WHERE work)")
+    channel = f"${count + 1}::text"
+    parts.append(f"work AS (SELECT pg_notify({channel}, 'w') WHERE {' OR '.join(work)})")
+    written, ended = "NULL::bigint[]", "0::bigint"
+    if steps:
+        parts.append(f"""ended AS (
+        SELECT pg_notify({channel}, 'd' || id) FROM run WHERE status IS NOT NULL AND started_elsewhere
+    )""")
+        written, ended = "(SELECT array_agg(n) FROM run)", "(SELECT count(*) FROM ended)"
+    return f"WITH {', '.join(parts)}\n    SELECT {written}, (SELECT count(*) FROM work), {ended}\n"
+
+
+WRITE_STATEMENTS = {
+    (new_runs, steps): _write_statement(new_runs, steps)
+    for new_runs, steps in ((True, False), (False, True), (True, True))
+}
+"""By (new runs in the group, steps in the group)."""
+
 DEDUP_LOCK_KEY = "cloaca.fire:"
 """Prefix of the advisory lock key (schema, trigger and context hash follow) of a dedup check."""
 OPEN_FIRE_EXISTS = """
@@ -403,7 +448,7 @@ RELEASE_LEASES = """
 
 # --- work shared by task ------------------------------------------------------------
 # Locks, everywhere: a run's row before its task rows, and several runs' rows in id order
-# (WRITE_GROUP and RELEASE_LEASES lock run rows, in id order, first), so no two statements
+# (WRITE_STATEMENTS and RELEASE_LEASES lock run rows, in id order, first), so no two statements
 # wait for each other in a cycle. Claims wait for no lock at all (SKIP LOCKED): claiming a Ready task
 # locks its row only; taking over a task whose lease expired also locks its run's row, to
 # bump the run's version (a late step of the old claimer is then refused), and so passes
@@ -458,7 +503,7 @@ SELECT_TASKS_CHANGED_SINCE = f"""
 """
 # Rows locked by a step being written are passed over (SKIP LOCKED): that step rewrites
 # them, and a renewal waiting for it while holding other rows could close a cycle with a
-# group of steps (WRITE_GROUP locks many runs' rows).
+# group of steps (WRITE_STATEMENTS lock many runs' rows).
 RENEW_TASK_LEASES = """
     WITH held AS (
         SELECT t.execution_id, t.task_name
