@@ -40,6 +40,8 @@ from cloaca._store import postgres_queries  # noqa: E402
 SINGLE = "profile_pg_single"
 SHARED = "profile_pg_fanout"
 SAMPLE_SECONDS = 0.005
+STATS_FLUSH_SECONDS = 11.0
+"""Longer than a PostgreSQL backend (15) keeps its counters before it reports them when idle."""
 
 with cloaca.WorkflowBuilder(SINGLE):
 
@@ -70,9 +72,17 @@ class Statements:
 
     def __init__(self) -> None:
         self.counts: collections.Counter[str] = collections.Counter()
-        self.names = {" ".join(v.split()): k for k, v in vars(postgres_queries).items()
-                      if isinstance(v, str) and k.isupper()}
+        self.names: dict[str, str] = {}
+        for name, value in vars(postgres_queries).items():
+            if name.isupper() and isinstance(value, str):
+                self.names[" ".join(value.split())] = name
+            elif name.isupper() and isinstance(value, dict):
+                for key, sql in value.items():
+                    if isinstance(sql, str):
+                        self.names[" ".join(sql.split())] = f"{name}[{key}]"
         self.enabled = True
+        self.ignored: set[int] = set()
+        """Connections not counted (the profiler's own), by id()."""
 
     def install(self) -> None:
         connection = asyncpg.connection.Connection
@@ -90,7 +100,7 @@ class Statements:
 
     def _counting(self, call: Callable[..., Any]) -> Callable[..., Any]:
         async def counted(conn: Any, query: str, *args: Any, **kwargs: Any) -> Any:
-            if self.enabled:
+            if self.enabled and id(conn) not in self.ignored:
                 name = self.names.get(" ".join(query.split())) or query.split()[0][:30]
                 self.counts[name] += 1
                 self.counts["(round trips)"] += 1
@@ -133,10 +143,12 @@ async def profile(url: str, in_flight: int, batches: int, shared: bool, statemen
         await asyncio.gather(*(one() for _ in range(in_flight)))  # warm-up
         statements.enabled = False
         monitor, sampler = await asyncpg.connect(url), await asyncpg.connect(url)
+        statements.ignored |= {id(monitor), id(sampler)}
         try:
             backends = [r[0] for r in await monitor.fetch(
                 "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
                 "AND pid NOT IN (pg_backend_pid(), $1)", sampler.get_server_pid())]
+            await asyncio.sleep(STATS_FLUSH_SECONDS)  # the warm-up's counters are in
             before = dict(await monitor.fetchrow(SERVER_COUNTERS))
             waits: collections.Counter[str] = collections.Counter()
             stop = asyncio.Event()
@@ -151,6 +163,7 @@ async def profile(url: str, in_flight: int, batches: int, shared: bool, statemen
             statements.enabled = False
             stop.set()
             samples = await sampling
+            await asyncio.sleep(STATS_FLUSH_SECONDS)
             after = dict(await monitor.fetchrow(SERVER_COUNTERS))
         finally:
             await monitor.close()

@@ -213,15 +213,14 @@ MIGRATIONS: list[tuple[int, str]] = [
 
 LATEST_VERSION = max(version for version, _ in MIGRATIONS)
 
-GROUP_WRITE_SETTINGS = {
-    "plan_cache_mode": "force_generic_plan",
-    "enable_seqscan": "off", "enable_hashjoin": "off", "enable_mergejoin": "off",
-}
+GROUP_WRITE_SETTINGS = {"plan_cache_mode": "force_generic_plan", "enable_seqscan": "off"}
 """Session settings of the connections that only write groups (WRITE_STATEMENTS): their
-plans are made once per connection, not once per group (planning it costs more than running it for
-a few rows), and finds every row by key whatever the tables' statistics say. On a new
-database the plan is made while the tables are nearly empty, and a cost-based plan made
-then scans them whole, and keeps doing so as they grow."""
+plans are made once per connection, not once per group (planning one costs more than
+running it for a few rows), and read every table by key whatever its statistics say. On a
+new database the plans are made while the tables are nearly empty, and a cost-based plan
+made then scans them whole, and keeps doing so as they grow. (The arrays of a group are
+still joined with each other by hashing.)"""
+
 
 # Schema set-up and migrations (run in one transaction, under MIGRATION_LOCK) ----------
 MIGRATION_LOCK_KEY = "cloaca.migrate:"
