@@ -11,7 +11,9 @@ are announced with NOTIFY on a channel per schema; runners LISTEN on one dedicat
 connection and poll as a fallback.
 
 Every store call is one statement where the SQL allows it (so one round trip, atomic
-without an explicit transaction), or one transaction otherwise.
+without an explicit transaction), or one transaction otherwise. The writes of runs on the
+hot path (new runs, scheduling steps) are group-committed (`postgres_group`): those that
+concurrent callers make at the same time go out as one statement.
 
 With `schema`, every table lives in that PostgreSQL schema: it is created if missing, the
 migrations run inside it, and every pooled connection has it as its `search_path`.
@@ -31,6 +33,7 @@ import asyncpg
 from .._ids import time_ordered_id
 from .._tenancy import RESERVED_SCHEMAS, check_identifier
 from . import postgres_queries as q
+from .postgres_group import DEFAULT_GROUPS_IN_FLIGHT, GroupCommit, NewRun, Step, write_group
 from .base import (
     ClaimedWork,
     ClaimStore,
@@ -102,6 +105,13 @@ class PostgresStore(Store, ClaimStore, NoticeStore):
         )
         self._secrets = url_secrets(url)
         self._pool: Optional[asyncpg.Pool] = None
+        # The writes of runs are group-committed on connections of their own (set up for
+        # that one statement: q.GROUP_WRITE_SETTINGS), a third of the pool's at most three,
+        # one group in flight on each; the other calls (claims, reads) have the rest.
+        self._group_connections = max(1, min(DEFAULT_GROUPS_IN_FLIGHT, pool_size // 3))
+        self._group_pool: Optional[asyncpg.Pool] = None
+        self._group = GroupCommit(self._require_group_pool, self.channel, self.unavailable,
+                                  groups_in_flight=self._group_connections)
 
     # lifecycle ----------------------------------------------------------------------
     def _server_settings(self) -> dict[str, str]:
@@ -109,14 +119,15 @@ class PostgresStore(Store, ClaimStore, NoticeStore):
 
     async def open(self) -> None:
         try:
-            self._pool = await asyncpg.create_pool(
-                self.url, min_size=POOL_MIN_SIZE, max_size=self.pool_size,
-                server_settings=self._server_settings(), timeout=CONNECT_TIMEOUT_SECONDS,
-                reset=reset_released,
+            self._pool = await self._create_pool(
+                max(1, self.pool_size - self._group_connections), self._server_settings()
             )
             async with self._pool.acquire() as conn:
                 async with conn.transaction():
                     await apply_migrations(conn, self.schema)
+            self._group_pool = await self._create_pool(
+                self._group_connections, {**self._server_settings(), **q.GROUP_WRITE_SETTINGS}
+            )
         except SchemaTooNew as exc:
             await self.close()
             raise RuntimeError(f"Cannot open {self.description}: {exc}") from None
@@ -126,18 +137,24 @@ class PostgresStore(Store, ClaimStore, NoticeStore):
                 f"Cannot open {self.description}: {scrub(describe_error(exc), self._secrets)}"
             ) from None
 
+    async def _create_pool(self, size: int, settings: dict[str, str]) -> asyncpg.Pool:
+        return await asyncpg.create_pool(
+            self.url, min_size=POOL_MIN_SIZE, max_size=size, server_settings=settings,
+            timeout=CONNECT_TIMEOUT_SECONDS, reset=reset_released,
+        )
+
     async def close(self) -> None:
         if self._listener is not None:
             self._listener.cancel()
             await asyncio.gather(self._listener, return_exceptions=True)
             self._listener = None
-        if self._pool is None:
-            return
-        pool, self._pool = self._pool, None
-        try:
-            await asyncio.wait_for(pool.close(), CLOSE_TIMEOUT_SECONDS)
-        except (asyncio.TimeoutError, asyncpg.PostgresError, OSError):
-            pool.terminate()
+        pools = [p for p in (self._group_pool, self._pool) if p is not None]
+        self._pool = self._group_pool = None
+        for pool in pools:
+            try:
+                await asyncio.wait_for(pool.close(), CLOSE_TIMEOUT_SECONDS)
+            except (asyncio.TimeoutError, asyncpg.PostgresError, OSError):
+                pool.terminate()
 
     def unavailable(self, exc: BaseException) -> bool:
         # InternalClientError: a connection the server closed while it sat idle in the pool
@@ -150,6 +167,11 @@ class PostgresStore(Store, ClaimStore, NoticeStore):
             raise RuntimeError(f"{self.description} is closed")
         return self._pool
 
+    def _require_group_pool(self) -> asyncpg.Pool:
+        if self._group_pool is None:
+            raise RuntimeError(f"{self.description} is closed")
+        return self._group_pool
+
     # runs ---------------------------------------------------------------------------
     async def create_execution(
         self,
@@ -160,23 +182,15 @@ class PostgresStore(Store, ClaimStore, NoticeStore):
         fire: Optional[FireRequest] = None,
         link_fire_id: Optional[str] = None,
     ) -> bool:
-        params = (
-            *_task_arrays(tasks), *_execution_row(execution), owner, lease_until, link_fire_id,
-        )
-        pool = self._require_pool()
+        new_run = NewRun(execution, tasks, owner, lease_until, link_fire_id)
         if fire is None:
-            await pool.execute(q.CREATE_EXECUTION, *params)
-        elif not await self._create_fired_execution(pool, execution, params, fire):
-            return False
-        if any(_claimable(t) for t in tasks):
-            await pool.execute(q.NOTIFY, self.channel, "w")
-        return True
+            await self._group.write(new_run)  # written with concurrent calls' writes
+            return True
+        return await self._create_fired_execution(new_run, fire)
 
-    async def _create_fired_execution(
-        self, pool: asyncpg.Pool, execution: ExecutionRecord, params: tuple[Any, ...],
-        fire: FireRequest,
-    ) -> bool:
-        async with pool.acquire() as conn:
+    async def _create_fired_execution(self, new_run: NewRun, fire: FireRequest) -> bool:
+        execution = new_run.execution
+        async with self._require_pool().acquire() as conn:
             async with conn.transaction():
                 if fire.deduplicate:
                     # Dedup is decided here, race-free across processes: a transaction-level
@@ -195,7 +209,7 @@ class PostgresStore(Store, ClaimStore, NoticeStore):
                     q.INSERT_TRIGGER_FIRE, time_ordered_id(), fire.context_hash,
                     execution.started_at, execution.id, None, fire.trigger_name,
                 )
-                await conn.execute(q.CREATE_EXECUTION, *params)
+                await write_group(conn, [new_run], self.channel)
         return True
 
     async def save_progress(
@@ -283,16 +297,18 @@ class PostgresStore(Store, ClaimStore, NoticeStore):
     ) -> list[StoredRun]:
         """Runs with their versions, read in one snapshot: every task row, or for a run in
         `since` only the rows that changed after that version and the tasks named `also`."""
-        async with self._require_pool().acquire() as conn:
-            async with conn.transaction(isolation="repeatable_read", readonly=True):
-                rows = await conn.fetch(q.SELECT_EXECUTIONS, list(execution_ids))
-                if not rows:
-                    return []
-                runs = {r["id"]: StoredRun(ExecutionRecord(*tuple(r)[:-1]), [], r["version"]) for r in rows}
-                ids, since = list(runs), since or {}
-                since_each = [since.get(i, -1) for i in ids]
-                for t in await conn.fetch(q.SELECT_TASKS_CHANGED_SINCE, ids, since_each, list(also)):
-                    runs[t["execution_id"]].tasks.append(TaskRecord(*t))
+        since = since or {}
+        rows = await self._require_pool().fetch(
+            q.SELECT_RUNS, list(execution_ids), [since.get(i, -1) for i in execution_ids], list(also),
+        )
+        width = len(q.EXECUTION_COLUMNS.split(","))
+        runs: dict[str, StoredRun] = {}
+        for r in rows:
+            run = runs.get(r[0])
+            if run is None:
+                run = runs[r[0]] = StoredRun(ExecutionRecord(*r[:width]), [], r[width])
+            if r[width + 1] is not None:
+                run.tasks.append(TaskRecord(*r[width + 1:]))
         return [runs[i] for i in execution_ids if i in runs]
 
     # runs shared by task ------------------------------------------------------------
@@ -316,22 +332,27 @@ class PostgresStore(Store, ClaimStore, NoticeStore):
         if not rows:
             return []
         claimed: dict[str, list[TaskRecord]] = {}
+        versions: dict[str, int] = {}
         for r in rows:
-            claimed.setdefault(r["execution_id"], []).append(TaskRecord(*r))
-        # Read after the claim committed: the claimed rows are ours until the lease ends.
-        versions = dict(await pool.fetch(q.SELECT_VERSIONS, list(claimed)))
-        stale = [i for i in claimed if i in versions and known_versions.get(i) != versions[i]]
+            execution_id = r["execution_id"]
+            claimed.setdefault(execution_id, []).append(TaskRecord(*r[:-1]))
+            versions[execution_id] = max(r["version"], versions.get(execution_id, r["version"]))
+        # The claimed rows are ours until the lease ends: what changed since the version
+        # the claimer holds, if any, is read after the claim committed.
+        stale = [i for i in claimed if known_versions.get(i) != versions[i]]
         runs = {run.execution.id: run for run in await self._read_runs(stale, known_versions)} if stale else {}
-        return [ClaimedWork(i, tasks, runs.get(i)) for i, tasks in claimed.items() if i in versions]
+        return [ClaimedWork(i, tasks, runs.get(i)) for i, tasks in claimed.items()]
 
     async def commit_step(
         self, execution_id: str, version: int, owner: str, lease_until: float,
         tasks: Sequence[TaskRecord], finished: Optional[ExecutionRecord] = None,
     ) -> bool:
-        row = await self._require_pool().fetchrow(
-            q.COMMIT_STEP, *self._step_params(execution_id, version, owner, lease_until, tasks, finished)
-        )
-        return bool(row[0])
+        # The end of a run is announced to the other runners unless `owner` started it: the
+        # starter waits for its end, the others hold a run only while they execute its
+        # tasks, and at its end none does (one that still does, its task taken over, or
+        # that waits for the run's result, finds out at its fallback check).
+        step = Step(execution_id, version, owner, lease_until, tasks, finished)
+        return bool(await self._group.write(step))  # written with concurrent calls' writes
 
     async def commit_step_locked(
         self, execution_id: str, since_version: int, task_names: Sequence[str], owner: str,
@@ -351,21 +372,9 @@ class PostgresStore(Store, ClaimStore, NoticeStore):
                 if step is None:
                     return False
                 tasks, finished = step
-                row = await conn.fetchrow(
-                    q.COMMIT_STEP,
-                    *self._step_params(execution_id, stored.version, owner, lease_until, tasks, finished),
-                )
-                return bool(row[0])
-
-    def _step_params(
-        self, execution_id: str, version: int, owner: str, lease_until: float,
-        tasks: Sequence[TaskRecord], finished: Optional[ExecutionRecord],
-    ) -> tuple[Any, ...]:
-        end = (None, None, None, None) if finished is None else (
-            finished.status, finished.final_context, finished.error_message, finished.completed_at
-        )
-        return (*_task_arrays(tasks), execution_id, version, owner, lease_until, *end,
-                any(_claimable(t) for t in tasks), self.channel)
+                step_write = Step(execution_id, stored.version, owner, lease_until, tasks, finished)
+                [written] = await write_group(conn, [step_write], self.channel)
+                return bool(written)
 
     async def renew_task_leases(
         self, owner: str, tasks: Sequence[tuple[str, str]], lease_until: float
@@ -762,16 +771,6 @@ async def reset_released(conn: asyncpg.Connection) -> None:
     undoing a transaction left open, if any."""
     if conn.is_in_transaction():
         await conn.execute("ROLLBACK")
-
-
-def _execution_row(e: ExecutionRecord) -> tuple[Any, ...]:
-    return (e.id, e.workflow_name, e.workflow_version, e.status, e.input_context, e.started_at,
-            e.final_context, e.error_message, e.completed_at, e.trace_context)
-
-
-def _claimable(task: TaskRecord) -> bool:
-    """A row that any runner may claim at once."""
-    return task.status == "Ready" and task.not_before is None
 
 
 def _task_arrays(tasks: Sequence[TaskRecord]) -> tuple[list[Any], ...]:

@@ -10,6 +10,8 @@ newest first has an identity column `seq`, the tie-breaker SQLite's rowid is for
 
 from __future__ import annotations
 
+import re
+
 # Migrations: (version, script). A schema records the highest version applied in
 # cloaca_schema_version. Each store numbers its own: PostgreSQL's 3 (work shared by task)
 # is SQLite's 7, and SQLite's 3 is empty.
@@ -211,6 +213,15 @@ MIGRATIONS: list[tuple[int, str]] = [
 
 LATEST_VERSION = max(version for version, _ in MIGRATIONS)
 
+GROUP_WRITE_SETTINGS = {"plan_cache_mode": "force_generic_plan", "enable_seqscan": "off"}
+"""Session settings of the connections that only write groups (WRITE_STATEMENTS): their
+plans are made once per connection, not once per group (planning one costs more than
+running it for a few rows), and read every table by key whatever its statistics say. On a
+new database the plans are made while the tables are nearly empty, and a cost-based plan
+made then scans them whole, and keeps doing so as they grow. (The arrays of a group are
+still joined with each other by hashing.)"""
+
+
 # Schema set-up and migrations (run in one transaction, under MIGRATION_LOCK) ----------
 MIGRATION_LOCK_KEY = "cloaca.migrate:"
 """Prefix of the advisory lock key (the schema name follows) serialising set-up of one schema."""
@@ -238,26 +249,113 @@ _TASK_ARRAYS = (
     "$8::text[], $9::text[], $10::int[], $11::int[], $12::text[]"
 )
 
-# A task row written Running is claimed by the writer; any other row is unclaimed.
-_OWNER_IF_RUNNING = "CASE WHEN u.status = 'Running' THEN {}::text END"
-_LEASE_IF_RUNNING = "CASE WHEN u.status = 'Running' THEN {}::float8 END"
+_TASK_ROW_ARRAYS = (
+    "{0}::text[], {1}::text[], {2}::text[], {3}::int[], {4}::float8[], {5}::float8[], {6}::float8[], "
+    "{7}::text[], {8}::text[], {9}::int[], {10}::int[], {11}::text[], {12}::text[], {13}::float8[]"
+)
+"""Task rows as fourteen parallel arrays: TASK_COLUMNS, then owner and lease_until (set
+for a row written Running, which the writer claims; NULL otherwise)."""
 
-# One statement (so one round trip, atomic without an explicit transaction): the run, its
-# task rows ($1..$10 as parallel arrays), and the link of an existing (cron) fire ($22,
-# NULL for none). The trigger fire, if any, is inserted first by INSERT_TRIGGER_FIRE in
-# the same transaction.
-CREATE_EXECUTION = f"""
-    WITH run AS (
+# The writes of runs that concurrent callers make at once, in one statement (one round
+# trip, one transaction): new runs ($1..$13: the run, and the link of an existing (cron)
+# fire) with their task rows ($14..$27), and scheduling steps ($1..$8 of _STEPS), each a
+# compare-and-set on its run's version, with their task rows ($9..$23, numbered by step).
+# One statement for each mix (WRITE_STATEMENTS): new runs only, steps only, or both (the
+# steps' parameters then follow the new runs'). Returns the numbers (1-based) of the steps
+# written, and announces new work and ended runs.
+#
+# Steps lock their runs' rows in id order first (`locked`), so that two groups never wait
+# for each other in a cycle; a step's task rows are written after its run's row is
+# locked, as everywhere (see the locks note of the claims below). The compare-and-set
+# reads the locked row (the latest version: nobody else can change it until commit). Two
+# steps of one run in a group: the run's row is updated once, by one of them; the other
+# is refused. Ended runs are announced to other runners unless the runner that ends the
+# run is the one that started it (it knows; see PostgresStore.commit_step).
+_NEW_RUNS = f"""
+    new_runs AS (
         INSERT INTO workflow_executions ({EXECUTION_COLUMNS}, owner, lease_until)
-        VALUES ($13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)
-    ), link AS (
-        UPDATE schedule_executions SET workflow_execution_id = $13, updated_at = $18
-         WHERE id = $25::text
-    )
-    INSERT INTO task_executions ({TASK_COLUMNS}, owner, lease_until)
-    SELECT u.*, {_OWNER_IF_RUNNING.format("$23")}, {_LEASE_IF_RUNNING.format("$24")}
-      FROM unnest({_TASK_ARRAYS}) AS u ({TASK_COLUMNS})
-"""
+        SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                             $6::float8[], $7::text[], $8::text[], $9::float8[], $10::text[],
+                             $11::text[], $12::float8[])
+    ), new_tasks AS (
+        INSERT INTO task_executions ({TASK_COLUMNS}, owner, lease_until)
+        SELECT * FROM unnest({_TASK_ROW_ARRAYS.format(*(f"${n}" for n in range(14, 28)))})
+    ), links AS (
+        UPDATE schedule_executions f SET workflow_execution_id = l.id, updated_at = l.at
+          FROM unnest($1::text[], $13::text[], $6::float8[]) AS l (id, fire_id, at)
+         WHERE f.id = l.fire_id
+    )"""
+_NEW_RUN_PARAMETERS = 27
+_STEPS = f"""
+    step AS (
+        SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[],
+                             $6::text[], $7::float8[], $8::boolean[])
+               WITH ORDINALITY AS s (id, version, owner, status, final_context, error_message,
+                                     completed_at, work, n)
+    ), locked AS (
+        SELECT id, owner, version, status FROM workflow_executions
+         WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE
+    ), run AS (
+        UPDATE workflow_executions e
+           SET version = e.version + 1,
+               status = COALESCE(s.status, e.status),
+               final_context = CASE WHEN s.status IS NULL THEN e.final_context ELSE s.final_context END,
+               error_message = CASE WHEN s.status IS NULL THEN e.error_message ELSE s.error_message END,
+               completed_at = COALESCE(s.completed_at, e.completed_at),
+               owner = CASE WHEN s.status IS NULL THEN e.owner END,
+               lease_until = CASE WHEN s.status IS NULL THEN e.lease_until END
+          FROM step s JOIN locked l ON l.id = s.id
+         WHERE e.id = l.id AND l.version = s.version AND l.status = 'Running'
+        RETURNING s.n, e.id, e.version, s.status, s.completed_at, s.work,
+                  l.owner IS DISTINCT FROM s.owner AS started_elsewhere
+    ), tasks AS (
+        UPDATE task_executions t
+           SET status = u.status, attempt = u.attempt, not_before = u.not_before,
+               started_at = u.started_at, completed_at = u.completed_at,
+               output_context = u.output_context, error_message = u.error_message,
+               finish_seq = u.finish_seq, attempt_base = u.attempt_base, traceback = u.traceback,
+               owner = u.owner, lease_until = u.lease_until, step_version = run.version
+          FROM unnest($9::bigint[], {_TASK_ROW_ARRAYS.format(*(f"${n}" for n in range(10, 24)))})
+               AS u (n, {TASK_COLUMNS}, owner, lease_until)
+          JOIN run ON run.n = u.n
+         WHERE t.execution_id = u.execution_id AND t.task_name = u.task_name
+    ), fires AS (
+        UPDATE schedule_executions f SET completed_at = run.completed_at, updated_at = run.completed_at
+          FROM run
+         WHERE run.status IS NOT NULL AND f.completed_at IS NULL AND f.workflow_execution_id = run.id
+    )"""
+_STEP_PARAMETERS = 23
+
+
+def _write_statement(new_runs: bool, steps: bool) -> str:
+    """The statement writing new runs (their parameters, then whether any of their task
+    rows is claimable at once), steps, or both; its last parameter is the notice channel."""
+    parts, work, count = [], [], 0
+    if new_runs:
+        parts.append(_NEW_RUNS)
+        count = _NEW_RUN_PARAMETERS + 1
+        work.append(f"${count}::boolean")
+    if steps:
+        parts.append(re.sub(r"\$(\d+)", lambda m: f"${int(m.group(1)) + count}", _STEPS))
+        count += _STEP_PARAMETERS
+        work.append("EXISTS (SELECT 1 FROM run WHERE work)")
+    channel = f"${count + 1}::text"
+    parts.append(f"work AS (SELECT pg_notify({channel}, 'w') WHERE {' OR '.join(work)})")
+    written, ended = "NULL::bigint[]", "0::bigint"
+    if steps:
+        parts.append(f"""ended AS (
+        SELECT pg_notify({channel}, 'd' || id) FROM run WHERE status IS NOT NULL AND started_elsewhere
+    )""")
+        written, ended = "(SELECT array_agg(n) FROM run)", "(SELECT count(*) FROM ended)"
+    return f"WITH {', '.join(parts)}\n    SELECT {written}, (SELECT count(*) FROM work), {ended}\n"
+
+
+WRITE_STATEMENTS = {
+    (new_runs, steps): _write_statement(new_runs, steps)
+    for new_runs, steps in ((True, False), (False, True), (True, True))
+}
+"""By (new runs in the group, steps in the group)."""
+
 DEDUP_LOCK_KEY = "cloaca.fire:"
 """Prefix of the advisory lock key (schema, trigger and context hash follow) of a dedup check."""
 OPEN_FIRE_EXISTS = """
@@ -348,9 +446,9 @@ RELEASE_LEASES = """
 """
 
 # --- work shared by task ------------------------------------------------------------
-# Locks, everywhere: a run's row before its task rows (COMMIT_STEP updates the run row
-# first; RELEASE_LEASES locks run rows, in id order, first), so no two statements wait for
-# each other in a cycle. Claims wait for no lock at all (SKIP LOCKED): claiming a Ready task
+# Locks, everywhere: a run's row before its task rows, and several runs' rows in id order
+# (WRITE_STATEMENTS and RELEASE_LEASES lock run rows, in id order, first), so no two statements
+# wait for each other in a cycle. Claims wait for no lock at all (SKIP LOCKED): claiming a Ready task
 # locks its row only; taking over a task whose lease expired also locks its run's row, to
 # bump the run's version (a late step of the old claimer is then refused), and so passes
 # over runs whose step is in flight.
@@ -376,21 +474,23 @@ _CLAIM = """
     ){bump}
     SELECT {columns} FROM claimed
 """
+# Each claimed row comes with its run's version as of the claim (after the bump, for a
+# take-over), so that the claimer knows whether what it holds of the run is current.
 CLAIM_READY_TASKS = _CLAIM.format(
     claimable="t.status = 'Ready' AND (t.not_before IS NULL OR t.not_before <= $1)",
-    locked="t", bump="", step_version="", returning=_T_TASK_COLUMNS, columns=TASK_COLUMNS,
+    locked="t", bump="", step_version="", returning=f"{_T_TASK_COLUMNS}, pick.version",
+    columns=f"{TASK_COLUMNS}, version",
 )
 TAKE_OVER_TASKS = _CLAIM.format(
     claimable="t.status = 'Running' AND (t.lease_until IS NULL OR t.lease_until < $1)",
     locked="t, e", step_version=", step_version = pick.version + 1",
-    returning=_T_TASK_COLUMNS, columns=TASK_COLUMNS,
+    returning=f"{_T_TASK_COLUMNS}, pick.version + 1 AS version", columns=f"{TASK_COLUMNS}, version",
     bump="""
     , bumped AS (
         UPDATE workflow_executions SET version = version + 1
          WHERE id IN (SELECT execution_id FROM claimed)
     )""",
 )
-SELECT_VERSIONS = "SELECT id, version FROM workflow_executions WHERE id = ANY($1::text[])"
 LOCK_RUN_FOR_STEP = f"SELECT {EXECUTION_COLUMNS}, version FROM workflow_executions WHERE id = $1 FOR UPDATE"
 # The task rows of runs $1 changed after the versions $2 (-1: every row), and rows $3.
 SELECT_TASKS_CHANGED_SINCE = f"""
@@ -400,48 +500,20 @@ SELECT_TASKS_CHANGED_SINCE = f"""
      WHERE t.step_version > k.since OR t.task_name = ANY($3::text[])
      ORDER BY t.execution_id, t.task_name
 """
-# One scheduling step, compare-and-set on the run's version ($12): the task rows
-# ($1..$10), claimed by $13 until $14 where Running; the end of the run ($15..$18, NULL
-# status for a run that goes on) with its fires; notices on channel $20 of new work ($19)
-# and of the run's end. Nothing is written when the version moved on (ok = 0).
-COMMIT_STEP = f"""
-    WITH run AS (
-        UPDATE workflow_executions
-           SET version = version + 1,
-               status = COALESCE($17::text, status),
-               final_context = CASE WHEN $17::text IS NULL THEN final_context ELSE $18::text END,
-               error_message = CASE WHEN $17::text IS NULL THEN error_message ELSE $19::text END,
-               completed_at = COALESCE($20::float8, completed_at),
-               owner = CASE WHEN $17::text IS NULL THEN owner END,
-               lease_until = CASE WHEN $17::text IS NULL THEN lease_until END
-         WHERE id = $13::text AND version = $14::bigint AND status = 'Running'
-        RETURNING id, version
-    ), tasks AS (
-        UPDATE task_executions t
-           SET status = u.status, attempt = u.attempt, not_before = u.not_before,
-               started_at = u.started_at, completed_at = u.completed_at,
-               output_context = u.output_context, error_message = u.error_message,
-               finish_seq = u.finish_seq, attempt_base = u.attempt_base, traceback = u.traceback,
-               owner = {_OWNER_IF_RUNNING.format("$15")}, lease_until = {_LEASE_IF_RUNNING.format("$16")},
-               step_version = run.version
-          FROM unnest({_TASK_ARRAYS}) AS u ({TASK_COLUMNS}), run
-         WHERE t.execution_id = u.execution_id AND t.task_name = u.task_name
-    ), fires AS (
-        UPDATE schedule_executions SET completed_at = $20::float8, updated_at = $20::float8
-         WHERE $17::text IS NOT NULL AND completed_at IS NULL
-           AND workflow_execution_id IN (SELECT id FROM run)
-    ), work AS (
-        SELECT pg_notify($22::text, 'w') FROM run WHERE $21::boolean
-    ), ended AS (
-        SELECT pg_notify($22::text, 'd' || id) FROM run WHERE $17::text IS NOT NULL
-    )
-    SELECT (SELECT count(*) FROM run), (SELECT count(*) FROM work), (SELECT count(*) FROM ended)
-"""
+# Rows locked by a step being written are passed over (SKIP LOCKED): that step rewrites
+# them, and a renewal waiting for it while holding other rows could close a cycle with a
+# group of steps (WRITE_STATEMENTS lock many runs' rows).
 RENEW_TASK_LEASES = """
+    WITH held AS (
+        SELECT t.execution_id, t.task_name
+          FROM task_executions t
+          JOIN unnest($3::text[], $4::text[]) AS k (execution_id, task_name)
+            ON t.execution_id = k.execution_id AND t.task_name = k.task_name
+         WHERE t.owner = $2 AND t.status = 'Running'
+           FOR UPDATE OF t SKIP LOCKED
+    )
     UPDATE task_executions t SET lease_until = $1
-      FROM unnest($3::text[], $4::text[]) AS k (execution_id, task_name)
-     WHERE t.execution_id = k.execution_id AND t.task_name = k.task_name
-       AND t.owner = $2 AND t.status = 'Running'
+      FROM held WHERE t.execution_id = held.execution_id AND t.task_name = held.task_name
 """
 ENDED_RUNS = """
     SELECT i.id FROM unnest($1::text[]) AS i (id)
@@ -498,11 +570,17 @@ REOPEN_EXECUTION = """
            owner = $2, lease_until = $3, version = version + 1
      WHERE id = $1
 """
-SELECT_EXECUTION = f"SELECT {EXECUTION_COLUMNS}, version FROM workflow_executions WHERE id = $1"
-SELECT_EXECUTIONS = f"""
-    SELECT {EXECUTION_COLUMNS}, version FROM workflow_executions WHERE id = ANY($1::text[])
+# Runs $1 with their versions and, for each, the task rows changed after version $2 (-1:
+# every row) and rows $3: one statement, so one snapshot. A run's columns come with each of
+# its task rows (or once, with NULL task columns, when none is selected).
+SELECT_RUNS = f"""
+    SELECT {', '.join('e.' + c.strip() for c in EXECUTION_COLUMNS.split(','))}, e.version, {_T_TASK_COLUMNS}
+      FROM workflow_executions e
+      JOIN unnest($1::text[], $2::bigint[]) AS k (id, since) ON e.id = k.id
+      LEFT JOIN task_executions t
+        ON t.execution_id = e.id AND (t.step_version > k.since OR t.task_name = ANY($3::text[]))
+     ORDER BY e.id, t.task_name
 """
-SELECT_TASKS = f"SELECT {TASK_COLUMNS} FROM task_executions WHERE execution_id = $1 ORDER BY task_name"
 
 
 def _list_executions(where: str, filters: int) -> str:
