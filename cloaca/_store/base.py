@@ -241,6 +241,11 @@ def runs_written(tasks: Sequence[TaskRecord], finished: Optional[ExecutionRecord
     return ids
 
 
+def nothing_to_claim(workflow_names: Sequence[str], limit: int, task_names: Optional[Sequence[str]]) -> bool:
+    """A `ClaimStore.claim_tasks` call that can claim nothing (no workflow, no room, no task)."""
+    return not workflow_names or limit <= 0 or (task_names is not None and not task_names)
+
+
 def history_filters(
     workflow_name: Optional[str], status: Optional[str]
 ) -> tuple[tuple[bool, bool], list[str]]:

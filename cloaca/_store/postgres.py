@@ -33,7 +33,6 @@ import asyncpg
 from .._ids import time_ordered_id
 from .._tenancy import RESERVED_SCHEMAS, check_identifier
 from . import postgres_queries as q
-from .postgres_group import DEFAULT_GROUPS_IN_FLIGHT, GroupCommit, NewRun, Step, write_group
 from .base import (
     ClaimedWork,
     ClaimStore,
@@ -58,7 +57,15 @@ from .base import (
     WorkSharing,
     check_retryable,
     history_filters,
+    nothing_to_claim,
     runs_written,
+)
+from .postgres_group import (
+    DEFAULT_GROUPS_IN_FLIGHT,
+    GroupCommit,
+    NewRun,
+    Step,
+    write_group,
 )
 
 log = logging.getLogger("cloaca")
@@ -317,7 +324,7 @@ class PostgresStore(Store, ClaimStore, NoticeStore):
         limit: int, take_over: bool, known_versions: Mapping[str, int],
         task_names: Optional[Sequence[str]] = None,
     ) -> list[ClaimedWork]:
-        if not workflow_names or limit <= 0 or (task_names is not None and not task_names):
+        if nothing_to_claim(workflow_names, limit, task_names):
             return []
         pool = self._require_pool()
         names = list(workflow_names)

@@ -64,6 +64,7 @@ from .base import (
     WorkSharing,
     check_retryable,
     history_filters,
+    nothing_to_claim,
     runs_written,
 )
 from .sqlite_thread import SQLiteThread
@@ -319,7 +320,7 @@ class SQLiteStore(Store, ClaimStore):
         limit: int, take_over: bool, known_versions: Mapping[str, int],
         task_names: Optional[Sequence[str]] = None,
     ) -> list[ClaimedWork]:
-        if not workflow_names or limit <= 0 or (task_names is not None and not task_names):
+        if nothing_to_claim(workflow_names, limit, task_names):
             return []
         pick = {"now": now, "names": json.dumps(list(workflow_names)),
                 "only": None if task_names is None else json.dumps(list(task_names))}
