@@ -27,11 +27,15 @@ sys.path.insert(0, HERE)
 from _common import fmt, machine_facts, table  # noqa: E402
 
 SCRIPTS = ("bench_core", "baselines", "peers", "bench_triggers", "bench_fastapi", "bench_postgres",
-           "bench_inflight", "bench_history", "bench_reactors", "bench_dashboard")
+           "bench_inflight", "bench_inflight_postgres", "bench_history", "bench_reactors",
+           "bench_dashboard")
 OPTIONAL = {
-    "bench_triggers", "bench_fastapi", "bench_postgres", "bench_inflight", "bench_history",
-    "bench_reactors", "bench_dashboard",
+    "bench_triggers", "bench_fastapi", "bench_postgres", "bench_inflight", "bench_inflight_postgres",
+    "bench_history", "bench_reactors", "bench_dashboard",
 }
+VARIANTS = {"bench_inflight_postgres": ("bench_inflight", ["--store", "postgres"])}
+"""Entries of SCRIPTS that run another script with arguments of their own."""
+NEEDS_POSTGRES = {"bench_postgres", "bench_inflight_postgres"}
 
 
 def _git(*args: str) -> str:
@@ -121,7 +125,8 @@ def main() -> None:
     timings: list[list[str]] = []
     core_summary: dict = {}
     for name in SCRIPTS:
-        path = os.path.join(HERE, name + ".py")
+        script, extra = VARIANTS.get(name, (name, []))
+        path = os.path.join(HERE, script + ".py")
         if name in skip:
             timings.append([name, "skipped (--skip)", ""])
             continue
@@ -129,7 +134,7 @@ def main() -> None:
             if name in OPTIONAL:
                 timings.append([name, "not present", ""])
                 continue
-        if name == "bench_postgres" and not os.environ.get("CLOACA_TEST_POSTGRES_URL"):
+        if name in NEEDS_POSTGRES and not os.environ.get("CLOACA_TEST_POSTGRES_URL"):
             timings.append([name, "skipped: CLOACA_TEST_POSTGRES_URL is not set", ""])
             continue
         script_args: list[str] = []
@@ -140,10 +145,10 @@ def main() -> None:
         elif name == "peers":
             script_args = quick + (["--python", args.peers_python] if args.peers_python else [])
         elif name in OPTIONAL:
-            script_args = quick if _accepts_quick(name) else []
+            script_args = (quick if _accepts_quick(script) else []) + extra
         else:
             script_args = quick
-        output, seconds, problem = _run(name, script_args, timeout)
+        output, seconds, problem = _run(script, script_args, timeout)
         if json_path and os.path.exists(json_path):
             with open(json_path) as data:
                 core_summary = json.load(data)
