@@ -119,12 +119,13 @@ class Bridge:
             return self._portal.call(fn, *args)
         return asyncio.run_coroutine_threadsafe(fn(*args), self._require_loop()).result()
 
-    async def acall(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
-        """Await coroutine function `fn` on the loop, from whichever loop the caller is on."""
+    def acall(self, fn: Callable[..., Awaitable[T]], *args: Any) -> Awaitable[T]:
+        """Coroutine function `fn` run on the loop, to be awaited from whichever loop the
+        caller is on (on the loop itself, its coroutine as it is: no extra frame)."""
         loop = self._require_loop()
         if asyncio.get_running_loop() is loop:
-            return await fn(*args)
-        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(fn(*args), loop))
+            return fn(*args)
+        return asyncio.wrap_future(asyncio.run_coroutine_threadsafe(fn(*args), loop))
 
     def apply(self, change: Callable[[], Coroutine[Any, Any, None]], what: str) -> None:
         """Apply a change made on any thread on the loop: at once (scheduled) when called on

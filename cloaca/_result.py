@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
-from typing import Any, Optional
+from typing import Any, Callable, Optional, Union
 
 from ._context import Context
 from ._sealed import Sealed
@@ -38,7 +38,7 @@ class WorkflowResult(Sealed):
         end: Optional[float],
         final_context_json: str,
         error_message: Optional[str],
-        task_results: list[dict[str, Any]],
+        task_results: Union[list[dict[str, Any]], Callable[[], list[dict[str, Any]]]],
         input_context_json: str = "{}",
     ) -> WorkflowResult:
         result = object.__new__(cls)
@@ -95,6 +95,8 @@ class WorkflowResult(Sealed):
     @property
     def task_results(self) -> list[dict[str, Any]]:
         """Per task: task_name, status, start_time, end_time, attempt_count, error_message."""
+        if callable(self._task_results):  # built on first use: most callers read the status only
+            self._task_results = self._task_results()
         return [dict(r) for r in self._task_results]
 
     def __repr__(self) -> str:

@@ -41,7 +41,7 @@ from ._registry import REGISTRY
 from ._result import WorkflowResult, rfc3339
 from ._secrets import resolver_for
 from ._store import Store, store_for_url
-from ._store.base import StoredRun
+from ._store.base import StoredRun, TaskRecord
 from ._tenancy import validate_schema_argument
 from ._triggers.api import TriggerAPI
 from ._triggers.definition import TriggerDefinition
@@ -348,9 +348,9 @@ class DefaultRunner(CronAPI, TriggerAPI, ReactorAPI):
                                  caller_trace_context())
 
     async def _execute(self, workflow_name: str, input_json: str, parent: TraceParent) -> WorkflowResult:
-        run = await self._submit_run(workflow_name, input_json, parent)
         timeout = self._config.workflow_timeout_seconds
-        return _result(await self._require_engine().wait(run, None if timeout is None else float(timeout)))
+        return _result(await self._require_engine().execute(
+            workflow_name, input_json, parent, None if timeout is None else float(timeout)))
 
     async def _submit_run(self, workflow_name: str, input_json: str, parent: TraceParent) -> Run:
         engine = self._require_engine()
@@ -527,20 +527,24 @@ def _context_json(context: Context) -> str:
 
 def _result(stored: StoredRun) -> WorkflowResult:
     e = stored.execution
-    tasks = sorted(stored.tasks, key=lambda t: (t.started_at is None, t.started_at or 0, t.task_name))
     return WorkflowResult._create(
         execution_id=e.id, workflow_name=e.workflow_name, status=e.status, start=e.started_at,
         end=e.completed_at, final_context_json=e.final_context or e.input_context,
         input_context_json=e.input_context,
         error_message=e.error_message,
-        task_results=[
-            {"task_name": t.task_name.rsplit("::", 1)[-1], "task_namespace": t.task_name,
-             "status": t.status, "start_time": rfc3339(t.started_at),
-             "end_time": rfc3339(t.completed_at), "attempt_count": t.attempt,
-             "error_message": t.error_message, "traceback": t.traceback}
-            for t in tasks
-        ],
+        task_results=lambda: _task_results(stored.tasks),
     )
+
+
+def _task_results(records: list[TaskRecord]) -> list[dict[str, Any]]:
+    tasks = sorted(records, key=lambda t: (t.started_at is None, t.started_at or 0, t.task_name))
+    return [
+        {"task_name": t.task_name.rsplit("::", 1)[-1], "task_namespace": t.task_name,
+         "status": t.status, "start_time": rfc3339(t.started_at),
+         "end_time": rfc3339(t.completed_at), "attempt_count": t.attempt,
+         "error_message": t.error_message, "traceback": t.traceback}
+        for t in tasks
+    ]
 
 
 def _shutdown_all_runners() -> None:

@@ -1,13 +1,16 @@
 """Deadlines of awaits: `async with deadline(seconds):` raises TimeoutError when it passes.
 
 `asyncio.timeout` for one-off deadlines; one shared periodic check (`Watchdog`) on the hot
-path of async trigger polls, where thousands of deadlines a second are set and cancelled.
+path of async trigger polls, where thousands of deadlines a second are set and cancelled;
+`Deadlines`, buckets with one timer, for the task bodies and run waits of the engine.
 Both rely on `Task.cancelling`/`Task.uncancel` (Python 3.11+).
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
+import math
 from typing import Any, AsyncContextManager, Awaitable, Callable, Optional, TypeVar
 
 T = TypeVar("T")
@@ -84,3 +87,97 @@ class Watchdog:
                 self._expired.add(task)
                 task.cancel()
         self._check_handle = loop.call_later(self.resolution, self._check)
+
+
+class Deadlines:
+    """Deadlines of the awaits of many concurrent tasks (task bodies, waits for runs), kept
+    in buckets of `resolution` seconds with one loop timer for the earliest: setting and
+    clearing one is a set operation, not a timer in the loop's heap each as with
+    `asyncio.timeout`. A deadline fires at most `resolution` seconds late.
+
+        with deadlines.limit(seconds):   # in a task; raises TimeoutError once they pass
+            await ...
+    """
+
+    def __init__(self, resolution: float) -> None:
+        self.resolution = resolution
+        self._buckets: dict[int, set[Any]] = {}
+        self._keys: list[int] = []
+        """Heap of bucket numbers (some may be emptied already)."""
+        self._expired: set[Any] = set()
+        self._timer: Optional[asyncio.TimerHandle] = None
+        self._timer_key: Optional[int] = None
+
+    def limit(self, seconds: Optional[float]) -> "_Limit":
+        """A context manager bounding the current task's awaits to `seconds` (None: none)."""
+        return _Limit(self, seconds)
+
+    def arm(self, task: "asyncio.Task[Any]", seconds: float) -> int:
+        """Cancel `task` once `seconds` have passed, unless disarmed; the key to disarm it with."""
+        loop = asyncio.get_running_loop()
+        key = math.ceil((loop.time() + seconds) / self.resolution)
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = set()
+            heapq.heappush(self._keys, key)
+            if self._timer_key is None or key < self._timer_key:
+                self._schedule(loop, key)
+        bucket.add(task)
+        return key
+
+    def disarm(self, task: "asyncio.Task[Any]", key: int) -> bool:
+        """Drop `task`'s deadline; True if it had passed (its cancellation is then taken back:
+        the task is still cancelled only if something else cancelled it too)."""
+        bucket = self._buckets.get(key)
+        if bucket is not None:
+            bucket.discard(task)
+            if not bucket:
+                del self._buckets[key]
+        if task not in self._expired:
+            return False
+        self._expired.discard(task)
+        task.uncancel()
+        return True
+
+    def _schedule(self, loop: asyncio.AbstractEventLoop, key: int) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_key = key
+        self._timer = loop.call_at(key * self.resolution, self._fire)
+
+    def _fire(self) -> None:
+        self._timer = self._timer_key = None
+        loop = asyncio.get_running_loop()
+        now = loop.time() + 0.001  # the loop runs a timer up to its clock's resolution early
+        while self._keys:
+            key = self._keys[0]
+            if key not in self._buckets:
+                heapq.heappop(self._keys)  # emptied: every deadline in it was cleared
+            elif key * self.resolution <= now:
+                heapq.heappop(self._keys)
+                for task in self._buckets.pop(key):
+                    self._expired.add(task)
+                    task.cancel()
+            else:
+                self._schedule(loop, key)
+                return
+
+
+class _Limit:
+    __slots__ = ("_deadlines", "_seconds", "_task", "_key")
+
+    def __init__(self, deadlines: Deadlines, seconds: Optional[float]) -> None:
+        self._deadlines = deadlines
+        self._seconds = seconds
+
+    def __enter__(self) -> None:
+        if self._seconds is not None:
+            self._task: Any = asyncio.current_task()
+            self._key = self._deadlines.arm(self._task, self._seconds)
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if self._seconds is None:
+            return
+        if (self._deadlines.disarm(self._task, self._key) and exc_type is asyncio.CancelledError
+                and self._task.cancelling() == 0):
+            raise TimeoutError from exc

@@ -20,7 +20,7 @@ import sys
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Awaitable, Callable, Mapping, Optional
 
 import anyio
 import anyio.to_thread
@@ -45,7 +45,7 @@ from .._workflow import Workflow
 from .by_run import RunSharing
 from .by_task import TaskSharing
 from .callbacks import run_callback
-from .deadline import cancelled_from_outside, deadline
+from .deadline import Deadlines, cancelled_from_outside
 from .merge import merge_contexts
 from .observe import Observer, spans_on
 from .run_state import TERMINAL, Run, Step, TaskState, copy_record
@@ -62,6 +62,10 @@ TRACEBACK_LIMIT = 64 * 1024
 """Characters of a failed attempt's traceback that are kept (its end, where the error is)."""
 SHARING: dict[WorkSharing, type[Sharing]] = {WorkSharing.BY_RUN: RunSharing, WorkSharing.BY_TASK: TaskSharing}
 """The sharing each store's `WorkSharing` names."""
+ADMITTED_RUNS = 512
+"""Runs created at once (two full groups of the SQLite store's group commit)."""
+DEADLINE_RESOLUTION = 0.05
+"""Seconds by which a task's or a wait's timeout may pass before it is enforced."""
 
 
 class EngineStopped(Exception):
@@ -95,6 +99,11 @@ class Engine:
         self.active_tasks: set[tuple[str, str]] = set()
         """(run id, task name) of the attempts executing here."""
         self.sharing: Sharing = SHARING[store.work_sharing](self)
+        self.deadlines = Deadlines(DEADLINE_RESOLUTION)
+        """Of task attempts and of waits for runs."""
+        self.admission = SlotPool(ADMITTED_RUNS)
+        """Runs being created at once: later submissions wait their turn, so that runs
+        submitted together start, and end, in the order they came."""
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -147,6 +156,41 @@ class Engine:
 
         `trace_parent` is the trace context it was submitted in; `attributes` describe where
         it came from (e.g. its cron schedule), for its span."""
+        if not self.admission.try_acquire():
+            await self.admission.acquire()
+        return await self._submit_admitted(workflow_name, input_json, fire, link_fire_id, trace_parent, attributes)
+
+    async def _submit_admitted(
+        self, workflow_name: str, input_json: str, fire: Optional[FireRequest],
+        link_fire_id: Optional[str], trace_parent: Optional[Mapping[str, str]],
+        attributes: Optional[Mapping[str, str]],
+    ) -> Optional[Run]:
+        """`submit`, holding a place among the runs being created (given back here)."""
+        try:
+            run, step = self._prepare(workflow_name, input_json, fire, trace_parent, attributes)
+            try:
+                created = await self._create(run, fire, link_fire_id)
+            except BaseException:
+                created = False
+                raise
+            finally:
+                if not created:
+                    self.abandon(step)
+                    self.observe.run_not_created(run.span)
+            if not created:
+                return None
+            run.watched = True
+            self.runs[run.id] = run
+            await self._after_step(run, step)
+            return run
+        finally:
+            self.admission.release()
+
+    def _prepare(
+        self, workflow_name: str, input_json: str, fire: Optional[FireRequest],
+        trace_parent: Optional[Mapping[str, str]], attributes: Optional[Mapping[str, str]],
+    ) -> tuple[Run, Step]:
+        """A new run of `workflow_name` and its first step (its roots made eligible)."""
         if self.stopping:
             raise ValueError("Workflow execution failed: the runner is shutting down")
         workflow = self.registry.get_workflow(workflow_name)
@@ -168,47 +212,36 @@ class Engine:
         step = Step(now)
         for name in workflow.get_roots():
             self._make_eligible(run, run.tasks[name], step)
-        try:
-            created = await self._create(run, fire, link_fire_id)
-        except BaseException:
-            created = False
-            raise
-        finally:
-            if not created:
-                self.abandon(step)
-                self.observe.run_not_created(run.span)
-        if not created:
-            return None
-        run.watched = True
-        self.runs[run.id] = run
-        await self._after_step(run, step)
-        return run
+        return run, step
 
     async def _create(self, run: Run, fire: Optional[FireRequest], link_fire_id: Optional[str]) -> bool:
-        """Insert the run, again while the database is unreachable (unless an attempt whose
-        reply was lost did insert it)."""
-        execution, tasks = run.execution, [s.record for s in run.tasks.values()]
-        tried = False
+        """Insert the run, again while the database is unreachable."""
+        try:
+            return await self._insert(run, fire, link_fire_id)
+        except Exception as exc:
+            return await self._create_again(run, fire, link_fire_id, exc)
 
-        async def attempt() -> bool:
-            nonlocal tried
-            if tried and await self.store.get_run(execution.id) is not None:
-                return True
-            tried = True
-            return await self.store.create_execution(
-                execution, tasks, self.owner, time.time() + self.settings.lease_seconds,
-                fire, link_fire_id,
-            )
+    def _insert(self, run: Run, fire: Optional[FireRequest], link_fire_id: Optional[str]) -> Awaitable[bool]:
+        return self.store.create_execution(
+            run.execution, [s.record for s in run.tasks.values()], self.owner,
+            time.time() + self.settings.lease_seconds, fire, link_fire_id,
+        )
+
+    async def _create_again(
+        self, run: Run, fire: Optional[FireRequest], link_fire_id: Optional[str], failed: Exception,
+    ) -> bool:
+        """After an insert that failed with `failed`: insert again while the database is
+        unreachable, unless an attempt whose reply was lost did insert it."""
+        async def again() -> bool:
+            return await self.store.get_run(run.id) is not None or await self._insert(run, fire, link_fire_id)
 
         try:
-            return await until_stored(
-                self.store, f"new run {execution.id}", attempt, lambda: self.stopping
-            )
+            return await until_stored(self.store, f"new run {run.id}", again, lambda: self.stopping, failed)
         except StoreRetryStopped as exc:
             raise RuntimeError(
                 f"Workflow execution failed: the runner shut down while {self.store.description} "
-                f"was unreachable, before run {execution.id} of workflow "
-                f"'{execution.workflow_name}' was known to be saved ({exc.__cause__}); if it was, "
+                f"was unreachable, before run {run.id} of workflow "
+                f"'{run.execution.workflow_name}' was known to be saved ({exc.__cause__}); if it was, "
                 "it resumes when a runner starts on this database"
             ) from None
 
@@ -230,17 +263,31 @@ class Engine:
         return Run(execution, workflow, tasks, loop.create_future(), open_tasks=len(tasks),
                    traced=spans_on())
 
-    async def wait(self, run: Run, timeout: Optional[float]) -> StoredRun:
-        """The finished run; ValueError after `timeout` seconds (the run goes on)."""
+    async def execute(
+        self, workflow_name: str, input_json: str, trace_parent: Optional[Mapping[str, str]],
+        timeout: Optional[float],
+    ) -> StoredRun:
+        """Submit a run and wait for its end; ValueError after `timeout` seconds (the run goes
+        on). A caller cancelled meanwhile leaves the run going, saved or not yet."""
         try:
-            if timeout is None:
-                return await asyncio.shield(run.done)
-            async with deadline(timeout):
-                return await asyncio.shield(run.done)
+            with self.deadlines.limit(timeout):
+                if not self.admission.try_acquire():
+                    await self.admission.acquire()  # (waiting here costs less than a task each)
+                running = asyncio.ensure_future(self._submit_and_wait(workflow_name, input_json, trace_parent))
+                running.add_done_callback(_retrieve_exception)
+                return await asyncio.shield(running)
         except TimeoutError:
             raise ValueError(f"Workflow execution failed: Workflow timeout after {timeout:g}s") from None
         except EngineStopped as exc:
             raise ValueError(f"Workflow execution failed: {exc}") from None
+
+    async def _submit_and_wait(
+        self, workflow_name: str, input_json: str, trace_parent: Optional[Mapping[str, str]],
+    ) -> StoredRun:
+        run = await self._submit_admitted(workflow_name, input_json, None, None, trace_parent, None)
+        assert run is not None  # (only a trigger's fire may be refused)
+        # Unshielded: this task is only ever awaited through a shield, so never cancelled.
+        return await run.done
 
     # ------------------------------------------------------------------ scheduling
     def _make_eligible(self, run: Run, state: TaskState, step: Step) -> None:
@@ -336,7 +383,10 @@ class Engine:
         traced = self.observe.attempt_started(run.execution, state.record, run.span, run.traced)
         state.body = asyncio.current_task()
         try:
-            attempt = await self._attempt(definition, input_json, slot)
+            if definition.invokes is None:
+                attempt = await self._attempt_body(definition, input_json, slot)
+            else:
+                attempt = await self._attempt_and_invoke(definition, input_json, slot)
         except BaseException:
             self.observe.attempt_abandoned(traced)
             raise
@@ -358,10 +408,10 @@ class Engine:
                                  _context(input_json))
             await self._fail_attempt(run, state, attempt)
 
-    async def _attempt(self, definition: TaskDefinition, input_json: str, slot: TaskSlot) -> Attempt:
+    async def _attempt_and_invoke(self, definition: TaskDefinition, input_json: str, slot: TaskSlot) -> Attempt:
         """Run the body once, then the graph it invokes."""
         attempt = await self._attempt_body(definition, input_json, slot)
-        if attempt.ok and definition.invokes is not None:
+        if attempt.ok:
             ok, output, error, transient = await invoke_after_body(
                 definition, attempt.output, self._thread_limiter, self.secrets,
                 self.settings.task_timeout_seconds,
@@ -379,7 +429,7 @@ class Engine:
             args = (context, handle)
         timeout = self.settings.task_timeout_seconds
         try:
-            async with deadline(timeout):
+            with self.deadlines.limit(timeout):
                 if definition.is_async:
                     result = await definition.function(*args)
                 else:
@@ -712,3 +762,8 @@ def _context(text: str) -> Context:
 
 def _later(a: TaskRecord, b: TaskRecord) -> bool:
     return ((a.finish_seq or 0), a.task_name) > ((b.finish_seq or 0), b.task_name)
+
+
+def _retrieve_exception(future: "asyncio.Future[Any]") -> None:
+    if not future.cancelled():
+        future.exception()

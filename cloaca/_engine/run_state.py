@@ -56,9 +56,7 @@ class Run:
     shared by task)."""
     active: int = 0
     """Task bodies of this run executing in this runner."""
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    """Work shared by task: held while a step is computed and written, and while claimed
-    rows land."""
+    _lock: Optional[asyncio.Lock] = None
     stopped: bool = False
     """Ended elsewhere (cancelled): its attempts here are abandoned, their results dropped."""
     span: Any = None
@@ -69,6 +67,14 @@ class Run:
     @property
     def id(self) -> str:
         return self.execution.id
+
+    @property
+    def lock(self) -> asyncio.Lock:
+        """Work shared by task: held while a step is computed and written, and while claimed
+        rows land (made on first use: work shared by run never takes it)."""
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        return self._lock
 
     def snapshot(self) -> StoredRun:
         return StoredRun(self.execution, [s.record for s in self.tasks.values()])

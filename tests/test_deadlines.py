@@ -1,0 +1,76 @@
+"""`Deadlines`: the bucketed deadlines of task attempts and run waits."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from cloaca._engine.deadline import Deadlines
+
+
+async def bounded(deadlines: Deadlines, seconds: float | None, sleep: float) -> str:
+    with deadlines.limit(seconds):
+        await asyncio.sleep(sleep)
+    return "done"
+
+
+@pytest.mark.asyncio
+async def test_an_await_past_its_deadline_times_out_and_one_within_it_returns():
+    deadlines = Deadlines(resolution=0.01)
+    with pytest.raises(TimeoutError):
+        await bounded(deadlines, 0.03, 3600)
+    assert await bounded(deadlines, 10, 0) == "done"
+    assert await bounded(deadlines, None, 0) == "done"
+    await asyncio.sleep(0.05)  # no cancellation is left pending on this task
+
+
+@pytest.mark.asyncio
+async def test_only_the_overdue_of_many_concurrent_awaits_time_out():
+    deadlines = Deadlines(resolution=0.01)
+    short = [asyncio.ensure_future(bounded(deadlines, 0.02, 3600)) for _ in range(50)]
+    long = [asyncio.ensure_future(bounded(deadlines, 10, 0.1)) for _ in range(50)]
+    results = await asyncio.gather(*short, *long, return_exceptions=True)
+    assert all(isinstance(r, TimeoutError) for r in results[:50])
+    assert results[50:] == ["done"] * 50
+    assert deadlines._buckets == {} and deadlines._expired == set()
+
+
+@pytest.mark.asyncio
+async def test_a_later_deadline_set_first_does_not_delay_an_earlier_one():
+    deadlines = Deadlines(resolution=0.01)
+    late = asyncio.ensure_future(bounded(deadlines, 3600, 3600))
+    await asyncio.sleep(0)
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(bounded(deadlines, 0.02, 3600), timeout=5)
+    late.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await late
+
+
+@pytest.mark.asyncio
+async def test_cancelling_the_task_is_a_cancellation_not_a_timeout():
+    deadlines = Deadlines(resolution=0.01)
+    task = asyncio.ensure_future(bounded(deadlines, 10, 3600))
+    await asyncio.sleep(0.02)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert deadlines._buckets == {}
+
+
+@pytest.mark.asyncio
+async def test_an_await_that_swallows_the_expiry_keeps_its_result_and_no_cancellation():
+    deadlines = Deadlines(resolution=0.01)
+
+    async def stubborn() -> str:
+        with deadlines.limit(0.01):
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                pass
+        await asyncio.sleep(0.03)  # would raise if a cancellation were still pending
+        return "kept"
+
+    assert await stubborn() == "kept"
+    assert asyncio.current_task().cancelling() == 0
