@@ -339,18 +339,18 @@ class DefaultRunner(CronAPI, TriggerAPI, ReactorAPI):
     # ================================================================== executions
     def execute(self, workflow_name: str, context: Context) -> WorkflowResult:
         """Run a workflow to its end and return the result (blocking)."""
-        return self._interruptible("execute", self._execute, workflow_name, _context_json(context),
-                                   caller_trace_context())
+        return _result(self._interruptible("execute", self._execute, workflow_name,
+                                           _context_json(context), caller_trace_context()))
 
     async def aexecute(self, workflow_name: str, context: Context) -> WorkflowResult:
         """Run a workflow to its end and return the result."""
-        return await self._acall("aexecute", self._execute, workflow_name, _context_json(context),
-                                 caller_trace_context())
+        return _result(await self._acall("aexecute", self._execute, workflow_name,
+                                         _context_json(context), caller_trace_context()))
 
-    async def _execute(self, workflow_name: str, input_json: str, parent: TraceParent) -> WorkflowResult:
+    def _execute(self, workflow_name: str, input_json: str, parent: TraceParent) -> Awaitable[StoredRun]:
         timeout = self._config.workflow_timeout_seconds
-        return _result(await self._require_engine().execute(
-            workflow_name, input_json, parent, None if timeout is None else float(timeout)))
+        return self._require_engine().execute(
+            workflow_name, input_json, parent, None if timeout is None else float(timeout))
 
     async def _submit_run(self, workflow_name: str, input_json: str, parent: TraceParent) -> Run:
         engine = self._require_engine()

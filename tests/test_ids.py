@@ -36,3 +36,27 @@ def test_a_run_id_is_such_an_id(runner, wf_name):
             return context
 
     assert uuid.UUID(runner.execute(name, Context({})).execution_id).version == 7
+
+
+def test_a_forked_child_does_not_repeat_its_parents_ids():
+    import os
+
+    time_ordered_id()  # the parent holds unread random bits now
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.write(write, "".join(time_ordered_id() for _ in range(5)).encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = os.read(read, 4096).decode()
+    os.close(read)
+    os.close(write)
+    mine = [time_ordered_id() for _ in range(5)]
+    child_ids = [child[i:i + 36] for i in range(0, len(child), 36)]
+    assert len(child_ids) == 5
+    assert not {i[-12:] for i in child_ids} & {i[-12:] for i in mine}
+
+
+def test_the_text_is_the_standard_uuid_form():
+    text = time_ordered_id()
+    assert str(uuid.UUID(text)) == text

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import inspect
 import json
 import logging
@@ -62,6 +63,9 @@ TRACEBACK_LIMIT = 64 * 1024
 """Characters of a failed attempt's traceback that are kept (its end, where the error is)."""
 SHARING: dict[WorkSharing, type[Sharing]] = {WorkSharing.BY_RUN: RunSharing, WorkSharing.BY_TASK: TaskSharing}
 """The sharing each store's `WorkSharing` names."""
+NO_VARS = contextvars.Context()
+"""What the engine's own done-callbacks run in: they read no context variable, and passing
+one spares a copy of the current context per callback."""
 ADMITTED_RUNS = 512
 """Runs created at once (two full groups of the SQLite store's group commit)."""
 DEADLINE_RESOLUTION = 0.05
@@ -169,7 +173,10 @@ class Engine:
         try:
             run, step = self._prepare(workflow_name, input_json, fire, trace_parent, attributes)
             try:
-                created = await self._create(run, fire, link_fire_id)
+                try:
+                    created = await self._insert(run, fire, link_fire_id)
+                except Exception as exc:
+                    created = await self._create_again(run, fire, link_fire_id, exc)
             except BaseException:
                 created = False
                 raise
@@ -214,14 +221,8 @@ class Engine:
             self._make_eligible(run, run.tasks[name], step)
         return run, step
 
-    async def _create(self, run: Run, fire: Optional[FireRequest], link_fire_id: Optional[str]) -> bool:
-        """Insert the run, again while the database is unreachable."""
-        try:
-            return await self._insert(run, fire, link_fire_id)
-        except Exception as exc:
-            return await self._create_again(run, fire, link_fire_id, exc)
-
     def _insert(self, run: Run, fire: Optional[FireRequest], link_fire_id: Optional[str]) -> Awaitable[bool]:
+        """Insert the run (once; `_create_again` when that fails)."""
         return self.store.create_execution(
             run.execution, [s.record for s in run.tasks.values()], self.owner,
             time.time() + self.settings.lease_seconds, fire, link_fire_id,
@@ -274,7 +275,7 @@ class Engine:
                 if not self.admission.try_acquire():
                     await self.admission.acquire()  # (waiting here costs less than a task each)
                 running = asyncio.ensure_future(self._submit_and_wait(workflow_name, input_json, trace_parent))
-                running.add_done_callback(_retrieve_exception)
+                running.add_done_callback(_retrieve_exception, context=NO_VARS)
                 return await asyncio.shield(running)
         except TimeoutError:
             raise ValueError(f"Workflow execution failed: Workflow timeout after {timeout:g}s") from None
@@ -350,7 +351,7 @@ class Engine:
         task = asyncio.get_running_loop().create_task(coro)
         group = self._background if background else self._bodies
         group.add(task)
-        task.add_done_callback(group.discard)
+        task.add_done_callback(group.discard, context=NO_VARS)
 
     # ------------------------------------------------------------------ one attempt
     async def _run_task(self, run: Run, state: TaskState, slot: TaskSlot) -> None:
@@ -467,14 +468,13 @@ class Engine:
             self.observe.callback_failed(run.execution, state.record, callback, error)
 
     # ------------------------------------------------------------------ outcomes
-    async def _complete(self, run: Run, state: TaskState, output_json: str) -> None:
-        now = time.time()
+    def _complete(self, run: Run, state: TaskState, output_json: str) -> Awaitable[bool]:
         outcome = copy_record(state.record)
         outcome.status = "Completed"
-        outcome.completed_at = now
+        outcome.completed_at = time.time()
         outcome.output_context = output_json
         outcome.error_message = None
-        await self._settle(run, state, outcome)
+        return self._settle(run, state, outcome)
 
     async def _fail_attempt(self, run: Run, state: TaskState, attempt: Attempt) -> None:
         now = time.time()

@@ -44,16 +44,31 @@ TRACING = _trace is not None
 
 
 _provider_seen = False
+_no_provider_until = 0.0
+PROVIDER_RECHECK_SECONDS = 1.0
+"""How long "no SDK installed" is believed before asking again (asking costs a few µs)."""
 
 
 def spans_on() -> bool:
     """Spans cost something only once an application installed a tracer provider (an SDK):
-    until then the API's proxy would hand out spans that record nothing. (Asking costs a
-    few µs while there is none; once there is, it stays: the API sets it only once.)"""
-    global _provider_seen
-    if not _provider_seen:
-        _provider_seen = TRACING and not isinstance(_trace.get_tracer_provider(), _trace.ProxyTracerProvider)
+    until then the API's proxy would hand out spans that record nothing. Once there is one,
+    it stays (the API sets it only once); while there is none, the answer is asked again
+    at most once a second and whenever a runner starts."""
+    global _provider_seen, _no_provider_until
+    if _provider_seen or not TRACING:
+        return _provider_seen
+    now = time.monotonic()
+    if now < _no_provider_until:
+        return False
+    _provider_seen = not isinstance(_trace.get_tracer_provider(), _trace.ProxyTracerProvider)
+    _no_provider_until = now + PROVIDER_RECHECK_SECONDS
     return _provider_seen
+
+
+def recheck_provider() -> None:
+    """Ask again whether a tracer provider is installed, at the next run."""
+    global _no_provider_until
+    _no_provider_until = 0.0
 
 
 def run_extra(execution: ExecutionRecord) -> dict[str, Any]:
@@ -85,6 +100,7 @@ class Observer:
     """The engine's one point of emission for logs, spans and metrics."""
 
     def __init__(self) -> None:
+        recheck_provider()  # a provider installed before this runner starts traces its first run
         if TRACING:
             self._tracer = _trace.get_tracer("cloaca")
             meter = _metrics.get_meter("cloaca")

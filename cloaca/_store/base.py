@@ -12,7 +12,7 @@ from __future__ import annotations
 import abc
 import enum
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Optional, Sequence
+from typing import Awaitable, Callable, Mapping, Optional, Sequence
 
 
 class WorkSharing(enum.Enum):
@@ -295,8 +295,10 @@ class RunStore(StoreBase):
     """Runs and their tasks: creating them, writing their steps (owned whole, `BY_RUN`),
     leases, cancel and retry, reading them back."""
 
+    # The two writes of every run: awaitables, so that a store may hand back the future of
+    # its group commit directly (a coroutine frame less per write) or be a coroutine.
     @abc.abstractmethod
-    async def create_execution(
+    def create_execution(
         self,
         execution: ExecutionRecord,
         tasks: Sequence[TaskRecord],
@@ -304,7 +306,7 @@ class RunStore(StoreBase):
         lease_until: float,
         fire: Optional[FireRequest] = None,
         link_fire_id: Optional[str] = None,
-    ) -> bool:
+    ) -> Awaitable[bool]:
         """Insert a run owned by `owner` with its task rows, and the trigger fire that launched it.
 
         Returns False, writing nothing, when `fire.deduplicate` and the trigger already has an
@@ -313,10 +315,10 @@ class RunStore(StoreBase):
         """
 
     @abc.abstractmethod
-    async def save_progress(
+    def save_progress(
         self, tasks: Sequence[TaskRecord], finished: Optional[ExecutionRecord] = None,
         owner: Optional[str] = None,
-    ) -> None:
+    ) -> Awaitable[None]:
         """Write task rows; with `finished`, also close that run and the fires linked to it.
 
         With `owner`, RunLost (writing nothing) unless `owner` still holds every run written:
