@@ -1,0 +1,87 @@
+"""Runs submitted together are created a bounded number at a time, in the order they came."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+
+import cloaca
+from cloaca import Context
+from cloaca._engine.slots import SlotPool
+
+
+def one_task_workflow(name: str, order: list[int]) -> None:
+    with cloaca.WorkflowBuilder(name):
+
+        @cloaca.task(id="only")
+        async def only(context: Context) -> Context:
+            order.append(context.get("i"))
+            return context
+
+
+def count_creations(store: Any) -> dict[str, Any]:
+    """Wrap the store's insert of runs: how many are under way at once, at most."""
+    seen: dict[str, Any] = {"now": 0, "most": 0, "order": []}
+    insert = store.create_execution
+
+    async def counted(*args: Any, **kwargs: Any) -> bool:
+        seen["order"].append(json.loads(args[0].input_context)["i"])
+        seen["now"] += 1
+        seen["most"] = max(seen["most"], seen["now"])
+        try:
+            await asyncio.sleep(0.001)
+            return await insert(*args, **kwargs)
+        finally:
+            seen["now"] -= 1
+
+    store.create_execution = counted
+    return seen
+
+
+@pytest.mark.asyncio
+async def test_at_most_the_admitted_number_of_runs_is_created_at_once_in_the_order_they_came(make_runner, wf_name):
+    name = wf_name("admitted")
+    bodies: list[int] = []
+    one_task_workflow(name, bodies)
+    async with make_runner(max_concurrent_tasks=1) as runner:
+        runner._engine.admission = SlotPool(3)
+        seen = count_creations(runner._store)
+        results = await asyncio.gather(*(runner.aexecute(name, Context({"i": i})) for i in range(12)))
+    assert [r.status for r in results] == ["Completed"] * 12
+    assert seen["most"] == 3
+    assert seen["order"] == list(range(12))  # first come, first created
+    assert sorted(bodies) == list(range(12))
+
+
+@pytest.mark.asyncio
+async def test_a_caller_cancelled_while_waiting_its_turn_leaves_no_run_and_no_place_taken(make_runner, wf_name):
+    name = wf_name("cancelled_waiting")
+    bodies: list[int] = []
+    one_task_workflow(name, bodies)
+    async with make_runner() as runner:
+        runner._engine.admission = SlotPool(1)
+        release = asyncio.Event()
+        insert = runner._store.create_execution
+
+        async def held(*args: Any, **kwargs: Any) -> bool:
+            await release.wait()
+            return await insert(*args, **kwargs)
+
+        runner._store.create_execution = held
+        first = asyncio.ensure_future(runner.aexecute(name, Context({"i": 1})))
+        waiting = asyncio.ensure_future(runner.aexecute(name, Context({"i": 2})))
+        await asyncio.sleep(0.05)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        release.set()
+        assert (await first).status == "Completed"
+        runner._store.create_execution = insert
+        assert (await runner.aexecute(name, Context({"i": 3}))).status == "Completed"
+        listed = await runner.alist_executions(workflow_name=name)
+    assert bodies == [1, 3]
+    assert len(listed) == 2
+
