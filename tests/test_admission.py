@@ -85,3 +85,21 @@ async def test_a_caller_cancelled_while_waiting_its_turn_leaves_no_run_and_no_pl
     assert bodies == [1, 3]
     assert len(listed) == 2
 
+
+
+@pytest.mark.asyncio
+async def test_a_caller_gone_before_its_submission_failed_leaves_no_unretrieved_error(make_runner, caplog):
+    import gc
+    import logging
+
+    async with make_runner() as runner:
+        caller = asyncio.ensure_future(runner.aexecute("no_such_workflow_here", Context({})))
+        await asyncio.sleep(0)  # its submission is under way
+        caller.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+        await asyncio.sleep(0.01)
+        with caplog.at_level(logging.ERROR, logger="asyncio"):
+            gc.collect()
+            await asyncio.sleep(0)
+    assert "never retrieved" not in caplog.text

@@ -280,7 +280,7 @@ class Engine:
                 if not self.admission.try_acquire():
                     await self.admission.acquire()  # (waiting here costs less than a task each)
                 running = asyncio.ensure_future(self._submit_and_wait(workflow_name, input_json, trace_parent))
-                running.add_done_callback(_retrieve_exception, context=NO_VARS)
+                # (a cancelled shield marks its task's exception retrieved: nothing is logged)
                 return await asyncio.shield(running)
         except TimeoutError:
             raise ValueError(f"Workflow execution failed: Workflow timeout after {timeout:g}s") from None
@@ -768,7 +768,3 @@ def _context(text: str) -> Context:
 def _later(a: TaskRecord, b: TaskRecord) -> bool:
     return ((a.finish_seq or 0), a.task_name) > ((b.finish_seq or 0), b.task_name)
 
-
-def _retrieve_exception(future: "asyncio.Future[Any]") -> None:
-    if not future.cancelled():
-        future.exception()
