@@ -66,13 +66,6 @@ SHARING: dict[WorkSharing, type[Sharing]] = {WorkSharing.BY_RUN: RunSharing, Wor
 NO_VARS = contextvars.Context()
 """What the engine's own done-callbacks run in: they read no context variable, and passing
 one spares a copy of the current context per callback."""
-ADMITTED_RUNS = 256
-"""Runs being created at once (a full group of the SQLite store's group commit). Measured
-with 1,000 and 10,000 one-task runs submitted together (bench_inflight.py): unbounded, all
-of them are created before the first ends (and the live objects of thousands of waiting
-submissions make the cyclic GC walk them over and over); 256 lets the first runs end while
-later ones wait their turn, at equal or better throughput (512: runs end later; 128: no
-faster)."""
 DEADLINE_RESOLUTION = 0.05
 """Seconds by which a task's or a wait's timeout may pass before it is enforced."""
 
@@ -110,7 +103,7 @@ class Engine:
         self.sharing: Sharing = SHARING[store.work_sharing](self)
         self.deadlines = Deadlines(DEADLINE_RESOLUTION)
         """Of task attempts and of waits for runs."""
-        self.admission = SlotPool(ADMITTED_RUNS)
+        self.admission = SlotPool(store.runs_created_at_once)
         """Runs being created at once: later submissions wait their turn, so that runs
         submitted together start, and end, in the order they came."""
 

@@ -277,6 +277,11 @@ class StoreBase(abc.ABC):
     work_sharing: WorkSharing = WorkSharing.BY_RUN
     """How runners on this store share work; a `BY_TASK` store is also a `ClaimStore`."""
 
+    runs_created_at_once: int = 256
+    """How many new runs a runner has being inserted at once (later submissions wait their
+    turn): enough to fill the store's group commit, few enough that runs submitted together
+    end one after the other rather than all at the end (bench_inflight.py)."""
+
     @abc.abstractmethod
     async def open(self) -> None:
         """Connect and bring the schema up to date; RuntimeError naming the database on failure."""

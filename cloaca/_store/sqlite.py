@@ -89,6 +89,11 @@ CHECKPOINT_EVERY = 1_000
 class SQLiteStore(Store, ClaimStore):
     """A SQLite database file shared safely by the runners of one host."""
 
+    runs_created_at_once = 64
+    """A group commit here costs no round trip: small groups are as cheap a run, and runs
+    kept short-lived spare the cyclic GC (1,000 / 10,000 one-task runs submitted together:
+    ~4,400 runs/s with 32–64, ~3,600 with 256, ~2,000 with no bound at 10,000)."""
+
     def __init__(
         self, path: str, *, delete_on_close: bool = False,
         work_sharing: WorkSharing = WorkSharing.BY_RUN,
