@@ -113,6 +113,11 @@ def per_unit(checkout: str, workload: str, n: int) -> float:
     return (instructions(checkout, workload, 2 * n) - instructions(checkout, workload, n)) / n
 
 
+def _commit(checkout: str) -> str:
+    proc = subprocess.run(["git", "-C", checkout, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return proc.stdout.strip() or "unknown commit"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--baseline", required=True, help="the other checkout (with its .venv)")
@@ -125,7 +130,8 @@ def main() -> None:
         this = per_unit(HERE, workload, n)
         rows.append([workload, unit, fmt(base / 1000), fmt(this / 1000), f"{this / base:.3f}"])
         print(f"{workload}: baseline {base:,.0f}, this {this:,.0f} instructions/{unit}", file=sys.stderr)
-    print(f"instructions per unit (thousands), callgrind, N and 2N units, baseline {args.baseline}\n")
+    print(f"Instructions per unit (thousands), counted by callgrind (N and 2N units), this checkout "
+          f"({_commit(HERE)}) against {args.baseline} ({_commit(args.baseline)}).\n")
     print(table(["workload", "per", "baseline", "this", "this ÷ baseline"], rows))
 
 

@@ -1,12 +1,14 @@
 """Run every benchmark and write benchmarks/RESULTS.md.
 
     python benchmarks/run_all.py [--quick] [--peers-python PATH] [--skip NAME,...]
+                                 [--baseline-checkout PATH]
 
 Runs, each as a subprocess with this interpreter (each prints markdown): bench_core.py,
 baselines.py, peers.py (DBOS and Prefect, from their venvs made by setup_peers.py, or
 --peers-python / CLOACA_PEERS_PYTHON when given; skipped cleanly when not installed) and,
 when present, bench_triggers.py, bench_fastapi.py, bench_postgres.py, bench_inflight.py,
-bench_history.py, bench_reactors.py and bench_dashboard.py. RESULTS.md gets the date, the
+bench_history.py, bench_reactors.py, bench_dashboard.py, bench_sharing.py and, given
+--baseline-checkout, count_instructions.py. RESULTS.md gets the date, the
 machine, a summary of the targets, and every script's output.
 """
 
@@ -28,10 +30,10 @@ from _common import fmt, machine_facts, table  # noqa: E402
 
 SCRIPTS = ("bench_core", "baselines", "peers", "bench_triggers", "bench_fastapi", "bench_postgres",
            "bench_inflight", "bench_inflight_postgres", "bench_history", "bench_reactors",
-           "bench_dashboard")
+           "bench_dashboard", "bench_sharing", "count_instructions")
 OPTIONAL = {
     "bench_triggers", "bench_fastapi", "bench_postgres", "bench_inflight", "bench_inflight_postgres",
-    "bench_history", "bench_reactors", "bench_dashboard",
+    "bench_history", "bench_reactors", "bench_dashboard", "bench_sharing", "count_instructions",
 }
 VARIANTS = {"bench_inflight_postgres": ("bench_inflight", ["--store", "postgres"])}
 """Entries of SCRIPTS that run another script with arguments of their own."""
@@ -114,6 +116,9 @@ def main() -> None:
                              "own venvs made by setup_peers.py)")
     parser.add_argument("--skip", default="", help=f"comma-separated subset of {','.join(SCRIPTS)}")
     parser.add_argument("--output", default=os.path.join(HERE, "RESULTS.md"))
+    parser.add_argument("--baseline-checkout", default="",
+                        help="another checkout (with its .venv): count_instructions.py compares "
+                             "instructions per unit with it (skipped without)")
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     quick = ["--quick"] if args.quick else []
@@ -137,6 +142,9 @@ def main() -> None:
         if name in NEEDS_POSTGRES and not os.environ.get("CLOACA_TEST_POSTGRES_URL"):
             timings.append([name, "skipped: CLOACA_TEST_POSTGRES_URL is not set", ""])
             continue
+        if name == "count_instructions" and not args.baseline_checkout:
+            timings.append([name, "skipped: no --baseline-checkout", ""])
+            continue
         script_args: list[str] = []
         json_path = ""
         if name == "bench_core":
@@ -144,6 +152,8 @@ def main() -> None:
             script_args = quick + ["--json", json_path]
         elif name == "peers":
             script_args = quick + (["--python", args.peers_python] if args.peers_python else [])
+        elif name == "count_instructions":
+            script_args = ["--baseline", args.baseline_checkout]
         elif name in OPTIONAL:
             script_args = (quick if _accepts_quick(script) else []) + extra
         else:
