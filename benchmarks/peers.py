@@ -478,7 +478,7 @@ def main() -> None:
         cmd = [python, os.path.abspath(__file__), "--peer", peer] + (["--quick"] if args.quick else [])
         try:
             proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, cwd=HERE,
-                                  timeout=900 if args.quick else 2400)
+                                  timeout=1500 if args.quick else 3600)
         except subprocess.TimeoutExpired:
             skipped[peer] = "timed out"
             continue
