@@ -1,6 +1,12 @@
 """Peers: DBOS (SQLite system database) and Prefect 3 (local ephemeral API, telemetry off)
 running cloaca's workloads (1)-(4). Optional extras: a peer that is not installed is skipped.
 
+Prefect's server on SQLite answers concurrent flow runs with HTTP 503 ("database is locked":
+creating a flow run reads, then writes, in a deferred transaction), which its client retries
+after 2, 4, 8, ... s. As a Prefect user would, the runs raise PREFECT_CLIENT_MAX_RETRIES (5 by
+default, after which the run fails), workload (3) is measured both with 8 runs in flight and one
+at a time, and each row says how many requests the client retried.
+
 Install the pinned peers, each in a venv of its own, with one command:
 
     python benchmarks/setup_peers.py
@@ -15,14 +21,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import logging
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Iterator
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PEERS = ("dbos", "prefect")
@@ -136,7 +144,7 @@ def run_dbos(quick: bool, tmp: str) -> dict[str, Any]:
     asyncio.run(async_part())
     res["chain_sync"] = _sync_reps("chain_sync", reps, chain_sync, lambda s: s * 1000 / 100)
     res["notes"]["fanout_sync"] = "no in-workflow parallelism for sync steps"
-    res["rt_median"], res["rt_p99"] = _round_trip(single_sync, 10, trips)
+    res["rt_median"], res["rt_p99"] = _round_trip("rt", single_sync, 10, trips)
     res["notes"]["rt"] = f"sync workflow called from sync code, {trips} samples"
     DBOS.destroy()
     return res
@@ -144,6 +152,34 @@ def run_dbos(quick: bool, tmp: str) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------- Prefect
 PREFECT_IN_FLIGHT = 8
+PREFECT_MAX_RETRIES = 10
+"""Client retries of a 503 (Prefect's default: 5, i.e. a request fails after ~1 min of 503s)."""
+
+
+class _RetryCounter(logging.Filter):
+    """Counts the requests Prefect's client retries; lets through only warnings and above."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.DEBUG and "retryable" in str(record.msg):
+            self.count += 1
+        return record.levelno >= logging.WARNING
+
+
+RETRIES: _RetryCounter | None = None
+"""Installed by run_prefect; _reps and friends then record each workload's retries in RETRIED."""
+
+
+def _count_retries() -> None:
+    """Installs a counter of the retries logged (at debug level) by the logger `prefect.client`."""
+    global RETRIES
+    RETRIES = _RetryCounter()
+    client_logger = logging.getLogger("prefect.client")
+    client_logger.setLevel(logging.DEBUG)
+    client_logger.addFilter(RETRIES)
 
 
 def run_prefect(quick: bool, tmp: str) -> dict[str, Any]:
@@ -155,6 +191,7 @@ def run_prefect(quick: bool, tmp: str) -> dict[str, Any]:
         "DO_NOT_TRACK": "1",
         "PREFECT_LOGGING_LEVEL": "WARNING",
         "PREFECT_LOGGING_TO_API_ENABLED": "false",
+        "PREFECT_CLIENT_MAX_RETRIES": str(PREFECT_MAX_RETRIES),
     })
     os.environ.pop("PREFECT_API_URL", None)
     t0 = time.perf_counter()
@@ -207,6 +244,7 @@ def run_prefect(quick: bool, tmp: str) -> dict[str, Any]:
         return None
 
     hello()  # the first flow run starts the ephemeral API server
+    _count_retries()
     startup = time.perf_counter() - t0
     _log(f"peers/prefect: started in {startup:.2f}s")
     reps = 3 if quick else 5
@@ -219,40 +257,56 @@ def run_prefect(quick: bool, tmp: str) -> dict[str, Any]:
         _log(f"peers/prefect: chain async {res['chain_async']} ms/task")
         res["fanout_async"] = await _reps("fanout_async", reps, lambda: fanout_async(), lambda s: 1002 / s)
         _log(f"peers/prefect: fan-out async {res['fanout_async']} tasks/s")
-        gate = asyncio.Semaphore(PREFECT_IN_FLIGHT)
-
-        async def one() -> None:
-            async with gate:
-                await single_async()
-
-        async def many() -> None:
-            await asyncio.gather(*(one() for _ in range(n_runs)))
-
-        res["runs"] = await _reps("runs", reps, many, lambda s: n_runs / s)
-        res["notes"]["runs"] = (
-            f"{n_runs} runs, at most {PREFECT_IN_FLIGHT} in flight (more: HTTP 503 from its API)"
-        )
-        _log(f"peers/prefect: runs {res['runs']} runs/s")
+        for key, in_flight in (("runs_serial", 1), ("runs", PREFECT_IN_FLIGHT)):
+            res[key] = await _reps(key, reps, lambda n=in_flight: _bounded(single_async, n_runs, n),
+                                   lambda s: n_runs / s)
+            bound = "" if in_flight == 1 else f", at most {in_flight} in flight"
+            res["notes"][key] = f"{n_runs} runs{bound}"
+            _log(f"peers/prefect: {key}: {res[key]} runs/s ({RETRIED[key]} requests retried)")
 
     asyncio.run(async_part())
     res["chain_sync"] = _sync_reps("chain_sync", reps, chain_sync, lambda s: s * 1000 / 100)
     res["fanout_sync"] = _sync_reps("fanout_sync", reps, fanout_sync, lambda s: 1002 / s)
     res["notes"]["fanout_sync"] = "task.map on the default thread-pool task runner"
-    res["rt_median"], res["rt_p99"] = _round_trip(single_sync, 3, trips)
+    res["rt_median"], res["rt_p99"] = _round_trip("rt", single_sync, 3, trips)
     res["notes"]["rt"] = f"sync flow called from sync code, {trips} samples"
     return res
 
 
 # ------------------------------------------------------------------------------- shared
+async def _bounded(flow_fn: Callable[[], Awaitable[Any]], runs: int, in_flight: int) -> None:
+    """`runs` calls of `flow_fn` started together, at most `in_flight` of them at a time."""
+    gate = asyncio.Semaphore(in_flight)
+
+    async def one() -> None:
+        async with gate:
+            await flow_fn()
+
+    await asyncio.gather(*(one() for _ in range(runs)))
+
+
 RANGES: dict[str, tuple[float, float, float]] = {}  # workload -> (first run, min, max)
+RETRIED: dict[str, int] = {}  # workload -> requests the peer's client retried (when counted)
+
+
+@contextlib.contextmanager
+def _retries_of(key: str) -> Iterator[None]:
+    """Records in RETRIED[key] the requests retried in the block, when RETRIES is installed."""
+    before = RETRIES.count if RETRIES else 0
+    try:
+        yield
+    finally:
+        if RETRIES:
+            RETRIED[key] = RETRIES.count - before
 
 
 async def _reps(key: str, reps: int, fn: Callable[[], Awaitable[Any]],
                 convert: Callable[[float], float]) -> Any:
     """Median of `reps` timed calls after a warm-up (converted); an error text if it failed."""
     try:
-        first = convert(await _atimed(fn))  # warm-up
-        values = [convert(await _atimed(fn)) for _ in range(reps)]
+        with _retries_of(key):
+            first = convert(await _atimed(fn))  # warm-up
+            values = [convert(await _atimed(fn)) for _ in range(reps)]
     except Exception as exc:
         _log(f"peers: {key} failed: {type(exc).__name__}: {exc}")
         return f"failed: {type(exc).__name__}"
@@ -262,8 +316,9 @@ async def _reps(key: str, reps: int, fn: Callable[[], Awaitable[Any]],
 
 def _sync_reps(key: str, reps: int, fn: Callable[[], Any], convert: Callable[[float], float]) -> Any:
     try:
-        first = convert(_timed(fn))  # warm-up
-        values = [convert(_timed(fn)) for _ in range(reps)]
+        with _retries_of(key):
+            first = convert(_timed(fn))  # warm-up
+            values = [convert(_timed(fn)) for _ in range(reps)]
     except Exception as exc:
         _log(f"peers: {key} failed: {type(exc).__name__}: {exc}")
         return f"failed: {type(exc).__name__}"
@@ -271,11 +326,12 @@ def _sync_reps(key: str, reps: int, fn: Callable[[], Any], convert: Callable[[fl
     return _median(values)
 
 
-def _round_trip(fn: Callable[[], Any], warm: int, samples: int) -> tuple[Any, Any]:
+def _round_trip(key: str, fn: Callable[[], Any], warm: int, samples: int) -> tuple[Any, Any]:
     try:
-        for _ in range(warm):
-            fn()
-        lat = [_timed(fn) * 1000 for _ in range(samples)]
+        with _retries_of(key):
+            for _ in range(warm):
+                fn()
+            lat = [_timed(fn) * 1000 for _ in range(samples)]
     except Exception as exc:
         _log(f"peers: round trip failed: {type(exc).__name__}: {exc}")
         return f"failed: {type(exc).__name__}", None
@@ -316,6 +372,8 @@ def child(peer: str, quick: bool) -> None:
         result = {"peer": peer, "version": version(peer)}
         result.update(run_dbos(quick, tmp) if peer == "dbos" else run_prefect(quick, tmp))
         result["ranges"] = {k: v for k, v in RANGES.items() if not k.startswith("base_")}
+        if RETRIES:
+            result["retried"] = {k: v for k, v in RETRIED.items() if not k.startswith("base_")}
         try:
             result["baseline"] = grouped_baseline(quick)
         except Exception as exc:  # aiosqlite missing in the peer's venv, say
@@ -332,10 +390,13 @@ ROWS = (
     ("fanout_async", "(2) fan-out 1→1,000→1, async no-op", "tasks/s", True),
     ("fanout_sync", "(2) fan-out 1→1,000→1, sync no-op", "tasks/s", True),
     ("runs", "(3) single-task runs started together", "runs/s", True),
+    ("runs_serial", "(3) single-task runs, one at a time", "runs/s", True),
     ("rt_median", "(4) one-task round trip from sync code, median", "ms", False),
     ("rt_p99", "(4) one-task round trip from sync code, p99", "ms", False),
 )
 NOTE_KEYS = {"rt_median": "rt", "rt_p99": "rt"}
+BASE_KEYS = {"runs_serial": "runs"}
+OPTIONAL_ROWS = {"runs_serial"}  # shown only for the peers that measure them
 
 
 def render(results: dict[str, dict[str, Any]], skipped: dict[str, str]) -> str:
@@ -352,18 +413,21 @@ def render(results: dict[str, dict[str, Any]], skipped: dict[str, str]) -> str:
         out.append("")
     for peer, res in results.items():
         base = res.get("baseline", {})
+        retried = res.get("retried")
         out.append(f"### {peer} {res['version']}\n")
         where = ("SQLite system database (a file in a temp dir)" if peer == "dbos" else
                  "local ephemeral API server (its own subprocess on 127.0.0.1) over a SQLite file; "
-                 "telemetry off")
+                 f"telemetry off; PREFECT_CLIENT_MAX_RETRIES={PREFECT_MAX_RETRIES} (default 5)")
         out.append(f"On: {where}. Start-up (import, set-up, first run ready): "
                    f"**{res['startup_s']:.2f} s**, not included below.\n")
         rows = []
         ranges = res.get("ranges", {})
         for key, label, unit, higher in ROWS:
+            if key in OPTIONAL_ROWS and key not in res:
+                continue
             value = res.get(key)
             note = res["notes"].get(NOTE_KEYS.get(key, key), "")
-            b = base.get(key)
+            b = base.get(BASE_KEYS.get(key, key))
             ratio, spread, first = "—", "", ""
             if isinstance(value, (int, float)) and value and b:
                 ratio = f"{(b / value if higher else value / b):,.1f}×"
@@ -371,9 +435,15 @@ def render(results: dict[str, dict[str, Any]], skipped: dict[str, str]) -> str:
                 warm, low, high = ranges[key]
                 spread, first = f"{fmt(low)} – {fmt(high)}", fmt(warm)
             shown = ("n/a" if value is None else value if isinstance(value, str) else f"**{fmt(value)}**")
-            rows.append([label + (f" ({note})" if note else ""), unit, shown, spread, first, fmt(b), ratio])
-        out.append(table(["workload", "unit", f"{peer} (median)", "range of repetitions",
-                          "first (warm-up) run", "aiosqlite grouped (same process)", "cost ratio"], rows))
+            row = [label + (f" ({note})" if note else ""), unit, shown, spread, first, fmt(b), ratio]
+            if retried is not None:
+                row.append(str(retried.get(NOTE_KEYS.get(key, key), "")))
+            rows.append(row)
+        headers = ["workload", "unit", f"{peer} (median)", "range of repetitions",
+                   "first (warm-up) run", "aiosqlite grouped (same process)", "cost ratio"]
+        if retried is not None:
+            headers.append("requests its client retried (warm-up included)")
+        out.append(table(headers, rows))
         if "baseline_error" in res:
             out.append(f"\nBaseline not measured: {res['baseline_error']}")
         out.append("")
@@ -408,7 +478,7 @@ def main() -> None:
         cmd = [python, os.path.abspath(__file__), "--peer", peer] + (["--quick"] if args.quick else [])
         try:
             proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, cwd=HERE,
-                                  timeout=900 if args.quick else 2400)
+                                  timeout=1500 if args.quick else 3600)
         except subprocess.TimeoutExpired:
             skipped[peer] = "timed out"
             continue
