@@ -170,14 +170,12 @@ class Engine:
         """`submit`, holding a place among the runs being created (given back here)."""
         try:
             run, step = self._prepare(workflow_name, input_json, fire, trace_parent, attributes)
+            created = False
             try:
                 try:
                     created = await self._insert(run, fire, link_fire_id)
                 except Exception as exc:
                     created = await self._create_again(run, fire, link_fire_id, exc)
-            except BaseException:
-                created = False
-                raise
             finally:
                 if not created:
                     self.abandon(step)
