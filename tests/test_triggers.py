@@ -171,6 +171,7 @@ def test_skip_result():
     assert result.is_fire_result() is False
     assert repr(result) == "TriggerResult.Skip"
     assert result.context is None
+    assert TriggerResult.skip() is result  # made once: polling allocates no result
 
 
 def test_fire_result_without_context():
