@@ -1,7 +1,8 @@
 """Polling triggers: async ones are one asyncio task per trigger, sleeping its interval
-between polls (on one timer shared by all of them, `SharedTimer`); sync ones are scheduled and called by a few worker threads (`_sync_polls`), so
-that a poll costs no trip through the loop. Each poll is bounded by a timeout. A fire
-launches its run in the background so that a slow run never delays any poll.
+between polls (on one timer shared by all of them, `SharedTimer`); sync ones are scheduled
+and called by a few worker threads (`_sync_polls`), so that a poll costs no trip through the
+loop. Each poll is bounded by a timeout. A fire launches its run in the background so that a
+slow run never delays any poll.
 """
 
 from __future__ import annotations
