@@ -9,7 +9,10 @@ Measured in one process, one scenario after the other, each for the same wall ti
   (c) cloaca: N triggers with a cheap *sync* condition (called in cloaca's trigger-poll
       threads, which keep the schedule themselves), next to (c0) bare asyncio handing the
       same condition from the loop to a worker thread through anyio, thread limit 64 (what
-      cloaca did before: the price of a hand-off per poll).
+      cloaca did before: the price of a hand-off per poll);
+  (d) cloaca: N sync triggers whose calls block `--blocking-ms` (5 ms: 1,000 triggers every
+      100 ms then overlap 50 calls, within the default `max_concurrent_trigger_polls` of 64):
+      whether the poll threads keep the schedule when one thread cannot.
 
 Figures: polls per second, CPU seconds per wall second of the whole process
 (`time.process_time`, all threads), and how late the pollers woke up relative to their due
@@ -81,6 +84,14 @@ async def cheap_async_trigger() -> cloaca.TriggerResult:
 
 def cheap_sync_trigger() -> cloaca.TriggerResult:
     return cloaca.TriggerResult.skip()
+
+
+def blocking_sync_trigger(seconds: float) -> Callable[[], cloaca.TriggerResult]:
+    def blocking_sync_trigger() -> cloaca.TriggerResult:
+        time.sleep(seconds)  # a network round trip, say
+        return cloaca.TriggerResult.skip()
+
+    return blocking_sync_trigger
 
 
 # ====================================================================== (a), (c0) bare asyncio
@@ -157,6 +168,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="measured wall time per scenario")
     parser.add_argument("--triggers", type=int, default=1000, help="pollers per scenario")
     parser.add_argument("--interval-ms", type=int, default=100, help="poll interval")
+    parser.add_argument("--blocking-ms", type=float, default=5.0, help="how long a call of (d) blocks")
     args = parser.parse_args(argv)
     n, interval_ms, seconds = args.triggers, args.interval_ms, args.seconds
     interval = interval_ms / 1000
@@ -173,6 +185,8 @@ def main(argv: list[str]) -> None:
          lambda: bare_asyncio("", n, interval, seconds, threaded=True)),
         ("(c) cloaca, sync triggers",
          lambda: cloaca_triggers("", n, interval_ms, seconds, cheap_sync_trigger)),
+        (f"(d) cloaca, sync, calls block {args.blocking_ms:g} ms",
+         lambda: cloaca_triggers("", n, interval_ms, seconds, blocking_sync_trigger(args.blocking_ms / 1000))),
     ]:
         print(f"  running {label} ...", flush=True)
         figures = run()

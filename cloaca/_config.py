@@ -114,7 +114,9 @@ _FIELDS = (
     ),
     _Field(
         "max_concurrent_trigger_polls", 64, _integer(1, _U64_MAX),
-        "Bound on sync trigger calls running at once (each holds a poll thread while it runs).", upstream=False,
+        "Bound on sync trigger calls running at once (each holds a poll thread while it runs); "
+        "sync triggers keep their schedule with at least polls per second x seconds per call.",
+        upstream=False,
     ),
     _Field(
         "enable_reactors", True, _flag,

@@ -118,6 +118,33 @@ def test_no_more_than_max_polls_calls_run_at_once(scheduler):
     poll_until(lambda: quick.calls > calls, "polls to resume once calls return")
 
 
+def test_short_calls_too_many_for_one_thread_are_spread_over_helpers_up_to_max_polls(scheduler):
+    """No call lasts `stall` (the leader is never stuck), but together the calls need several
+    threads: helpers are called in as the schedule falls behind, never more than `max_polls`
+    calls at once."""
+    s = scheduler(max_polls=3, stall=0.05, behind=0.002)
+    shared = Counter()
+
+    def short() -> str:
+        with shared._lock:
+            shared.calls += 1
+            shared.running += 1
+            shared.most = max(shared.most, shared.running)
+        try:
+            time.sleep(0.004)  # 20 triggers every 10 ms: 8 threads' worth of calls
+            return "ok"
+        finally:
+            with shared._lock:
+                shared.running -= 1
+
+    for i in range(20):
+        s.add(entry(f"short{i}", short, interval=0.01))
+    poll_until(lambda: shared.most >= 3, "calls to overlap")
+    calls = shared.calls
+    poll_until(lambda: shared.calls >= calls + 100, "more polls")
+    assert shared.most == 3
+
+
 def test_a_call_outliving_the_timeout_is_logged_and_its_outcome_dropped(scheduler, caplog):
     caplog.set_level(logging.ERROR, logger="cloaca")
     s = scheduler(timeout=0.05)

@@ -171,6 +171,7 @@ def test_skip_result():
     assert result.is_fire_result() is False
     assert repr(result) == "TriggerResult.Skip"
     assert result.context is None
+    assert TriggerResult.skip() is result  # made once: polling allocates no result
 
 
 def test_fire_result_without_context():
@@ -1005,3 +1006,58 @@ async def test_an_async_trigger_raising_cancelled_error_keeps_being_polled(trigg
         await wait_until(lambda: probe.polls >= 1, "the first poll")
         await wait_until(lambda: probe.polls >= 3, "the trigger to keep being polled", timeout=3.0)
     assert any(name in r.getMessage() for r in caplog.records)
+
+
+# ====================================================================== poll scheduling and poll times
+@pytest.mark.asyncio
+async def test_async_pollers_sleep_on_one_shared_timer_not_a_loop_timer_each(triggers, make_runner):
+    count = 40
+    probes = [Probe() for _ in range(count)]
+    for probe in probes:
+        async def poll(probe: Probe = probe) -> TriggerResult:
+            probe.hit()
+            return TriggerResult.skip()
+
+        cloaca.trigger(workflow=unique("unused"), name=triggers.name("sleeper"), poll_interval="50ms")(poll)
+
+    async with make_runner():
+        await wait_until(lambda: all(p.polls >= 3 for p in probes), "every trigger to poll three times")
+        loop: Any = asyncio.get_running_loop()
+        timers = [h for h in loop._scheduled if not h.cancelled()]
+        assert len(timers) < count // 2  # the runner's own few, and one for all the pollers
+
+
+@pytest.mark.asyncio
+async def test_poll_times_reach_the_store_and_only_new_ones_are_written_again(triggers, make_runner):
+    name = triggers.name("written")
+    probe = Probe()
+
+    @cloaca.trigger(workflow=unique("unused"), name=name, poll_interval="20ms")
+    async def poll() -> TriggerResult:
+        probe.hit()
+        return TriggerResult.skip()
+
+    async with make_runner() as runner:
+        poller, store = runner._poller, runner._store
+        assert poller is not None
+        await wait_until(lambda: probe.polls >= 2, "two polls")
+        await poller._flush_polls()
+        stored = (await store.get_trigger_schedule(name)).last_poll_at
+        assert stored is not None and abs(stored - poller.last_poll(name)) < 1.0
+
+        await runner.aset_trigger_enabled(name, False)
+        await asyncio.sleep(0.05)  # a poll that had started when it was disabled has ended
+        await poller._flush_polls()
+        written: list[list[str]] = []
+        record = store.record_trigger_polls
+
+        async def spy(polls: Any) -> None:
+            written.append([n for n, _ in polls])
+            await record(polls)
+
+        store.record_trigger_polls = spy  # type: ignore[method-assign]
+        polls = probe.polls
+        await poller._flush_polls()
+        await poller._flush_polls()
+        assert probe.polls == polls
+        assert not [names for names in written if name in names]  # nothing new: nothing written

@@ -59,16 +59,18 @@ class TriggerResult(Sealed):
     @staticmethod
     def skip() -> TriggerResult:
         """The condition is not met: keep polling."""
-        return TriggerResult._create(False, None)
+        return _SKIP
 
     @staticmethod
     def fire(context: Optional[Context] = None) -> TriggerResult:
         """The condition is met: run the workflow with (a snapshot of) `context`."""
-        if context is not None and not isinstance(context, Context):
+        if context is None:
+            return _FIRE
+        if not isinstance(context, Context):
             raise TypeError(
                 f"TriggerResult.fire() expects a cloaca.Context or None, got {type(context).__name__}"
             )
-        return TriggerResult._create(True, None if context is None else context.to_dict())
+        return TriggerResult._create(True, context.to_dict())
 
     def is_fire_result(self) -> bool:
         return self._fire
@@ -89,6 +91,11 @@ class TriggerResult(Sealed):
             return "TriggerResult.Skip"
         inner = "None" if self._data is None else repr(Context(self._data))
         return f"TriggerResult.Fire({inner})"
+
+
+# Results without a context are immutable and alike: one of each, made once (a poll is hot).
+_SKIP = TriggerResult._create(False, None)
+_FIRE = TriggerResult._create(True, None)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """Polling triggers: async ones are one asyncio task per trigger, sleeping its interval
-between polls; sync ones are scheduled and called by a few worker threads (`_sync_polls`), so
-that a poll costs no trip through the loop. Each poll is bounded by a timeout. A fire
-launches its run in the background so that a slow run never delays any poll.
+between polls (on one timer shared by all of them, `SharedTimer`); sync ones are scheduled
+and called by a few worker threads (`_sync_polls`), so that a poll costs no trip through the
+loop. Each poll is bounded by a timeout. A fire launches its run in the background so that a
+slow run never delays any poll.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from .._store.base import FireRequest, Store
 from .dedup import InflightFires
 from .definition import TriggerDefinition, TriggerResult
 from .failures import FailureLog
+from .shared_timer import SharedTimer
 from .sync_polls import PollEntry, SyncPollScheduler
 
 log = logging.getLogger("cloaca.trigger")
@@ -51,11 +53,16 @@ class TriggerPoller:
         self._pollers: dict[str, asyncio.Task[None]] = {}
         self._sync_entries: dict[str, PollEntry] = {}
         self._enabled: dict[str, bool] = {}
-        self._polled: dict[str, float] = {}  # time.monotonic() readings (an asyncio loop's clock)
+        # The newest poll of each trigger, and what the store was last told: time.monotonic()
+        # readings (an asyncio loop's clock). Poll threads write `_polled` too: it is never
+        # replaced, only read by one C call (`list(....items())`).
+        self._polled: dict[str, float] = {}
+        self._written: dict[str, float] = {}
         self._enable_changes = 0
         self._launches: set[asyncio.Task[None]] = set()
         self._sync_task: Optional[asyncio.Task[None]] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._timer: Optional[SharedTimer] = None
         self._open_fires: dict[Optional[str], tuple[str, str]] = {}
         self._async_polls = 0
         self.lateness: Optional[list[float]] = None  # benchmarks switch this on
@@ -69,6 +76,7 @@ class TriggerPoller:
         the store refuses duplicates of runs executed elsewhere.
         """
         self._loop = asyncio.get_running_loop()
+        self._timer = SharedTimer(self._loop)
         fires = await self.store.open_trigger_fires(time.time())
         self._open_fires = {f.workflow_execution_id: (f.trigger_name, f.context_hash) for f in fires}
         self.engine.resumed_listeners.append(self._hold_key_of_resumed)
@@ -90,6 +98,8 @@ class TriggerPoller:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._pollers.clear()
+        if self._timer is not None:
+            self._timer.close()
         await self._flush_polls()
 
     def _hold_key_of_resumed(self, run: Run) -> None:
@@ -146,7 +156,7 @@ class TriggerPoller:
             self._enable_changes += 1
 
     def last_poll(self, trigger_name: str) -> Optional[float]:
-        """The newest poll time of this runner not yet written to the store."""
+        """The newest poll time of this runner (the store may not have it yet)."""
         polled = self._polled.get(trigger_name)
         return None if polled is None else _wall(polled)
 
@@ -156,14 +166,16 @@ class TriggerPoller:
         of polls a second pay for each level."""
         loop = asyncio.get_running_loop()
         task: Any = asyncio.current_task()
+        assert self._timer is not None
+        clock, wait_until = loop.time, self._timer.wait_until
         interval = _interval(definition)
-        due = loop.time() + interval  # the first poll comes one full interval after start
+        due = clock() + interval  # the first poll comes one full interval after start
         name, function, timeout = definition.name, definition.function, self.poll_timeout
         lateness, watchdog, enabled = self.lateness, self._watchdog, self._enabled
-        failures = self.failures
+        failures, polled = self.failures, self._polled
         while True:
-            await asyncio.sleep(due - loop.time())
-            now = loop.time()
+            await wait_until(due)
+            now = clock()
             if lateness is not None:
                 lateness.append(now - due)
             due += interval
@@ -191,7 +203,7 @@ class TriggerPoller:
                 outcome = _POLL_FAILED
                 failures.failed(name, f"poll timed out after {timeout:g}s")
             self._async_polls += 1
-            self._polled[name] = now
+            polled[name] = now
             if outcome is not _POLL_FAILED:
                 result = self._result(definition, outcome)
                 if result is not None and result._fire:
@@ -290,9 +302,13 @@ class TriggerPoller:
                 log.error("cloaca: trigger state sync failed: %s", exc)
 
     async def _flush_polls(self) -> None:
-        if self._polled:
-            polls, self._polled = self._polled, {}
-            await self.store.record_trigger_polls([(name, _wall(t)) for name, t in polls.items()])
+        """Write the poll times that the store has not been told yet."""
+        written = self._written
+        changed = [(name, t) for name, t in list(self._polled.items()) if written.get(name) != t]
+        if changed:
+            to_wall = time.time() - time.monotonic()
+            await self.store.record_trigger_polls([(name, t + to_wall) for name, t in changed])
+            written.update(changed)
 
     async def _refresh_enabled(self) -> None:
         changes = self._enable_changes
@@ -311,6 +327,3 @@ def _interval(definition: TriggerDefinition) -> float:
 def _wall(monotonic: float) -> float:
     """A `time.monotonic()` reading as POSIX time."""
     return monotonic + time.time() - time.monotonic()
-
-
-

@@ -4,15 +4,21 @@ Handing each sync poll from the loop to a thread and back (a future, two thread 
 loop's self-pipe) costs ~100 µs of CPU: 1,000 triggers polled every 100 ms took a whole core
 and, on a busy machine, fell tens of milliseconds behind. Here the threads keep the schedule
 themselves: a heap of due times, one thread (the leader) sleeping until the next one and
-calling the function there; the loop hears only of fires.
+calling the function there; the loop hears only of fires. Cheap polls thus cost no thread
+hand-off at all.
 
-A slow call must not hold the others up: a second thread (the watcher) looks every `stall`
-seconds, and when the leader has been in one call that long while other polls are due, it
-becomes the leader itself; a new watcher is started if no idle thread is left. So threads are
-added only while calls are slow, and at most `max_polls` calls run at once. The watcher also
-reports calls that outlive the poll timeout (their outcome is then dropped); such a call no
-longer counts against `max_polls` (its thread runs on until it returns), so polls that hang
-for good cannot stop every other trigger.
+Calls that take time must not hold the others up. A second thread (the watcher) looks every
+`stall` seconds. When the leader has been in one call that long while other polls are due,
+the watcher becomes the leader itself (a new watcher is started if no idle thread is left).
+When the schedule as a whole has fallen `behind` seconds late (many calls, each shorter than
+`stall`, that one thread cannot keep up with), a helper is called in: an idle thread, or a
+new one. Each thread that takes a poll while the schedule is still that late calls in the
+next helper itself, so as many threads call at once as the backlog needs; a helper takes
+due polls until none is due, then rests. So threads are added only while calls are slow,
+and at most `max_polls` calls run at once. The watcher also reports calls that
+outlive the poll timeout (their outcome is then dropped); such a call no longer counts
+against `max_polls` (its thread runs on until it returns), so polls that hang for good
+cannot stop every other trigger.
 """
 
 from __future__ import annotations
@@ -31,7 +37,13 @@ log = logging.getLogger("cloaca.trigger")
 
 STALL_SECONDS = 0.01
 """How long the leader may be in one call while other polls are due before another thread
-takes over the schedule."""
+takes over the schedule; also how often the watcher looks."""
+BEHIND_SECONDS = 0.002
+"""How late the next poll may be before another thread is called in to help."""
+HELPFUL_CALL_SECONDS = 0.0001
+"""How long calls must take on average for helpers to be called in: the schedule of cheaper
+calls falls behind only when the process lacks CPU, and more threads would only add switches
+(the interpreter runs one at a time)."""
 
 
 @dataclass(eq=False)
@@ -66,18 +78,23 @@ class SyncPollScheduler:
     threads (plus one watching), each call bounded by `timeout` seconds."""
 
     def __init__(self, max_polls: int, timeout: float, failures: Optional[FailureLog] = None,
-                 stall: float = STALL_SECONDS) -> None:
+                 stall: float = STALL_SECONDS, behind: float = BEHIND_SECONDS) -> None:
         self.max_polls = max_polls
         self.failures = failures or FailureLog()
         self.timeout = timeout
         self.stall = stall
+        self.behind = behind
         self.polls = 0
-        self._cond = threading.Condition(threading.Lock())
+        self._call_seconds = 0.0  # how long calls take, a moving average
+        lock = threading.Lock()
+        self._cond = threading.Condition(lock)  # the leader and the watcher wait here
+        self._rest = threading.Condition(lock)  # idle threads wait here, to help or to watch
         self._heap: list[tuple[float, int, PollEntry]] = []
         self._order = itertools.count()
         self._running: dict[_Worker, _Call] = {}
         self._threads = 0
-        self._idle = 0  # followers waiting to be woken
+        self._starting = 0  # threads started that have not taken the lock yet
+        self._idle = 0  # threads waiting on `_rest` that no one has woken yet
         self._leader: Optional[_Worker] = None
         self._watcher: Optional[_Worker] = None
         self._stopped = False
@@ -101,24 +118,32 @@ class SyncPollScheduler:
             self._stopped = True
             self._heap.clear()
             self._cond.notify_all()
+            self._rest.notify_all()
 
     # ------------------------------------------------------------------ the threads
     def _spawn(self) -> None:
         thread = threading.Thread(target=self._work, args=(_Worker(),),
                                   name="cloaca-trigger-poll", daemon=True)
         self._threads += 1
+        self._starting += 1
         thread.start()
 
     def _work(self, me: _Worker) -> None:
         with self._cond:
+            self._starting -= 1
             try:
                 while not self._stopped:
                     if self._leader is None:
                         self._leader = me
                     if self._leader is me:
                         self._lead(me)
+                    elif self._watcher is None or self._watcher is me:
+                        self._watch(me)
+                    elif self._due(time.monotonic()) and self._may_call():
+                        self._poll_next(me)  # a helper, while polls are due
                     else:
-                        self._follow(me)
+                        self._idle += 1  # until `_wake_one` (no timeout: woken only so)
+                        self._rest.wait()
             finally:
                 self._threads -= 1
                 if self._leader is me:
@@ -131,10 +156,20 @@ class SyncPollScheduler:
         now = time.monotonic()
         if not self._heap or self._heap[0][0] > now:
             self._cond.wait(self._heap[0][0] - now if self._heap else None)
-            return
+        elif self._may_call():
+            self._poll_next(me)
+        else:
+            self._cond.wait(self.stall)  # every slot taken: until a call returns or times out
+
+    def _poll_next(self, me: _Worker) -> None:
+        """Call the next due poll and schedule the one after (lock held, released during
+        the call)."""
         due, _, entry = heapq.heappop(self._heap)
         if not entry.active:
             return
+        now = time.monotonic()
+        if self._heap and self._heap[0][0] <= now - self.behind and self._behind(now):
+            self._call_in_a_helper()  # polls are still due, and late
         call = self._running[me] = _Call(entry, now)
         self._cond.release()
         try:
@@ -146,6 +181,7 @@ class SyncPollScheduler:
             del self._running[me]
         self.polls += 1
         ended = time.monotonic()
+        self._call_seconds += (ended - now - self._call_seconds) / 16
         # The watcher flags overdue calls while they run; a call that overran unseen (every
         # thread busy, or a starved watcher) is flagged here, so its late outcome is dropped.
         overran = not call.timed_out and ended - call.started > self.timeout
@@ -173,17 +209,10 @@ class SyncPollScheduler:
         finally:
             self._cond.acquire()
 
-    def _follow(self, me: _Worker) -> None:
-        """Watch the leader, or wait to be needed (lock held)."""
-        if self._watcher is None:
-            self._watcher = me
-        if self._watcher is not me:
-            self._idle += 1
-            try:
-                self._cond.wait()
-            finally:
-                self._idle -= 1
-            return
+    def _watch(self, me: _Worker) -> None:
+        """Every `stall` seconds: flag overdue calls; take over from a leader stuck in a call,
+        or call in a helper when the schedule has fallen behind (lock held)."""
+        self._watcher = me
         self._cond.wait(self.stall)
         now = time.monotonic()
         overdue = [c for c in self._running.values()
@@ -198,15 +227,43 @@ class SyncPollScheduler:
             finally:
                 self._cond.acquire()
             now = time.monotonic()
+        if self._stopped or not self._due(now) or not self._may_call():
+            return
         leading = self._running.get(self._leader) if self._leader is not None else None
-        if (leading is not None and now - leading.started >= self.stall
-                and self._heap and self._heap[0][0] <= now
-                and sum(not c.timed_out for c in self._running.values()) < self.max_polls):
+        if leading is not None and now - leading.started >= self.stall:
             self._leader, self._watcher = me, None
-            if self._idle == 0:
-                self._spawn()  # the next watcher
-            else:
-                self._cond.notify()  # an idle follower becomes the watcher
+            self._call_in_a_helper()  # the next watcher: a thread without a role takes that one first
+        elif self._behind(now):
+            self._call_in_a_helper()
+
+    def _call_in_a_helper(self) -> None:
+        """Wake an idle thread, or start one unless one is starting already or there are
+        enough for `max_polls` calls, a leader and a watcher besides the hung calls (then
+        one of them is between calls, and soon free) (lock held)."""
+        if self._idle:
+            self._wake_one()
+        elif not self._starting:
+            hung = sum(c.timed_out for c in self._running.values())
+            if self._threads - hung < self.max_polls + 2:
+                self._spawn()
+
+    def _wake_one(self) -> None:
+        self._idle -= 1
+        self._rest.notify()
+
+    def _due(self, now: float) -> bool:
+        return bool(self._heap) and self._heap[0][0] <= now
+
+    def _behind(self, now: float) -> bool:
+        """Whether a poll has waited `behind` seconds past its due time, calls take long
+        enough for a helper to help, and another thread may call."""
+        return (bool(self._heap) and self._heap[0][0] <= now - self.behind
+                and self._call_seconds >= HELPFUL_CALL_SECONDS and self._may_call(1))
+
+    def _may_call(self, more: int = 0) -> bool:
+        """Whether `more` + 1 calls may start (calls that timed out do not count)."""
+        return (len(self._running) + more < self.max_polls
+                or sum(not c.timed_out for c in self._running.values()) + more < self.max_polls)
 
     def _call(self, entry: PollEntry) -> Any:
         try:
