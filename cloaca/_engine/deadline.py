@@ -31,6 +31,15 @@ def deadline(seconds: float) -> AsyncContextManager[None]:
     return asyncio.timeout(seconds)
 
 
+def _take_back(expired: set[Any], task: "asyncio.Task[Any]") -> bool:
+    """True if `task`'s deadline had passed; its cancellation is then taken back."""
+    if task not in expired:
+        return False
+    expired.discard(task)
+    task.uncancel()
+    return True
+
+
 class Watchdog:
     """Deadlines of many concurrent awaits, enforced by one periodic check instead of a timer
     each: the hot path of async trigger polls (thousands per second). A deadline fires at
@@ -70,11 +79,7 @@ class Watchdog:
         """Drop `task`'s deadline; True if it had passed (its cancellation is then taken back:
         the task is still cancelled only if something else cancelled it too)."""
         del self._due[task]
-        if task not in self._expired:
-            return False
-        self._expired.discard(task)
-        task.uncancel()
-        return True
+        return _take_back(self._expired, task)
 
     def _check(self) -> None:
         self._check_handle = None
@@ -133,11 +138,7 @@ class Deadlines:
             bucket.discard(task)
             if not bucket:
                 del self._buckets[key]
-        if task not in self._expired:
-            return False
-        self._expired.discard(task)
-        task.uncancel()
-        return True
+        return _take_back(self._expired, task)
 
     def _schedule(self, loop: asyncio.AbstractEventLoop, key: int) -> None:
         if self._timer is not None:
