@@ -8,6 +8,7 @@ from 7,600 to 5,900 runs/s as the database grew to 60,000 runs; with these they 
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 _RAND_A_BITS = 12
@@ -15,11 +16,14 @@ _RAND_B_BITS = 62
 _POOL_BYTES = 4096
 _pool = b""
 _taken = 0
+_lock = threading.Lock()
+"""Ids are made on the loop's thread and in the stores' threads (fires, cron slots)."""
 
 
 def _forget_pool() -> None:
-    global _pool
+    global _pool, _lock
     _pool = b""  # a forked child must not hand out its parent's next random bits
+    _lock = threading.Lock()  # nor wait for a lock a thread of its parent held
 
 
 os.register_at_fork(after_in_child=_forget_pool)
@@ -29,10 +33,12 @@ def _random_80_bits() -> int:
     """80 bits from the OS's random source, read 4 KB at a time (a system call a run cost
     as much as the rest of making its id)."""
     global _pool, _taken
-    if _taken + 10 > len(_pool):
-        _pool, _taken = os.urandom(_POOL_BYTES), 0
-    start, _taken = _taken, _taken + 10
-    return int.from_bytes(_pool[start:start + 10], "big")
+    with _lock:
+        if _taken + 10 > len(_pool):
+            _pool, _taken = os.urandom(_POOL_BYTES), 0
+        start, _taken = _taken, _taken + 10
+        chunk = _pool[start:start + 10]
+    return int.from_bytes(chunk, "big")
 
 
 def time_ordered_id() -> str:

@@ -60,3 +60,26 @@ def test_a_forked_child_does_not_repeat_its_parents_ids():
 def test_the_text_is_the_standard_uuid_form():
     text = time_ordered_id()
     assert str(uuid.UUID(text)) == text
+
+
+def test_ids_made_in_many_threads_at_once_do_not_repeat():
+    import sys
+    import threading
+
+    made: list[list[str]] = []
+
+    def make() -> None:
+        made.append([time_ordered_id() for _ in range(5000)])
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads switch as often as they can
+    try:
+        threads = [threading.Thread(target=make) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    ids = [i for batch in made for i in batch]
+    assert len(ids) == 40_000 and len(set(ids)) == 40_000
