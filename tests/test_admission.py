@@ -88,18 +88,43 @@ async def test_a_caller_cancelled_while_waiting_its_turn_leaves_no_run_and_no_pl
 
 
 @pytest.mark.asyncio
-async def test_a_caller_gone_before_its_submission_failed_leaves_no_unretrieved_error(make_runner, caplog):
+async def test_an_unknown_workflow_is_refused_to_its_caller_at_once(make_runner):
+    async with make_runner() as runner:
+        with pytest.raises(ValueError, match="Workflow not found in registry: no_such_workflow_here"):
+            await runner.aexecute("no_such_workflow_here", Context({}))
+        assert runner._engine.admission.try_acquire()  # its place was given back
+        runner._engine.admission.release()
+
+
+@pytest.mark.asyncio
+async def test_a_caller_gone_before_its_run_failed_to_be_saved_leaves_no_unretrieved_error(
+        make_runner, wf_name, caplog):
     import gc
     import logging
 
+    name = wf_name("unsaved")
+    one_task_workflow(name, [])
     async with make_runner() as runner:
-        caller = asyncio.ensure_future(runner.aexecute("no_such_workflow_here", Context({})))
-        await asyncio.sleep(0)  # its submission is under way
+        inserting = asyncio.Event()
+
+        async def refused(*args: Any, **kwargs: Any) -> bool:
+            inserting.set()
+            await asyncio.sleep(0.01)
+            raise RuntimeError("disk says no")  # not a lost connection: not tried again
+
+        runner._store.create_execution = refused
+        caller = asyncio.ensure_future(runner.aexecute(name, Context({"i": 1})))
+        await inserting.wait()  # its insert is under way
         caller.cancel()
         with pytest.raises(asyncio.CancelledError):
             await caller
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)  # the insert fails meanwhile
+        assert runner._engine.runs == {}
+        assert runner._engine.admission.try_acquire()  # its place was given back
+        runner._engine.admission.release()
         with caplog.at_level(logging.ERROR, logger="asyncio"):
             gc.collect()
             await asyncio.sleep(0)
+        with pytest.raises(RuntimeError, match="disk says no"):  # a caller that stayed hears why
+            await runner.aexecute(name, Context({"i": 2}))
     assert "never retrieved" not in caplog.text

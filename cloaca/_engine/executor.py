@@ -21,6 +21,7 @@ import sys
 import time
 import traceback
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Awaitable, Callable, Mapping, Optional
 
 import anyio
@@ -128,16 +129,15 @@ class Engine:
         for body in list(self._bodies) + list(self._background):
             body.cancel()
         await asyncio.gather(*self._bodies, *self._background, return_exceptions=True)
+        self._bodies.clear()  # (a body cancelled before it began never took itself out)
         for run in list(self.runs.values()):
-            if not run.done.done():
-                run.done.set_exception(
-                    EngineStopped(
-                        f"the runner shut down before workflow '{run.execution.workflow_name}' "
-                        f"finished (execution {run.id}); it resumes when a runner starts on "
-                        "this database"
-                    )
+            run.done.set_exception(
+                EngineStopped(
+                    f"the runner shut down before workflow '{run.execution.workflow_name}' "
+                    f"finished (execution {run.id}); it resumes when a runner starts on "
+                    "this database"
                 )
-                run.done.exception()  # mark retrieved: nobody may be waiting
+            )
         self.runs.clear()
         try:
             await self.store.release_leases(self.owner)
@@ -157,37 +157,75 @@ class Engine:
         """Persist and start a run; None if `fire` was refused as a duplicate.
 
         `trace_parent` is the trace context it was submitted in; `attributes` describe where
-        it came from (e.g. its cron schedule), for its span."""
+        it came from (e.g. its cron schedule), for its span. A caller cancelled meanwhile
+        leaves the run going, saved or not yet."""
         if not self.admission.try_acquire():
             await self.admission.acquire()
-        return await self._submit_admitted(workflow_name, input_json, fire, link_fire_id, trace_parent, attributes)
+        created = asyncio.get_running_loop().create_future()
+        run = self._begin(workflow_name, input_json, fire, link_fire_id, trace_parent, attributes, created)
+        return run if await created else None
 
-    async def _submit_admitted(
+    def _begin(
         self, workflow_name: str, input_json: str, fire: Optional[FireRequest],
         link_fire_id: Optional[str], trace_parent: Optional[Mapping[str, str]],
-        attributes: Optional[Mapping[str, str]],
-    ) -> Optional[Run]:
-        """`submit`, holding a place among the runs being created (given back here)."""
+        attributes: Optional[Mapping[str, str]], created: Optional[asyncio.Future[bool]],
+    ) -> Run:
+        """Make a run and have it inserted, then started, holding a place among the runs
+        being created (given back once it is). `created` (if given) gets whether it was
+        created; the run's waiters get why, if it could not be."""
         try:
             run, step = self._prepare(workflow_name, input_json, fire, trace_parent, attributes)
-            created = False
-            try:
-                try:
-                    created = await self._insert(run, fire, link_fire_id)
-                except Exception as exc:
-                    created = await self._create_again(run, fire, link_fire_id, exc)
-            finally:
-                if not created:
-                    self.abandon(step)
-                    self.observe.run_not_created(run.span)
-            if not created:
-                return None
+        except BaseException:
+            self.admission.release()
+            raise
+        # Continued in a callback, not in the caller's task: a caller cancelled meanwhile
+        # leaves the run going, saved or not yet.
+        inserting = asyncio.ensure_future(self._insert(run, fire, link_fire_id))
+        inserting.add_done_callback(partial(self._inserted, run, step, fire, link_fire_id, created))
+        return run
+
+    def _inserted(
+        self, run: Run, step: Step, fire: Optional[FireRequest], link_fire_id: Optional[str],
+        created: Optional[asyncio.Future[bool]], inserting: asyncio.Future[bool],
+    ) -> None:
+        if not inserting.cancelled() and inserting.exception() is None:
+            self._created(run, step, created, inserting.result())
+            return
+        failed = EngineStopped("the run's insert was cancelled") if inserting.cancelled() else inserting.exception()
+        assert failed is not None
+        self.spawn(self._insert_again(run, step, fire, link_fire_id, created, failed), background=True)
+
+    async def _insert_again(
+        self, run: Run, step: Step, fire: Optional[FireRequest], link_fire_id: Optional[str],
+        created: Optional[asyncio.Future[bool]], failed: Exception,
+    ) -> None:
+        try:
+            stored = await self._create_again(run, fire, link_fire_id, failed)
+        except BaseException as exc:  # (cancelled: the runner stopped while it was retried)
+            error = exc if isinstance(exc, Exception) else self._not_known_saved(run, failed)
+            run.done.set_exception(error)
+            if created is not None and not created.done():
+                created.set_exception(error)
+            self._created(run, step, created, False)
+            if error is not exc:
+                raise
+            return
+        self._created(run, step, created, stored)
+
+    def _created(self, run: Run, step: Step, created: Optional[asyncio.Future[bool]], stored: bool) -> None:
+        """Once the run's insert is over: start it if it was `stored`, else give back what
+        its first step took."""
+        self.admission.release()
+        if stored:
             run.watched = True
             self.runs[run.id] = run
-            await self._after_step(run, step)
-            return run
-        finally:
-            self.admission.release()
+        else:
+            self.abandon(step)
+            self.observe.run_not_created(run.span)
+        if created is not None and not created.done():
+            created.set_result(stored)
+        if stored and self._apply(run, step):
+            self.spawn(self._finish(run, step.now), background=True)
 
     def _prepare(
         self, workflow_name: str, input_json: str, fire: Optional[FireRequest],
@@ -235,12 +273,15 @@ class Engine:
         try:
             return await until_stored(self.store, f"new run {run.id}", again, lambda: self.stopping, failed)
         except StoreRetryStopped as exc:
-            raise RuntimeError(
-                f"Workflow execution failed: the runner shut down while {self.store.description} "
-                f"was unreachable, before run {run.id} of workflow "
-                f"'{run.execution.workflow_name}' was known to be saved ({exc.__cause__}); if it was, "
-                "it resumes when a runner starts on this database"
-            ) from None
+            raise self._not_known_saved(run, exc.__cause__) from None
+
+    def _not_known_saved(self, run: Run, cause: Optional[BaseException]) -> RuntimeError:
+        return RuntimeError(
+            f"Workflow execution failed: the runner shut down while {self.store.description} "
+            f"was unreachable, before run {run.id} of workflow "
+            f"'{run.execution.workflow_name}' was known to be saved ({cause}); if it was, "
+            "it resumes when a runner starts on this database"
+        )
 
     def abandon(self, step: Step) -> None:
         """Give back the slots taken by a step that was not committed."""
@@ -252,13 +293,11 @@ class Engine:
         return self.async_slots if definition.is_async else self.slots
 
     def new_run(self, execution: ExecutionRecord, workflow: Workflow) -> Run:
-        loop = asyncio.get_running_loop()
         tasks = {
             name: TaskState(definition, TaskRecord(execution.id, name, "NotStarted"), 0)
             for name, definition in workflow.tasks.items()
         }
-        return Run(execution, workflow, tasks, loop.create_future(), open_tasks=len(tasks),
-                   traced=spans_on())
+        return Run(execution, workflow, tasks, open_tasks=len(tasks), traced=spans_on())
 
     async def execute(
         self, workflow_name: str, input_json: str, trace_parent: Optional[Mapping[str, str]],
@@ -270,21 +309,12 @@ class Engine:
             with self.deadlines.limit(timeout):
                 if not self.admission.try_acquire():
                     await self.admission.acquire()  # (waiting here costs less than a task each)
-                running = asyncio.ensure_future(self._submit_and_wait(workflow_name, input_json, trace_parent))
-                # (a cancelled shield marks its task's exception retrieved: nothing is logged)
-                return await asyncio.shield(running)
+                run = self._begin(workflow_name, input_json, None, None, trace_parent, None, None)
+                return await run.done.wait()
         except TimeoutError:
             raise ValueError(f"Workflow execution failed: Workflow timeout after {timeout:g}s") from None
         except EngineStopped as exc:
             raise ValueError(f"Workflow execution failed: {exc}") from None
-
-    async def _submit_and_wait(
-        self, workflow_name: str, input_json: str, trace_parent: Optional[Mapping[str, str]],
-    ) -> StoredRun:
-        run = await self._submit_admitted(workflow_name, input_json, None, None, trace_parent, None)
-        assert run is not None  # (only a trigger's fire may be refused)
-        # Unshielded: this task is only ever awaited through a shield, so never cancelled.
-        return await run.done
 
     # ------------------------------------------------------------------ scheduling
     def _make_eligible(self, run: Run, state: TaskState, step: Step) -> None:
@@ -331,17 +361,23 @@ class Engine:
 
     async def _after_step(self, run: Run, step: Step) -> None:
         """Once a step is committed: start or queue what became runnable, or finish the run."""
+        if self._apply(run, step):
+            await self._finish(run, step.now)
+
+    def _apply(self, run: Run, step: Step) -> bool:
+        """Start or queue what a committed step made runnable; whether the run is over."""
         for state in step.to_start:
             self.start_body(run, state)
         if step.to_queue:
             self.sharing.queue(run, step.to_queue)
-        if run.open_tasks == 0:
-            await self._finish(run, step.now)
+        return run.open_tasks == 0
 
     def start_body(self, run: Run, state: TaskState) -> None:
         """Execute a task that holds a slot and is Running under this runner."""
         pool = self.pool_of(state.definition)
-        self.spawn(self._run_task(run, state, TaskSlot(pool, held=True, on_release=self.sharing.slot_freed)))
+        slot = TaskSlot(pool, held=True, on_release=self.sharing.slot_freed)
+        # (it leaves `_bodies` itself: a done-callback each would cost a loop turn)
+        self._bodies.add(asyncio.get_running_loop().create_task(self._run_task(run, state, slot)))
 
     def spawn(self, coro: Any, background: bool = False) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -361,6 +397,7 @@ class Engine:
         finally:
             run.active -= 1
             self.active_tasks.discard(key)
+            self._bodies.discard(asyncio.current_task())
             self.sharing.attempt_over(run)
 
     def _persist_failed(self, run: Run, exc: Exception) -> None:
@@ -556,8 +593,7 @@ class Engine:
         run.span = None
         for listener in run.on_finish:
             listener(run)
-        if not run.done.done():
-            run.done.set_result(stored)
+        run.done.set_result(stored)
 
     # ------------------------------------------------------------------ contexts
     def _input_json(self, run: Run, state: TaskState) -> str:
@@ -655,7 +691,7 @@ class Engine:
             run = self.runs.get(execution_id)
             if run is not None:
                 run.watched = True
-                return await asyncio.shield(run.done)
+                return await run.done.wait()
             delay = 0.01
             while True:
                 stored = await self.store.get_run(execution_id)
@@ -666,7 +702,7 @@ class Engine:
                 run = self.runs.get(execution_id)
                 if run is not None:  # taken over or claimed here meanwhile
                     run.watched = True
-                    return await asyncio.shield(run.done)
+                    return await run.done.wait()
                 await asyncio.sleep(delay)
                 delay = min(2 * delay, self.settings.lease_seconds / 10)
 

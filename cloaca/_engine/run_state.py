@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
 
 from .._store.base import ExecutionRecord, StoredRun, TaskRecord
 from .._task import TaskDefinition
@@ -39,6 +39,54 @@ class Step:
     to_queue: list[TaskState] = field(default_factory=list)
 
 
+class RunEnd:
+    """How a run ended, for whoever waits for it here.
+
+    Each waiter gets a future of its own: a waiter cancelled (a caller that stopped waiting)
+    leaves the others, and the run, alone.
+    """
+
+    __slots__ = ("_waiters", "_outcome")
+
+    def __init__(self) -> None:
+        self._waiters: list[asyncio.Future[StoredRun]] = []
+        self._outcome: Union[StoredRun, BaseException, None] = None
+
+    def done(self) -> bool:
+        return self._outcome is not None
+
+    def wait(self) -> asyncio.Future[StoredRun]:
+        """A future of the run as it ended (or of why it could not be run to its end)."""
+        waiter: asyncio.Future[StoredRun] = asyncio.get_running_loop().create_future()
+        if self._outcome is None:
+            self._waiters.append(waiter)
+        else:
+            _settle(waiter, self._outcome)
+        return waiter
+
+    def set_result(self, stored: StoredRun) -> None:
+        self._end(stored)
+
+    def set_exception(self, exc: BaseException) -> None:
+        self._end(exc)
+
+    def _end(self, outcome: Union[StoredRun, BaseException]) -> None:
+        if self._outcome is not None:
+            return
+        self._outcome = outcome
+        for waiter in self._waiters:
+            if not waiter.done():
+                _settle(waiter, outcome)
+        self._waiters.clear()
+
+
+def _settle(waiter: asyncio.Future[StoredRun], outcome: Union[StoredRun, BaseException]) -> None:
+    if isinstance(outcome, BaseException):
+        waiter.set_exception(outcome)
+    else:
+        waiter.set_result(outcome)
+
+
 @dataclass(eq=False)
 class Run:
     """A workflow execution that this runner is executing."""
@@ -46,7 +94,7 @@ class Run:
     execution: ExecutionRecord
     workflow: Workflow
     tasks: dict[str, TaskState]
-    done: asyncio.Future[StoredRun]
+    done: RunEnd = field(default_factory=RunEnd)
     open_tasks: int = 0
     next_seq: int = 1
     on_finish: list[Callable[[Run], None]] = field(default_factory=list)
