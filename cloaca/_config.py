@@ -132,6 +132,12 @@ _FIELDS = (
         "the CLI and the dashboard, which must not take slots from the workers).",
         upstream=False,
     ),
+    _Field(
+        "max_reactor_tenants", 1000, _integer(1, _U64_MAX),
+        "How many tenants' reactors may be live at once (each tenant has its own copy of "
+        "every reactor and accumulator); a push for one more tenant is refused.",
+        upstream=False,
+    ),
 )
 
 
@@ -163,6 +169,7 @@ class DefaultRunnerConfig:
     enable_reactors: bool
     reactor_poll_interval_seconds: float
     enable_cron_firing: bool
+    max_reactor_tenants: int
 
     def __init__(
         self,
@@ -189,6 +196,7 @@ class DefaultRunnerConfig:
         enable_reactors: Optional[bool] = None,
         reactor_poll_interval_seconds: Optional[float] = None,
         enable_cron_firing: Optional[bool] = None,
+        max_reactor_tenants: Optional[int] = None,
     ) -> None:
         arguments = locals()  # exactly the parameters (plus self), read by field name
         self._values: dict[str, Any] = {

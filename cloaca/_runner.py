@@ -35,7 +35,7 @@ from ._engine.run_state import Run
 from ._engine.settings import EngineSettings
 from ._paging import page
 from ._reactors.api import ReactorAPI
-from ._reactors.runtime import ReactorRuntime
+from ._reactors.runtime import LiveReactors
 from ._reactors.subscriptions import SubscriptionPoller
 from ._registry import REGISTRY
 from ._result import WorkflowResult, rfc3339
@@ -78,7 +78,7 @@ class DefaultRunner(CronAPI, TriggerAPI, ReactorAPI):
         self._poller: Optional[TriggerPoller] = None
         self._cron: Optional[CronScheduler] = None
         self._subscriptions: Optional[SubscriptionPoller] = None
-        self._reactors: Optional[ReactorRuntime] = None
+        self._reactors: Optional[LiveReactors] = None
         self._clock = _clock
         self._owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         _LIVE_RUNNERS.add(self)
@@ -177,10 +177,11 @@ class DefaultRunner(CronAPI, TriggerAPI, ReactorAPI):
             getattr(self._clock, "add_jump_listener", _no_jumps)(self._on_clock_jump)
             self._subscriptions.start()
             if config.enable_reactors:
-                self._reactors = ReactorRuntime(
-                    self._store, anyio.CapacityLimiter(_REACTOR_THREADS), self._subscriptions.wake
+                self._reactors = LiveReactors(
+                    self._store, anyio.CapacityLimiter(_REACTOR_THREADS), self._subscriptions.wake,
+                    config.max_reactor_tenants,
                 )
-                await self._reactors.load()
+                await self._reactors.start()
         except BaseException:
             await self._close_services()
             raise

@@ -34,6 +34,7 @@ PROJECT_DEFAULTS = {
     "enable_reactors": True,
     "reactor_poll_interval_seconds": 1.0,
     "enable_cron_firing": True,
+    "max_reactor_tenants": 1000,
 }
 BOOL_FIELDS = ["enable_recovery", "enable_cron_scheduling", "cron_enable_recovery", "enable_cron_firing"]
 INT_FIELDS = [name for name, value in UPSTREAM_DEFAULTS.items() if name not in BOOL_FIELDS]

@@ -9,11 +9,10 @@ import threading
 from typing import Any
 
 import pytest
-
-import cloaca
-
 from conftest import unique_name
 from support import wait_until
+
+import cloaca
 
 
 class Recorder:
@@ -65,7 +64,8 @@ async def test_when_any_fires_per_event_and_coalesces_a_burst(make_runner) -> No
         await runner.apause_reactor(reactor)
         for n in range(3, 13):
             await runner.apush_event(src, {"n": n})
-        await wait_until(lambda: runner._reactors.reactors[reactor.NAME].inbox.empty(), "the burst applied")
+        live = runner._reactors.tenants["public"].reactors[reactor.NAME]
+        await wait_until(lambda: live.inbox.empty(), "the burst applied")
         assert len(graph.calls) == 2  # paused: accumulates, does not fire
         await runner.aresume_reactor(reactor)
         await graph.wait(3)

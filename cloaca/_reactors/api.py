@@ -15,7 +15,7 @@ from .subscriptions import DEFAULT_TENANT
 
 if TYPE_CHECKING:
     from .._store import Store
-    from .runtime import ReactorRuntime
+    from .runtime import LiveReactors
     from .subscriptions import SubscriptionPoller
 
 
@@ -25,64 +25,69 @@ class ReactorAPI:
 
     _store: Store
     _subscriptions: Optional[SubscriptionPoller]
-    _reactors: Optional[ReactorRuntime]
+    _reactors: Optional[LiveReactors]
     _call: Callable[..., Any]
     _acall: Callable[..., Awaitable[Any]]
 
     # ------------------------------------------------------------------ live reactors
     def push_event(self, accumulator: str, event: Any, *, tenant: Optional[str] = None) -> None:
-        """Hand `event` (a JSON value) to an accumulator; returns once it is accepted (for
-        batch and state accumulators: persisted). Blocks while its queue is full."""
+        """Hand `event` (a JSON value) to an accumulator of `tenant` (default "public");
+        returns once it is accepted (for batch and state accumulators: persisted). Blocks
+        while its queue is full."""
         self._call("push_event", self._push, *_event(accumulator, event, tenant))
 
     async def apush_event(self, accumulator: str, event: Any, *, tenant: Optional[str] = None) -> None:
         await self._acall("apush_event", self._push, *_event(accumulator, event, tenant))
 
-    async def _push(self, accumulator: str, event: Any) -> None:
-        await self._live().push(accumulator, event)
+    async def _push(self, accumulator: str, event: Any, tenant: str) -> None:
+        await self._live().push(accumulator, event, tenant)
 
-    def fire_reactor(self, reactor: Any, inputs: Optional[dict[str, Any]] = None) -> bool:
-        """Fire a reactor now, whatever its criteria (`inputs` replace its cache first); its
-        graphs have run when this returns. False if the reactor is paused."""
-        return self._call("fire_reactor", self._fire, *_fire_arguments(reactor, inputs))
+    def fire_reactor(self, reactor: Any, inputs: Optional[dict[str, Any]] = None, *,
+                     tenant: Optional[str] = None) -> bool:
+        """Fire `tenant`'s copy of a reactor now, whatever its criteria (`inputs` replace its
+        cache first); its graphs have run when this returns. False if it is paused."""
+        return self._call("fire_reactor", self._fire, *_fire_arguments(reactor, inputs, tenant))
 
-    async def afire_reactor(self, reactor: Any, inputs: Optional[dict[str, Any]] = None) -> bool:
-        return await self._acall("afire_reactor", self._fire, *_fire_arguments(reactor, inputs))
+    async def afire_reactor(self, reactor: Any, inputs: Optional[dict[str, Any]] = None, *,
+                            tenant: Optional[str] = None) -> bool:
+        return await self._acall("afire_reactor", self._fire, *_fire_arguments(reactor, inputs, tenant))
 
-    async def _fire(self, name: str, inputs: Optional[dict[str, Any]]) -> bool:
-        return await self._live().fire(name, inputs)
+    async def _fire(self, name: str, inputs: Optional[dict[str, Any]], tenant: str) -> bool:
+        return await self._live().fire(name, inputs, tenant)
 
-    def pause_reactor(self, reactor: Any) -> None:
-        """Stop a reactor firing (it keeps accumulating)."""
-        self._call("pause_reactor", self._set_paused, _reactor_name(reactor), True)
+    def pause_reactor(self, reactor: Any, *, tenant: Optional[str] = None) -> None:
+        """Stop `tenant`'s copy of a reactor firing (it keeps accumulating)."""
+        self._call("pause_reactor", self._set_paused, _reactor_name(reactor), True, _tenant(tenant))
 
-    async def apause_reactor(self, reactor: Any) -> None:
-        await self._acall("apause_reactor", self._set_paused, _reactor_name(reactor), True)
+    async def apause_reactor(self, reactor: Any, *, tenant: Optional[str] = None) -> None:
+        await self._acall("apause_reactor", self._set_paused, _reactor_name(reactor), True,
+                          _tenant(tenant))
 
-    def resume_reactor(self, reactor: Any) -> None:
-        """Let a paused reactor fire again (at once, if its criteria hold)."""
-        self._call("resume_reactor", self._set_paused, _reactor_name(reactor), False)
+    def resume_reactor(self, reactor: Any, *, tenant: Optional[str] = None) -> None:
+        """Let `tenant`'s paused copy of a reactor fire again (at once, if its criteria hold)."""
+        self._call("resume_reactor", self._set_paused, _reactor_name(reactor), False, _tenant(tenant))
 
-    async def aresume_reactor(self, reactor: Any) -> None:
-        await self._acall("aresume_reactor", self._set_paused, _reactor_name(reactor), False)
+    async def aresume_reactor(self, reactor: Any, *, tenant: Optional[str] = None) -> None:
+        await self._acall("aresume_reactor", self._set_paused, _reactor_name(reactor), False,
+                          _tenant(tenant))
 
-    async def _set_paused(self, name: str, paused: bool) -> None:
-        self._live().set_paused(name, paused)
+    async def _set_paused(self, name: str, paused: bool, tenant: str) -> None:
+        await self._live().set_paused(name, paused, tenant)
 
-    def list_reactors(self) -> list[dict[str, Any]]:
-        """The live reactors: name, mode, accumulators, graphs, paused, fires, last_fire_at,
-        last_error."""
-        return self._call("list_reactors", self._list_reactors)
+    def list_reactors(self, *, tenant: Optional[str] = None) -> list[dict[str, Any]]:
+        """The live reactors of `tenant` (default "public"; none for a tenant not used yet):
+        name, mode, accumulators, graphs, paused, fires, last_fire_at, last_error."""
+        return self._call("list_reactors", self._list_reactors, _tenant(tenant))
 
-    async def alist_reactors(self) -> list[dict[str, Any]]:
-        return await self._acall("alist_reactors", self._list_reactors)
+    async def alist_reactors(self, *, tenant: Optional[str] = None) -> list[dict[str, Any]]:
+        return await self._acall("alist_reactors", self._list_reactors, _tenant(tenant))
 
-    async def _list_reactors(self) -> list[dict[str, Any]]:
-        return self._live().describe()
+    async def _list_reactors(self, tenant: str) -> list[dict[str, Any]]:
+        return self._live().describe(tenant)
 
     def load_reactors(self) -> list[str]:
-        """Start reactors (and bind graphs) registered since the runner started; every
-        loaded reactor's name."""
+        """Start reactors (and bind graphs) registered since the runner started, for every
+        live tenant; every loaded reactor's name."""
         return self._call("load_reactors", self._load_reactors)
 
     async def aload_reactors(self) -> list[str]:
@@ -91,7 +96,7 @@ class ReactorAPI:
     async def _load_reactors(self) -> list[str]:
         return await self._live().load()
 
-    def _live(self) -> ReactorRuntime:
+    def _live(self) -> LiveReactors:
         if self._reactors is None:
             raise ValueError(
                 "DefaultRunner: reactors are not running (DefaultRunnerConfig(enable_reactors=False))"
@@ -172,17 +177,13 @@ class ReactorAPI:
         return await self._subscriptions.poll_once()
 
 
-def _event(accumulator: Any, event: Any, tenant: Optional[str]) -> tuple[str, Any]:
-    """(accumulator, JSON copy of the event), checked before anything is queued."""
+def _event(accumulator: Any, event: Any, tenant: Optional[str]) -> tuple[str, Any, str]:
+    """(accumulator, JSON copy of the event, tenant), checked before anything is queued."""
     if not isinstance(accumulator, str):
         raise TypeError(f"push_event: accumulator must be a str, got {type(accumulator).__name__}")
-    if _tenant(tenant) != DEFAULT_TENANT:
-        raise ValueError(
-            f"push_event: tenant {tenant!r}: the embedded runner runs reactors for tenant "
-            f"'{DEFAULT_TENANT}' only"
-        )
+    tenant = _tenant(tenant)
     try:
-        return accumulator, json_copy(event)
+        return accumulator, json_copy(event), tenant
     except NotJsonError as exc:
         raise TypeError(f"push_event: the event for '{accumulator}' is not a JSON value: {exc.reason}") from None
 
@@ -194,22 +195,27 @@ def _reactor_name(reactor: Any) -> str:
     return name
 
 
-def _fire_arguments(reactor: Any, inputs: Optional[dict[str, Any]]) -> tuple[str, Optional[dict[str, Any]]]:
+def _fire_arguments(reactor: Any, inputs: Optional[dict[str, Any]],
+                    tenant: Optional[str]) -> tuple[str, Optional[dict[str, Any]], str]:
+    name, tenant = _reactor_name(reactor), _tenant(tenant)
     if inputs is None:
-        return _reactor_name(reactor), None
+        return name, None, tenant
     if not isinstance(inputs, dict):
         raise TypeError(f"fire_reactor: inputs must be a dict, got {type(inputs).__name__}")
     try:
-        return _reactor_name(reactor), json_copy(inputs)
+        return name, json_copy(inputs), tenant
     except NotJsonError as exc:
         raise TypeError(f"fire_reactor: inputs are not JSON values: {exc.reason}") from None
 
 
 def _tenant(tenant: Optional[str]) -> str:
+    """The tenant named (None: "public"); TypeError unless a str, ValueError if empty."""
     if tenant is None:
         return DEFAULT_TENANT
-    if not isinstance(tenant, str) or not tenant:
-        raise TypeError(f"tenant must be a non-empty str, got {tenant!r}")
+    if not isinstance(tenant, str):
+        raise TypeError(f"tenant must be a non-empty str, got {type(tenant).__name__} {tenant!r}")
+    if not tenant:
+        raise ValueError(f"tenant must be a non-empty str, got {tenant!r}")
     return tenant
 
 

@@ -569,6 +569,10 @@ class ReactorStore(StoreBase):
     async def load_accumulator_state(self, tenant_id: str, accumulator_name: str, kind: str) -> Optional[str]:
         """An accumulator's stored state of that kind, if any."""
 
+    @abc.abstractmethod
+    async def reactor_tenants(self) -> list[str]:
+        """Every tenant with stored reactor or accumulator state, sorted."""
+
 
 class ClaimStore(abc.ABC):
     """Work shared by task (`WorkSharing.BY_TASK`): any runner claims any ready task; each

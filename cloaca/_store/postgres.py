@@ -674,6 +674,9 @@ class PostgresStore(Store, ClaimStore, NoticeStore):
         sql = q.LOAD_ACCUMULATOR_STATE.format(table=q.ACCUMULATOR_TABLES[kind])
         return await self._require_pool().fetchval(sql, tenant_id, accumulator_name)  # type: ignore[no-any-return]
 
+    async def reactor_tenants(self) -> list[str]:
+        return [r[0] for r in await self._require_pool().fetch(q.REACTOR_TENANTS)]
+
 
 # --------------------------------------------------------------------------------------
 # Migrations (shared with cloaca.admin, which runs them for a new tenant)

@@ -844,3 +844,9 @@ SAVE_ACCUMULATOR_STATE = """
 """
 LOAD_ACCUMULATOR_STATE = "SELECT data FROM {table} WHERE tenant_id = $1 AND accumulator_name = $2"
 ACCUMULATOR_TABLES = {"checkpoint": "accumulator_checkpoints", "window": "state_accumulator_buffers"}
+REACTOR_TENANTS = """
+    SELECT tenant_id FROM reactor_state
+    UNION SELECT tenant_id FROM accumulator_checkpoints
+    UNION SELECT tenant_id FROM state_accumulator_buffers
+    ORDER BY tenant_id
+"""

@@ -648,6 +648,10 @@ class SQLiteStore(Store, ClaimStore):
         row = await self._read(lambda cur: cur.execute(sql, (tenant_id, accumulator_name)).fetchone())
         return None if row is None else row[0]
 
+    async def reactor_tenants(self) -> list[str]:
+        rows = await self._read(lambda cur: cur.execute(q.REACTOR_TENANTS).fetchall())
+        return [r[0] for r in rows]
+
 
 # --------------------------------------------------------------------------------------
 # Functions run in the connection's thread.
