@@ -21,6 +21,7 @@ class Workflow(Sealed):
 
     __slots__ = (
         "_name", "_description", "_tags", "_tenant", "_tasks", "_order", "_dependents", "_version",
+        "_roots",
     )
 
     _how_to_get_one = "use cloaca.WorkflowBuilder"
@@ -44,6 +45,7 @@ class Workflow(Sealed):
         workflow._order = _topological_order(name, by_name)
         workflow._tasks = {n: by_name[n] for n in workflow._order}
         workflow._dependents = _dependents(workflow._tasks)
+        workflow._roots = tuple(n for n in workflow._order if not workflow._tasks[n].dependencies)
         workflow._version = _version(workflow)
         return workflow
 
@@ -77,7 +79,7 @@ class Workflow(Sealed):
 
     def get_roots(self) -> list[str]:
         """Tasks with no dependencies."""
-        return [n for n in self._order if not self._tasks[n].dependencies]
+        return list(self._roots)
 
     def get_leaves(self) -> list[str]:
         """Tasks that nothing depends on."""
@@ -92,6 +94,11 @@ class Workflow(Sealed):
     def tasks(self) -> dict[str, TaskDefinition]:
         """Task definitions by full namespace, in topological order (engine use)."""
         return self._tasks
+
+    @property
+    def roots(self) -> tuple[str, ...]:
+        """Tasks with no dependencies, in topological order (engine use)."""
+        return self._roots
 
     def dependents_of(self, task_name: str) -> tuple[str, ...]:
         return self._dependents[task_name]

@@ -251,7 +251,7 @@ class Engine:
         for state in run.tasks.values():
             state.remaining = len(set(state.definition.dependencies))
         step = Step(now)
-        for name in workflow.get_roots():
+        for name in workflow.roots:
             self._make_eligible(run, run.tasks[name], step)
         return run, step
 
