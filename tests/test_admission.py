@@ -10,7 +10,7 @@ import pytest
 
 import cloaca
 from cloaca import Context
-from cloaca._engine.slots import SlotPool
+from cloaca._engine.admission import Admission
 
 
 def one_task_workflow(name: str, order: list[int]) -> None:
@@ -47,7 +47,7 @@ async def test_at_most_the_admitted_number_of_runs_is_created_at_once_in_the_ord
     bodies: list[int] = []
     one_task_workflow(name, bodies)
     async with make_runner(max_concurrent_tasks=1) as runner:
-        runner._engine.admission = SlotPool(3)
+        runner._engine.admission = Admission(3)
         seen = count_creations(runner._store)
         results = await asyncio.gather(*(runner.aexecute(name, Context({"i": i})) for i in range(12)))
     assert [r.status for r in results] == ["Completed"] * 12
@@ -62,7 +62,7 @@ async def test_a_caller_cancelled_while_waiting_its_turn_leaves_no_run_and_no_pl
     bodies: list[int] = []
     one_task_workflow(name, bodies)
     async with make_runner() as runner:
-        runner._engine.admission = SlotPool(1)
+        runner._engine.admission = Admission(1)
         release = asyncio.Event()
         insert = runner._store.create_execution
 
@@ -92,8 +92,7 @@ async def test_an_unknown_workflow_is_refused_to_its_caller_at_once(make_runner)
     async with make_runner() as runner:
         with pytest.raises(ValueError, match="Workflow not found in registry: no_such_workflow_here"):
             await runner.aexecute("no_such_workflow_here", Context({}))
-        assert runner._engine.admission.try_acquire()  # its place was given back
-        runner._engine.admission.release()
+        assert runner._engine.admission.free == runner._store.runs_created_at_once  # its place was given back
 
 
 @pytest.mark.asyncio
@@ -120,8 +119,7 @@ async def test_a_caller_gone_before_its_run_failed_to_be_saved_leaves_no_unretri
             await caller
         await asyncio.sleep(0.05)  # the insert fails meanwhile
         assert runner._engine.runs == {}
-        assert runner._engine.admission.try_acquire()  # its place was given back
-        runner._engine.admission.release()
+        assert runner._engine.admission.free == runner._store.runs_created_at_once  # its place was given back
         with caplog.at_level(logging.ERROR, logger="asyncio"):
             gc.collect()
             await asyncio.sleep(0)

@@ -44,6 +44,7 @@ from .._store.base import (
 )
 from .._task import TaskDefinition, TaskHandle
 from .._workflow import Workflow
+from .admission import Admission
 from .by_run import RunSharing
 from .by_task import TaskSharing
 from .callbacks import run_callback
@@ -104,7 +105,7 @@ class Engine:
         self.sharing: Sharing = SHARING[store.work_sharing](self)
         self.deadlines = Deadlines(DEADLINE_RESOLUTION)
         """Of task attempts and of waits for runs."""
-        self.admission = SlotPool(store.runs_created_at_once)
+        self.admission = Admission(store.runs_created_at_once)
         """Runs being created at once: later submissions wait their turn, so that runs
         submitted together start, and end, in the order they came."""
 
@@ -159,34 +160,38 @@ class Engine:
         `trace_parent` is the trace context it was submitted in; `attributes` describe where
         it came from (e.g. its cron schedule), for its span. A caller cancelled meanwhile
         leaves the run going, saved or not yet."""
-        if not self.admission.try_acquire():
-            await self.admission.acquire()
-        created = asyncio.get_running_loop().create_future()
-        run = self._begin(workflow_name, input_json, fire, link_fire_id, trace_parent, attributes, created)
-        return run if await created else None
+        created: asyncio.Future[Optional[Run]] = asyncio.get_running_loop().create_future()
+        self.admission.enter(partial(
+            self._begin, created, True, workflow_name, input_json, fire, link_fire_id, trace_parent, attributes))
+        return await created
 
     def _begin(
-        self, workflow_name: str, input_json: str, fire: Optional[FireRequest],
-        link_fire_id: Optional[str], trace_parent: Optional[Mapping[str, str]],
-        attributes: Optional[Mapping[str, str]], created: Optional[asyncio.Future[bool]],
-    ) -> Run:
-        """Make a run and have it inserted, then started, holding a place among the runs
-        being created (given back once it is). `created` (if given) gets whether it was
-        created; the run's waiters get why, if it could not be."""
+        self, caller: asyncio.Future[Any], to_creation: bool, workflow_name: str, input_json: str,
+        fire: Optional[FireRequest], link_fire_id: Optional[str],
+        trace_parent: Optional[Mapping[str, str]], attributes: Optional[Mapping[str, str]],
+    ) -> bool:
+        """Admitted: make the run and have it inserted, then started (`Admission.Begin`).
+        `caller` gets the run once created (None if refused) if `to_creation`, else how the
+        run ended; or why it could not be made."""
+        if caller.done():
+            return False  # its caller has gone (cancelled, timed out)
         try:
             run, step = self._prepare(workflow_name, input_json, fire, trace_parent, attributes)
-        except BaseException:
-            self.admission.release()
-            raise
-        # Continued in a callback, not in the caller's task: a caller cancelled meanwhile
-        # leaves the run going, saved or not yet.
-        inserting = asyncio.ensure_future(self._insert(run, fire, link_fire_id))
+            # Continued in a callback, not in the caller's task: a caller cancelled meanwhile
+            # leaves the run going, saved or not yet.
+            inserting = asyncio.ensure_future(self._insert(run, fire, link_fire_id))
+        except Exception as exc:
+            caller.set_exception(exc)
+            return False
+        created = caller if to_creation else None
+        if not to_creation:
+            run.done.add(caller)
         inserting.add_done_callback(partial(self._inserted, run, step, fire, link_fire_id, created))
-        return run
+        return True
 
     def _inserted(
         self, run: Run, step: Step, fire: Optional[FireRequest], link_fire_id: Optional[str],
-        created: Optional[asyncio.Future[bool]], inserting: asyncio.Future[bool],
+        created: Optional[asyncio.Future[Optional[Run]]], inserting: asyncio.Future[bool],
     ) -> None:
         if not inserting.cancelled() and inserting.exception() is None:
             self._created(run, step, created, inserting.result())
@@ -197,7 +202,7 @@ class Engine:
 
     async def _insert_again(
         self, run: Run, step: Step, fire: Optional[FireRequest], link_fire_id: Optional[str],
-        created: Optional[asyncio.Future[bool]], failed: Exception,
+        created: Optional[asyncio.Future[Optional[Run]]], failed: Exception,
     ) -> None:
         try:
             stored = await self._create_again(run, fire, link_fire_id, failed)
@@ -212,10 +217,10 @@ class Engine:
             return
         self._created(run, step, created, stored)
 
-    def _created(self, run: Run, step: Step, created: Optional[asyncio.Future[bool]], stored: bool) -> None:
+    def _created(self, run: Run, step: Step, created: Optional[asyncio.Future[Optional[Run]]],
+                 stored: bool) -> None:
         """Once the run's insert is over: start it if it was `stored`, else give back what
-        its first step took."""
-        self.admission.release()
+        its first step took; then the next submission in line begins."""
         if stored:
             run.watched = True
             self.runs[run.id] = run
@@ -223,9 +228,10 @@ class Engine:
             self.abandon(step)
             self.observe.run_not_created(run.span)
         if created is not None and not created.done():
-            created.set_result(stored)
+            created.set_result(run if stored else None)
         if stored and self._apply(run, step):
             self.spawn(self._finish(run, step.now), background=True)
+        self.admission.leave()
 
     def _prepare(
         self, workflow_name: str, input_json: str, fire: Optional[FireRequest],
@@ -305,12 +311,12 @@ class Engine:
     ) -> StoredRun:
         """Submit a run and wait for its end; ValueError after `timeout` seconds (the run goes
         on). A caller cancelled meanwhile leaves the run going, saved or not yet."""
+        ended: asyncio.Future[StoredRun] = asyncio.get_running_loop().create_future()
         try:
             with self.deadlines.limit(timeout):
-                if not self.admission.try_acquire():
-                    await self.admission.acquire()  # (waiting here costs less than a task each)
-                run = self._begin(workflow_name, input_json, None, None, trace_parent, None, None)
-                return await run.done.wait()
+                self.admission.enter(partial(
+                    self._begin, ended, False, workflow_name, input_json, None, None, trace_parent, None))
+                return await ended
         except TimeoutError:
             raise ValueError(f"Workflow execution failed: Workflow timeout after {timeout:g}s") from None
         except EngineStopped as exc:

@@ -58,11 +58,15 @@ class RunEnd:
     def wait(self) -> asyncio.Future[StoredRun]:
         """A future of the run as it ended (or of why it could not be run to its end)."""
         waiter: asyncio.Future[StoredRun] = asyncio.get_running_loop().create_future()
+        self.add(waiter)
+        return waiter
+
+    def add(self, waiter: asyncio.Future[StoredRun]) -> None:
+        """Have `waiter` get the run as it ended (or why it could not be run to its end)."""
         if self._outcome is None:
             self._waiters.append(waiter)
-        else:
+        elif not waiter.done():
             _settle(waiter, self._outcome)
-        return waiter
 
     def set_result(self, stored: StoredRun) -> None:
         self._end(stored)
