@@ -3,6 +3,9 @@
 Every runner in the process reads the same registry: a workflow registered after a runner
 was created is executable by it at once, and a trigger registered at any time is announced
 to every live runner through the listeners.
+
+Definitions land here from `_declare` (`@task`, `WorkflowBuilder`, `@trigger`); the registry
+names their types and the definition modules never import it.
 """
 
 from __future__ import annotations
