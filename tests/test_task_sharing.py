@@ -7,6 +7,7 @@ processes; async task bodies run on their runner's loop thread, which tells who 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 import uuid
@@ -14,11 +15,11 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
+from support import drop_postgres_schema, poll_until
 
 import cloaca
 from cloaca import Context, DefaultRunner, DefaultRunnerConfig
-
-from support import drop_postgres_schema, poll_until
+from cloaca.testing import isolated_registry
 
 POSTGRES_URL = os.environ.get("CLOACA_TEST_POSTGRES_URL")
 needs_postgres = pytest.mark.skipif(not POSTGRES_URL, reason="CLOACA_TEST_POSTGRES_URL is not set")
@@ -307,3 +308,61 @@ def test_two_runners_fire_each_cron_slot_once_and_never_run_a_deduped_trigger_tw
         for r in (first, second):
             if r is not None:
                 r.shutdown()
+
+
+# ---------------------------------------------------------------------------------------
+# What one runner claims: the tasks of the workflows registered now, and, at once, those its
+# own steps leave Ready.
+
+WIDE_LEAVES = ("leaf0", "leaf1", "leaf2")
+NUDGED = "sharing_nudged_wf"
+
+
+async def _pass_on(context: Context) -> Context:
+    return context
+
+
+def declare_wide(name: str) -> None:
+    """A root and three leaves: with one async slot, two leaves are left Ready to be claimed."""
+    with cloaca.WorkflowBuilder(name):
+        cloaca.task(id="root")(_pass_on)
+        for leaf in WIDE_LEAVES:
+            cloaca.task(id=leaf, dependencies=["root"])(_pass_on)
+
+
+declare_wide(NUDGED)
+
+
+def claimable_tasks_of(runner: DefaultRunner, workflow: str) -> set[str]:
+    names = runner._engine.sharing.claimable_names()
+    return {n for pool_names in names.values() for n in pool_names if n.split("::")[2] == workflow}
+
+
+@pytest.mark.asyncio
+async def test_the_tasks_of_a_workflow_registered_after_the_runner_started_are_claimed(runners):
+    late = f"sharing_late_wf_{uuid.uuid4().hex[:8]}"
+    runner = runners(max_concurrent_async_tasks=1)
+    with isolated_registry():
+        async with runner:
+            assert claimable_tasks_of(runner, late) == set()  # what the claims of start() kept
+            declare_wide(late)
+            assert claimable_tasks_of(runner, late) == {
+                f"public::embedded::{late}::{task}" for task in ("root", *WIDE_LEAVES)
+            }
+            result = await asyncio.wait_for(runner.aexecute(late, Context({})), 30)
+            assert result.status == "Completed", result.error_message
+            assert claimable_tasks_of(runner, late)
+    assert claimable_tasks_of(runner, late) == set()  # forgotten with the registry's restore
+
+
+@pytest.mark.asyncio
+async def test_tasks_left_ready_by_a_step_are_claimed_by_its_runner_without_waiting_for_a_poll(tmp_path):
+    # SQLite pushes no notices, and the poll is an hour away: only the step that left the
+    # leaves Ready (one slot: one leaf starts at once) can set this runner claiming them.
+    url = f"sqlite:///{tmp_path / 'nudged.db'}?sharing=task"
+    config = DefaultRunnerConfig(enable_cron_scheduling=False, max_concurrent_async_tasks=1,
+                                 scheduler_poll_interval_ms=3_600_000)
+    async with DefaultRunner.with_config(url, config) as runner:
+        result = await asyncio.wait_for(runner.aexecute(NUDGED, Context({})), 30)
+        assert result.status == "Completed", result.error_message
+        assert sorted(t["attempt_count"] for t in result.task_results) == [1] * (len(WIDE_LEAVES) + 1)
