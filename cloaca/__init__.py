@@ -16,6 +16,14 @@ from ._declarations import (
     workflow_params,
     workflow_secrets,
 )
+from ._declare import (
+    TaskDecorator,
+    TriggerDecorator,
+    WorkflowBuilder,
+    register_workflow_constructor,
+    task,
+    trigger,
+)
 from ._graphs import ComputationGraphBuilder, node
 from ._namespace import TaskNamespace, WorkflowContext
 from ._reactors import (
@@ -39,10 +47,10 @@ from ._rules import (
     task_success,
 )
 from ._runner import DefaultRunner
-from ._task import TaskDecorator, TaskHandle, task
-from ._triggers.definition import TriggerDecorator, TriggerResult, trigger
+from ._task import TaskHandle
+from ._triggers.definition import TriggerResult
 from ._vars import var, var_or
-from ._workflow import Workflow, WorkflowBuilder, register_workflow_constructor
+from ._workflow import Workflow
 
 __all__ = [
     "BackoffStrategy",

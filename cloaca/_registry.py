@@ -3,6 +3,9 @@
 Every runner in the process reads the same registry: a workflow registered after a runner
 was created is executable by it at once, and a trigger registered at any time is announced
 to every live runner through the listeners.
+
+Definitions land here from `_declare` (`@task`, `WorkflowBuilder`, `@trigger`); the registry
+names their types and the definition modules never import it.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ class Registry:
         self._workflows: dict[str, Workflow] = {}
         self._triggers: dict[str, TriggerDefinition] = {}
         self._trigger_listeners: list[TriggerListener] = []
+        self._workflows_generation = 0
 
     # tasks ---------------------------------------------------------------------------
     def register_task(self, definition: TaskDefinition) -> None:
@@ -65,6 +69,7 @@ class Registry:
         with self._lock:
             replaced = name in self._workflows
             self._workflows[name] = workflow
+            self._workflows_generation += 1
         if replaced:
             log.warning("cloaca: workflow '%s' is declared again; the new declaration replaces "
                         "the previous one", name)
@@ -76,6 +81,12 @@ class Registry:
     def workflow_names(self) -> list[str]:
         with self._lock:
             return list(self._workflows)
+
+    def workflows_generation(self) -> int:
+        """A number that changes whenever the registered workflows change: what is derived
+        from them may be kept as long as it stays the same."""
+        with self._lock:
+            return self._workflows_generation
 
     # triggers ------------------------------------------------------------------------
     def register_trigger(self, definition: TriggerDefinition) -> None:
@@ -137,6 +148,7 @@ class Registry:
             current = self._triggers
             self._tasks = dict(snapshot.tasks)
             self._workflows = dict(snapshot.workflows)
+            self._workflows_generation += 1
             self._triggers = dict(snapshot.triggers)
         changes: list[tuple[str, Optional[TriggerDefinition]]] = [
             (name, None) for name in current if name not in snapshot.triggers

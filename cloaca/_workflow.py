@@ -1,19 +1,16 @@
-"""Workflows: `WorkflowBuilder`, the validated read-only `Workflow`, and constructor registration."""
+"""Workflows: the validated, versioned, read-only `Workflow`.
+
+`WorkflowBuilder` and `register_workflow_constructor` (which register workflows) are in `_declare.py`.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from types import TracebackType
-from typing import Any, Callable, Iterable, Optional, Union
+from typing import Iterable
 
-from ._namespace import WorkflowContext
-from ._registry import REGISTRY
 from ._sealed import Sealed
-from ._task import TaskDefinition, pop_scope, push_scope
-
-DEFAULT_TENANT = "public"
-DEFAULT_PACKAGE = "embedded"
+from ._task import TaskDefinition
 
 
 class Workflow(Sealed):
@@ -169,103 +166,3 @@ def _version(workflow: Workflow) -> str:
     }
     digest = hashlib.sha256(json.dumps(content, separators=(",", ":")).encode()).hexdigest()
     return digest[:16]
-
-
-class WorkflowBuilder:
-    """Builds a workflow; used as a context manager it registers the workflow on exit."""
-
-    def __init__(
-        self,
-        name: str,
-        *,
-        tenant: Optional[str] = None,
-        package: Optional[str] = None,
-        workflow: Optional[str] = None,
-    ) -> None:
-        if not isinstance(name, str):
-            raise TypeError(f"WorkflowBuilder name must be a str, got {type(name).__name__}")
-        if not name:
-            raise ValueError("WorkflowBuilder name cannot be empty")
-        self._name = name
-        self._context = WorkflowContext(
-            tenant or DEFAULT_TENANT, package or DEFAULT_PACKAGE, workflow or name
-        )
-        self._description = ""
-        self._tags: dict[str, str] = {}
-        self._added: list[TaskDefinition] = []
-
-    def description(self, text: str) -> None:
-        """Set the workflow's description."""
-        self._description = text
-
-    def tag(self, key: str, value: str) -> None:
-        """Set one tag."""
-        self._tags[key] = value
-
-    def add_task(self, task: Union[str, Callable[..., Any]]) -> None:
-        """Add an already-registered task of this builder's namespace to what `build()` returns."""
-        if isinstance(task, str):
-            task_id = task
-        else:
-            task_id = getattr(task, "__name__", None)
-            if not isinstance(task_id, str):
-                raise ValueError(
-                    "add_task expects a string task ID or a function object with __name__, "
-                    f"got {type(task).__name__}"
-                )
-        namespace = str(self._context.task_namespace(task_id))
-        definition = REGISTRY.get_task(namespace)
-        if definition is None:
-            raise ValueError(f"Task '{task_id}' not found in registry (namespace {namespace})")
-        if any(t.full_name == namespace for t in self._added):
-            raise ValueError(f"Failed to add task: Duplicate task: {task_id}")
-        self._added.append(definition)
-
-    def build(self) -> Workflow:
-        """Validate and return a workflow of the tasks added with `add_task` (registers nothing)."""
-        try:
-            return self._workflow(self._added)
-        except ValueError as exc:
-            raise ValueError(f"Failed to build workflow: {exc}") from None
-
-    def _workflow(self, tasks: Iterable[TaskDefinition]) -> Workflow:
-        return Workflow._create(
-            self._context.workflow_id, self._context.tenant_id, self._description, self._tags, tasks
-        )
-
-    def __enter__(self) -> WorkflowBuilder:
-        push_scope(self._context)
-        return self
-
-    def __exit__(
-        self,
-        exc_type: Optional[type[BaseException]],
-        exc: Optional[BaseException],
-        tb: Optional[TracebackType],
-    ) -> None:
-        pop_scope()
-        tasks = REGISTRY.tasks_in(str(self._context))
-        try:
-            workflow = self._workflow(tasks)
-        except ValueError as error:
-            if exc is None:
-                raise ValueError(f"Workflow validation failed: {error}") from None
-            return  # the block's own exception propagates
-        REGISTRY.register_workflow(self._context.workflow_id, workflow)
-
-    def __repr__(self) -> str:
-        return f"WorkflowBuilder(name='{self._name}')"
-
-
-def register_workflow_constructor(name: str, constructor: Callable[[], Workflow]) -> None:
-    """Call `constructor()` once now and register the Workflow it returns under `name`."""
-    try:
-        workflow = constructor()
-    except Exception as exc:
-        raise ValueError(f"Failed to call workflow constructor: {type(exc).__name__}: {exc}") from exc
-    if not isinstance(workflow, Workflow):
-        raise ValueError(
-            f"Failed to extract workflow from constructor: it returned {type(workflow).__name__}, "
-            "not a Workflow"
-        )
-    REGISTRY.register_workflow(name, workflow)

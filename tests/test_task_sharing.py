@@ -7,18 +7,26 @@ processes; async task bodies run on their runner's loop thread, which tells who 
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import json
 import os
 import threading
+import time
 import uuid
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator, Optional
 
 import pytest
+from support import drop_postgres_schema, poll_until, wait_until
 
 import cloaca
 from cloaca import Context, DefaultRunner, DefaultRunnerConfig
-
-from support import drop_postgres_schema, poll_until
+from cloaca._engine.run_state import Run, Step, TaskState
+from cloaca._engine.slots import SlotPool
+from cloaca._store.base import ClaimedWork, StoredRun, TaskRecord, WorkSharing
+from cloaca._store.sqlite import SQLiteStore
+from cloaca.testing import isolated_registry
 
 POSTGRES_URL = os.environ.get("CLOACA_TEST_POSTGRES_URL")
 needs_postgres = pytest.mark.skipif(not POSTGRES_URL, reason="CLOACA_TEST_POSTGRES_URL is not set")
@@ -307,3 +315,219 @@ def test_two_runners_fire_each_cron_slot_once_and_never_run_a_deduped_trigger_tw
         for r in (first, second):
             if r is not None:
                 r.shutdown()
+
+
+# ---------------------------------------------------------------------------------------
+# What one runner claims: the tasks of the workflows registered now, and, at once, those its
+# own steps leave Ready.
+
+WIDE_LEAVES = ("leaf0", "leaf1", "leaf2")
+NUDGED = "sharing_nudged_wf"
+
+
+async def _pass_on(context: Context) -> Context:
+    return context
+
+
+def declare_wide(name: str) -> None:
+    """A root and three leaves: with one async slot, two leaves are left Ready to be claimed."""
+    with cloaca.WorkflowBuilder(name):
+        cloaca.task(id="root")(_pass_on)
+        for leaf in WIDE_LEAVES:
+            cloaca.task(id=leaf, dependencies=["root"])(_pass_on)
+
+
+declare_wide(NUDGED)
+
+
+def claimable_tasks_of(runner: DefaultRunner, workflow: str) -> set[str]:
+    names = runner._engine.sharing.claimable_names()
+    return {n for pool_names in names.values() for n in pool_names if n.split("::")[2] == workflow}
+
+
+@pytest.mark.asyncio
+async def test_the_tasks_of_a_workflow_registered_after_the_runner_started_are_claimed(runners):
+    late = f"sharing_late_wf_{uuid.uuid4().hex[:8]}"
+    runner = runners(max_concurrent_async_tasks=1)
+    with isolated_registry():
+        async with runner:
+            assert claimable_tasks_of(runner, late) == set()  # what the claims of start() kept
+            declare_wide(late)
+            assert claimable_tasks_of(runner, late) == {
+                f"public::embedded::{late}::{task}" for task in ("root", *WIDE_LEAVES)
+            }
+            result = await asyncio.wait_for(runner.aexecute(late, Context({})), 30)
+            assert result.status == "Completed", result.error_message
+            assert claimable_tasks_of(runner, late)
+    assert claimable_tasks_of(runner, late) == set()  # forgotten with the registry's restore
+
+
+@pytest.mark.asyncio
+async def test_tasks_left_ready_by_a_step_are_claimed_by_its_runner_without_waiting_for_a_poll(tmp_path):
+    # SQLite pushes no notices, and the poll is an hour away: only the step that left the
+    # leaves Ready (one slot: one leaf starts at once) can set this runner claiming them.
+    url = f"sqlite:///{tmp_path / 'nudged.db'}?sharing=task"
+    config = DefaultRunnerConfig(enable_cron_scheduling=False, max_concurrent_async_tasks=1,
+                                 scheduler_poll_interval_ms=3_600_000)
+    async with DefaultRunner.with_config(url, config) as runner:
+        result = await asyncio.wait_for(runner.aexecute(NUDGED, Context({})), 30)
+        assert result.status == "Completed", result.error_message
+        assert sorted(t["attempt_count"] for t in result.task_results) == [1] * (len(WIDE_LEAVES) + 1)
+
+
+# ---------------------------------------------------------------------------------------
+# A step computed again and again while others write (SQLite: `commit_step_locked` calls
+# `compute` once per refused write): the engine goes on with the last step computed only.
+
+RECOMPUTED = "sharing_recomputed_wf"
+recomputed_bodies: list[str] = []
+release_first: dict[str, asyncio.Event] = {}
+
+
+async def _first(context: Context) -> Context:
+    await release_first["event"].wait()
+    return context
+
+
+async def _elsewhere(context: Context) -> Context:
+    raise AssertionError("claimed by the other writer: never executed by this runner")
+
+
+def _joined(name: str) -> Callable[[Context], Context]:
+    def body(context: Context) -> Context:
+        recomputed_bodies.append(name)
+        return context
+
+    return body
+
+
+with cloaca.WorkflowBuilder(RECOMPUTED):
+    # One async slot: `first` takes it, `b1` and `b2` are left Ready for the other writer.
+    cloaca.task(id="first")(_first)
+    cloaca.task(id="b1")(_elsewhere)
+    cloaca.task(id="b2")(_elsewhere)
+    # Sync (two thread slots): `d` is unblocked by first + b1, `c` by first + b1 + b2.
+    cloaca.task(id="d", dependencies=["first", "b1"])(_joined("d"))
+    cloaca.task(id="c", dependencies=["first", "b1", "b2"])(_joined("c"))
+
+
+def short(task_name: str) -> str:
+    return task_name.rsplit("::", 1)[-1]
+
+
+def free_slots(pool: SlotPool) -> int:
+    taken = 0
+    while pool.try_acquire():
+        taken += 1
+    for _ in range(taken):
+        pool.release()
+    return taken
+
+
+class OtherWriter:
+    """Another runner's connection to the SQLite file, writing as a runner does."""
+
+    OWNER = "other-runner"
+
+    def __init__(self, path: Path) -> None:
+        self.store = SQLiteStore(str(path), work_sharing=WorkSharing.BY_TASK)
+
+    async def claim(self, workflow: str, limit: int) -> list[ClaimedWork]:
+        now = time.time()
+        return await self.store.claim_tasks(self.OWNER, now, now + 600, [workflow], limit, False, {})
+
+    async def complete(self, run_id: str, task: str) -> None:
+        """Write the step of one of its tasks completing (against the run's current version)."""
+        stored = await self.store.get_run(run_id)
+        assert stored is not None
+        row = next(t for t in stored.tasks if short(t.task_name) == task)
+        done = dataclasses.replace(
+            row, status="Completed", completed_at=time.time(), output_context=json.dumps({task: 1}),
+            finish_seq=1 + max(t.finish_seq or 0 for t in stored.tasks),
+        )
+        assert await self.store.commit_step(run_id, stored.version, self.OWNER, time.time() + 600, [done])
+
+
+def interleave(store: Any, run_id: str, other: OtherWriter, tasks: list[str]) -> list[dict[str, str]]:
+    """Have `other` complete one of `tasks` just before each of the next writes of `run_id`
+    by `store`; returns, as they are made, the steps `commit_step_locked` computes (task ->
+    status)."""
+    real_commit, real_locked = store.commit_step, store.commit_step_locked
+    computed: list[dict[str, str]] = []
+
+    async def commit_step(execution_id, version, owner, lease_until, rows, finished=None):
+        if execution_id == run_id and tasks:
+            await other.complete(run_id, tasks.pop(0))
+        return await real_commit(execution_id, version, owner, lease_until, rows, finished)
+
+    async def commit_step_locked(execution_id, since_version, task_names, owner, lease_until, compute):
+        def recorded(stored: StoredRun):
+            step = compute(stored)
+            computed.append({} if step is None else {short(t.task_name): t.status for t in step[0]})
+            return step
+
+        return await real_locked(execution_id, since_version, task_names, owner, lease_until, recorded)
+
+    store.commit_step, store.commit_step_locked = commit_step, commit_step_locked
+    return computed
+
+
+@pytest.mark.asyncio
+async def test_a_step_computed_again_after_each_refused_write_is_the_last_computed(tmp_path):
+    recomputed_bodies.clear()
+    release_first["event"] = asyncio.Event()
+    url = f"sqlite:///{tmp_path / 'recomputed.db'}?sharing=task"
+    config = DefaultRunnerConfig(enable_cron_scheduling=False, max_concurrent_async_tasks=1,
+                                 max_concurrent_tasks=2, lease_seconds=600.0)
+    other = OtherWriter(tmp_path / "recomputed.db")
+    async with DefaultRunner.with_config(url, config) as runner:
+        engine = runner._engine
+        running = asyncio.create_task(runner.aexecute(RECOMPUTED, Context({})))
+        try:
+            await other.store.open()
+            [work] = await wait_until(lambda: other.claim(RECOMPUTED, 2), "b1 and b2 to be claimed elsewhere")
+            assert sorted(short(t.task_name) for t in work.tasks) == ["b1", "b2"]
+            # Nothing but the step under test may take this runner's slots (its claims hold
+            # them across a query, which would change what the step can start).
+            await engine.sharing.claims.stop()
+
+            # b1 completes elsewhere before this runner writes first's outcome (refused: the
+            # step is computed from the stored run), b2 between that computation and its
+            # write (refused: computed again).
+            computed = interleave(engine.store, work.execution_id, other, ["b1", "b2"])
+            went_on_with: list[Step] = []  # the step the engine went on with after first's outcome
+            commit = engine.sharing.commit
+
+            async def recorded_commit(run: Run, state: TaskState, outcome: TaskRecord) -> Optional[Step]:
+                step = await commit(run, state, outcome)
+                if short(outcome.task_name) == "first" and step is not None:
+                    went_on_with.append(step)
+                return step
+
+            engine.sharing.commit = recorded_commit  # type: ignore[method-assign]
+            release_first["event"].set()
+            [step] = await wait_until(lambda: went_on_with, "the step of first's outcome")
+
+            assert computed == [
+                {"first": "Completed", "d": "Running"},  # b1 done: d unblocked
+                {"first": "Completed", "d": "Running", "c": "Running"},  # b2 done too: c as well
+            ]
+            assert {short(r.task_name): r.status for r in step.changed} == computed[-1]
+            assert sorted(short(s.record.task_name) for s in step.to_start) == ["c", "d"]
+            result = await asyncio.wait_for(running, 30)
+            assert result.status == "Completed", result.error_message
+            # The last step was the one executed: d and c once each, by this runner...
+            assert sorted(recomputed_bodies) == ["c", "d"]
+            # ... whose memory and the stored rows agree: every task completed at its first attempt.
+            in_memory = {short(t["task_name"]): (t["status"], t["attempt_count"]) for t in result.task_results}
+            stored = await other.store.get_run(work.execution_id)
+            assert stored is not None
+            assert {short(t.task_name): (t.status, t.attempt) for t in stored.tasks} == in_memory == {
+                name: ("Completed", 1) for name in ("first", "b1", "b2", "c", "d")
+            }
+            # The slots the earlier computation took were given back.
+            assert (free_slots(engine.async_slots), free_slots(engine.slots)) == (1, 2)
+        finally:
+            running.cancel()
+            await asyncio.gather(running, return_exceptions=True)
+            await other.store.close()

@@ -44,6 +44,8 @@ class TaskSharing(Sharing):
             raise TypeError(f"{type(store).__name__} shares work by task but is no ClaimStore")
         self.store: ClaimStore = store
         self.claims = TaskClaims(self, store, engine.settings.poll_interval_seconds)
+        self._claimable: tuple[int, dict[SlotPool, tuple[str, ...]]] = (-1, {})
+        """`claimable_names()` and the registry's workflows generation it was made from."""
 
     async def start(self) -> None:
         await self.claims.start()
@@ -52,7 +54,9 @@ class TaskSharing(Sharing):
         await self.claims.stop()
 
     def queue(self, run: Run, states: list[TaskState]) -> None:
-        pass  # left Ready in the store, for any runner to claim
+        # Left Ready in the store, for any runner to claim; here, as soon as a slot is free
+        # (one may have freed while the step was being written).
+        self.claims.wake()
 
     def slot_freed(self) -> None:
         self.claims.slot_freed()
@@ -115,15 +119,22 @@ class TaskSharing(Sharing):
                 started += 1
         return started
 
-    def claimable_names(self) -> dict[SlotPool, list[str]]:
-        """The tasks of the registered workflows, by the slots their bodies take."""
+    def claimable_names(self) -> dict[SlotPool, tuple[str, ...]]:
+        """The tasks of the registered workflows, by the slots their bodies take (made again
+        only when the registered workflows change)."""
+        generation = self.engine.registry.workflows_generation()
+        if self._claimable[0] != generation:
+            self._claimable = (generation, self._names_by_pool())
+        return self._claimable[1]
+
+    def _names_by_pool(self) -> dict[SlotPool, tuple[str, ...]]:
         engine = self.engine
         names: dict[SlotPool, list[str]] = {engine.async_slots: [], engine.slots: []}
         for workflow_name in engine.registry.workflow_names():
             workflow = engine.registry.get_workflow(workflow_name)
             for task_name, definition in (workflow.tasks.items() if workflow else ()):
                 names[engine.pool_of(definition)].append(task_name)
-        return names
+        return {pool: tuple(task_names) for pool, task_names in names.items()}
 
     def cached_versions(self) -> dict[str, int]:
         return {run_id: run.version for run_id, run in self.engine.runs.items()}

@@ -2,10 +2,11 @@
 noticing the end of runs started here that other runners finished.
 
 One asyncio task per runner. It claims while slots are free and there may be work: after
-a notice of new work pushed by the store (LISTEN/NOTIFY on PostgreSQL), when a slot frees
-up, when a retry delay ends, and on a fallback timer that also takes over tasks whose
-lease expired and checks the runs this runner waits for. The timer is the scheduler tick
-when the store cannot push notices, and at most `MAX_FALLBACK_SECONDS` when it can.
+a notice of new work pushed by the store (LISTEN/NOTIFY on PostgreSQL), when a step of
+this runner left tasks Ready for want of a slot, when a slot frees up, when a retry delay
+ends, and on a fallback timer that also takes over tasks whose lease expired and checks
+the runs this runner waits for. The timer is the scheduler tick when the store cannot push
+notices, and at most `MAX_FALLBACK_SECONDS` when it can.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ class Claimer(Protocol):
 
     engine: Engine
 
-    def claimable_names(self) -> dict[SlotPool, list[str]]: ...
+    def claimable_names(self) -> dict[SlotPool, tuple[str, ...]]: ...
     def cached_versions(self) -> dict[str, int]: ...
     async def start_claimed(self, work: ClaimedWork, known: Mapping[str, int]) -> int: ...
 
@@ -120,7 +121,7 @@ class TaskClaims:
             looked = await self._claim_for(pool, names, take_over) and looked
         return looked
 
-    async def _claim_for(self, pool: SlotPool, task_names: list[str], take_over: bool) -> bool:
+    async def _claim_for(self, pool: SlotPool, task_names: tuple[str, ...], take_over: bool) -> bool:
         engine = self.engine
         looked = False
         while not engine.stopping and task_names:

@@ -1,4 +1,8 @@
-"""`@cloaca.trigger`: polling (or cron) triggers that fire workflows, and `TriggerResult`."""
+"""Triggers: the `TriggerDefinition` of a polling (or cron) trigger that fires a workflow, what a
+poll returns (`TriggerResult`), and poll intervals.
+
+`@cloaca.trigger` (which makes definitions and registers them) is in `cloaca/_declare.py`.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from .._context import Context
-from .._registry import REGISTRY
 from .._sealed import Sealed
 
 DEFAULT_POLL_INTERVAL = "30s"
@@ -114,78 +117,3 @@ class TriggerDefinition:
     def __post_init__(self) -> None:
         # Read at every poll: computed once.
         object.__setattr__(self, "is_async", inspect.iscoroutinefunction(self.function))
-
-
-class TriggerDecorator(Sealed):
-    """What `cloaca.trigger(...)` returns; calling it on a function registers the trigger."""
-
-    __slots__ = ("_options",)
-    _how_to_get_one = "use cloaca.trigger(...)"
-
-    @classmethod
-    def _create(cls, options: dict[str, Any]) -> TriggerDecorator:
-        decorator = object.__new__(cls)
-        decorator._options = options
-        return decorator
-
-    def __call__(self, function: Callable[[], Any]) -> Callable[[], Any]:
-        if not callable(function):
-            raise TypeError(f"@cloaca.trigger must decorate a function, got {type(function).__name__}")
-        options = dict(self._options)
-        options["name"] = options["name"] or function.__name__
-        REGISTRY.register_trigger(TriggerDefinition(function=function, **options))
-        return function
-
-    def __repr__(self) -> str:
-        return f"TriggerDecorator(name={self._options['name']!r}, workflow={self._options['workflow']!r})"
-
-
-def trigger(
-    *,
-    name: Optional[str] = None,
-    on: Optional[str] = None,
-    poll_interval: Optional[str] = None,
-    cron: Optional[str] = None,
-    timezone: Optional[str] = None,
-    allow_concurrent: bool = False,
-    workflow: Optional[str] = None,
-) -> TriggerDecorator:
-    """Declare a trigger that polls the decorated function and fires `workflow` (alias `on`)."""
-    if workflow is not None and on is not None and workflow != on:
-        raise ValueError(
-            f"@cloaca.trigger: 'workflow={workflow!r}' and 'on={on!r}' name different workflows; "
-            "give one of them"
-        )
-    target = workflow if workflow is not None else on
-    if name is not None and (not isinstance(name, str) or not name):
-        raise ValueError(f"@cloaca.trigger: name must be a non-empty string, got {name!r}")
-    if not isinstance(allow_concurrent, bool):
-        raise TypeError(f"@cloaca.trigger: allow_concurrent must be a bool, got {allow_concurrent!r}")
-    if cron is not None:
-        cron, timezone = _validate_cron_form(cron, timezone, poll_interval, target)
-        interval_ms = parse_duration_ms(DEFAULT_POLL_INTERVAL)
-    else:
-        interval_ms = parse_duration_ms(poll_interval if poll_interval is not None else DEFAULT_POLL_INTERVAL)
-    return TriggerDecorator._create(
-        {
-            "name": name,
-            "workflow": target,
-            "poll_interval_ms": interval_ms,
-            "allow_concurrent": allow_concurrent,
-            "cron": cron,
-            "timezone": timezone,
-        }
-    )
-
-
-def _validate_cron_form(
-    cron: str, timezone: Optional[str], poll_interval: Optional[str], target: Optional[str]
-) -> tuple[str, str]:
-    from .._cron.expression import CronExpression
-
-    if poll_interval is not None:
-        raise ValueError("@cloaca.trigger: cannot set both 'cron' and 'poll_interval'")
-    if target is None:
-        raise ValueError("@cloaca.trigger: a cron trigger needs the workflow to run ('workflow=' or 'on=')")
-    expression = CronExpression.parse(cron, timezone or "UTC")
-    return expression.expression, expression.timezone
