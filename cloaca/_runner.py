@@ -405,7 +405,10 @@ class DefaultRunner(CronAPI, TriggerAPI, ReactorAPI):
         return await self._require_engine().cancel(execution_id)
 
     def retry_execution(self, execution_id: str) -> str:
-        """Resume a Failed or Cancelled run under the same id (completed tasks are kept)."""
+        """Resume a Failed or Cancelled run under the same id (completed tasks are kept).
+
+        Here if its workflow is registered here; else the run is reopened "Pending" and the
+        first runner that has the workflow (and `enable_recovery`) takes it over."""
         return self._call("retry_execution", self._retry_execution, execution_id)
 
     async def aretry_execution(self, execution_id: str) -> str:
@@ -413,7 +416,7 @@ class DefaultRunner(CronAPI, TriggerAPI, ReactorAPI):
 
     async def _retry_execution(self, execution_id: str) -> str:
         _check_execution_id(execution_id)
-        return (await self._require_engine().retry(execution_id)).id
+        return await self._require_engine().retry(execution_id)
 
     def list_executions(self, workflow_name: Optional[str] = None, status: Optional[str] = None,
                         limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:

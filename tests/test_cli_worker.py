@@ -113,3 +113,21 @@ def test_workers_on_postgresql_share_the_tasks_of_a_run(db: str, workers: Worker
     run = poll_until(lambda: _ended(db, fanned), "the fanned-out run to end", timeout=60)
     assert run["status"] == "Completed"
     assert {run["final_context"][f"pid_{i}"] for i in range(4)} == pids
+
+
+def test_a_run_retried_without_its_app_is_carried_on_by_a_worker(db: str, workers: Workers, tmp_path: Path) -> None:
+    env = cli_env(tmp_path)
+    execution_id = cloaca("--db", db, "--app", APP, "runs", "start", "cli_slow", env=env).stdout.strip()
+    assert as_json(cloaca("--db", db, "--json", "runs", "cancel", execution_id))["status"] == "Cancelled"
+
+    # No --app: this command does not have the workflow; the run waits for a worker that has it.
+    retried = cloaca("--db", db, "runs", "retry", execution_id)
+    assert (retried.returncode, retried.stdout.strip()) == (0, execution_id), retried.stderr
+    assert f"Run {execution_id} reopened: it waits for a worker that has workflow 'cli_slow'" in retried.stderr
+    assert as_json(cloaca("--db", db, "--json", "runs", "show", execution_id))["status"] == "Pending"
+
+    (tmp_path / "release").touch()
+    worker = workers.start("worker")
+    run = poll_until(lambda: _ended(db, execution_id), "the retried run to end in the worker", timeout=60)
+    assert run["status"] == "Completed"
+    assert run["final_context"]["released_in"] == worker.pid

@@ -359,6 +359,44 @@ async def test_release_leases_makes_runs_claimable_at_once(store):
     assert ids([r.execution for r in await store.claim_orphans("x", T0, T0 + 5, ["wf"])]) == ["r1"]
 
 
+async def failed_run(store: Store, run_id: str, workflow: str = "wf") -> None:
+    """A run of two tasks that ended Failed: `a` Completed, `b` Failed."""
+    await new_run(store, run_id, workflow)
+    await store.save_progress([
+        TaskRecord(run_id, "a", "Completed", attempt=1, started_at=T0, completed_at=T0 + 1,
+                   output_context='{"a": 1}', finish_seq=1),
+        TaskRecord(run_id, "b", "Failed", attempt=1, started_at=T0 + 1, completed_at=T0 + 2,
+                   error_message="boom", finish_seq=2),
+    ], finished(run_id, T0 + 2, "Failed", workflow))
+
+
+async def test_a_run_reopened_by_nobody_waits_pending_until_claim_orphans_takes_it(store, backend):
+    await failed_run(store, "nobodys")
+    await failed_run(store, "mine")
+
+    reopened = await store.reset_for_retry("nobodys", None, T0 + 3, None)
+    assert reopened is not None
+    assert (reopened.execution.status, reopened.execution.completed_at) == ("Pending", None)
+    assert {t.task_name: t.status for t in reopened.tasks} == {"a": "Completed", "b": "NotStarted"}
+    assert await backend.raw("SELECT owner, lease_until FROM workflow_executions WHERE id = 'nobodys'") == [
+        (None, None)]
+    assert await store.ended_runs(["nobodys"]) == []
+    assert [e.id for e in await store.list_executions(None, "Pending", 10, 0)] == ["nobodys"]
+    with pytest.raises(ValueError, match="it is Pending"):
+        await store.reset_for_retry("nobodys", None, T0 + 3, None)
+    # Reopened under an owner, as before: Running and leased.
+    assert (await store.reset_for_retry("mine", "me", T0 + 3, T0 + 50)).execution.status == "Running"
+
+    # The first runner that has the workflow takes it over: it is Running from then on.
+    assert await store.claim_orphans("o2", T0 + 4, T0 + 20, ["other-wf"]) == []
+    [taken] = await store.claim_orphans("o2", T0 + 4, T0 + 20, ["wf"])
+    assert (taken.execution.id, taken.execution.status) == ("nobodys", "Running")
+    assert {t.task_name: t.status for t in taken.tasks} == {"a": "Completed", "b": "NotStarted"}
+    assert (await store.get_run("nobodys")).execution.status == "Running"
+    assert await backend.raw("SELECT owner, lease_until FROM workflow_executions WHERE id = 'nobodys'") == [
+        ("o2", T0 + 20)]
+
+
 # ====================================================================== trigger schedules
 async def test_upsert_trigger_schedule_creates_then_updates_keeping_enabled(store):
     created = await store.upsert_trigger_schedule("t", "wf", 1000, False, T0)

@@ -651,6 +651,66 @@ async def test_a_refused_step_writes_nothing_and_leaves_the_calls_written_with_i
         assert await holders(backend, run_id) == held[run_id]
 
 
+# ====================================================================== runs reopened by nobody
+async def reopened_by_nobody(store: Store, run_id: str, workflow: str = WF, started_at: float = T0) -> None:
+    """A Failed run (`a` Completed, `b` Failed) retried where its workflow is unknown."""
+    await add_run(store, run_id, [
+        task(run_id, "a", "Completed", attempt=1, started_at=started_at, completed_at=started_at + 1,
+             output_context='{"a": 1}', finish_seq=1),
+        task(run_id, "b", "Failed", attempt=1, started_at=started_at + 1, error_message="boom",
+             finish_seq=2),
+    ], workflow=workflow, started_at=started_at)
+    await store.save_progress([], finished(run_id, started_at + 2, "Failed", workflow))
+    assert (await store.reset_for_retry(run_id, None, started_at + 3, None)).execution.status == "Pending"
+
+
+async def test_a_pending_run_is_claimed_by_one_runner_of_its_workflow_and_started_by_its_first_step(
+    opened, backend,
+):
+    first, second = await opened(), await opened()
+    await reopened_by_nobody(first, "r")
+    await reopened_by_nobody(first, "other", workflow="other_wf", started_at=T0 + 1)
+    assert await first.claim_tasks("X", T0 + 4, T0 + 10, [WF], 10, True, {}) == []  # no Ready task
+
+    [got] = await first.claim_pending_runs("A", T0 + 4, T0 + 10, [WF], 10)
+    assert (got.execution.id, got.execution.status) == ("r", "Pending")
+    assert got.version == await version_of(first, "r")
+    assert {t.task_name: t.status for t in got.tasks} == {"a": "Completed", "b": "NotStarted"}
+    # Held by A until its lease ends: nobody else gets it meanwhile.
+    assert [r.execution.id for r in await second.claim_pending_runs("B", T0 + 5, T0 + 20, [WF, "other_wf"], 10)] == [
+        "other"]
+    assert await second.claim_pending_runs("B", T0 + 9, T0 + 20, [WF], 10) == []
+    assert await first.claim_pending_runs("B", T0 + 100, T0 + 200, [], 10) == []
+    assert await first.claim_pending_runs("B", T0 + 100, T0 + 200, [WF], 0) == []
+    # A never started it (it stopped): once the lease is over, another runner gets it.
+    [again] = await second.claim_pending_runs("B", T0 + 11, T0 + 30, [WF], 10)
+    assert again.execution.id == "r"
+    assert (await first.get_run("r")).execution.status == "Pending"
+
+    # The first step starts it (compare-and-set on the version, as any step).
+    start = [task("r", "b", "Running", attempt=2, started_at=T0 + 12)]
+    assert await first.commit_step("r", again.version - 1, "A", T0 + 40, start) is False
+    assert await second.commit_step("r", again.version, "B", T0 + 40, start) is True
+    run = await first.get_run("r")
+    assert (run.execution.status, run.version) == ("Running", again.version + 1)
+    assert (await holders(backend, "r"))["b"] == ("Running", "B", T0 + 40)
+    assert await first.claim_pending_runs("C", T0 + 1000, T0 + 2000, [WF], 10) == []
+
+
+async def test_concurrent_claims_of_pending_runs_are_disjoint(opened):
+    first, second = await opened(), await opened()
+    run_ids = {f"r{i}" for i in range(20)}
+    for i, run_id in enumerate(sorted(run_ids)):
+        await reopened_by_nobody(first, run_id, started_at=T0 + i)
+    a, b = await asyncio.gather(
+        first.claim_pending_runs("A", T0 + 100, T0 + 200, [WF], 15),
+        second.claim_pending_runs("B", T0 + 100, T0 + 200, [WF], 15),
+    )
+    got_a, got_b = {r.execution.id for r in a}, {r.execution.id for r in b}
+    assert not got_a & got_b
+    assert got_a | got_b == run_ids
+
+
 # ====================================================================== leases of tasks
 async def test_renew_task_leases_extends_only_the_owners_listed_running_tasks(opened, backend):
     first, second = await opened(), await opened()

@@ -200,9 +200,16 @@ def cancel_run(cli: Cli, execution_id: str) -> None:
 @timeout_option
 @pass_cli
 def retry_run(cli: Cli, execution_id: str, wait: bool, timeout: Optional[float]) -> None:
-    """Resume a Failed or Cancelled run under the same id (completed tasks are kept)."""
+    """Resume a Failed or Cancelled run under the same id (completed tasks are kept).
+
+    Without the --app declaring its workflow, the run is reopened (Pending) for a worker
+    that has it."""
     runner = cli.runner()
     existing_run(runner, execution_id)
     with refused():
         resumed = runner.retry_execution(execution_id)
+    reopened = existing_run(runner, resumed)
+    if reopened.status == "Pending":
+        click.echo(f"Run {resumed} reopened: it waits for a worker that has workflow "
+                   f"'{reopened.workflow_name}'.", err=True)
     finish(cli, runner, resumed, wait, timeout)

@@ -28,6 +28,9 @@ from .store_retry import until_stored
 
 log = logging.getLogger("cloaca.run")
 
+PENDING_BATCH = 64
+"""Pending runs claimed at most per look (the others at the next one)."""
+
 UNKNOWN_VERSION = -1
 """A run's version after a write that may or may not have been committed; the next step
 or claim of the run reads all of its rows again (its memory may hold changes that were
@@ -49,6 +52,8 @@ class TaskSharing(Sharing):
 
     async def start(self) -> None:
         await self.claims.start()
+        if self.engine.settings.enable_recovery:
+            await self.start_pending()
 
     async def stop(self) -> None:
         await self.claims.stop()
@@ -79,6 +84,25 @@ class TaskSharing(Sharing):
     async def keep_leases(self, lease_until: float) -> None:
         engine = self.engine
         await self.store.renew_task_leases(engine.owner, list(engine.active_tasks), lease_until)
+        if engine.settings.enable_recovery:
+            await self.start_pending()
+
+    async def start_pending(self) -> None:
+        """Start the Pending runs of the workflows registered here: runs retried by a
+        runner that does not have their workflow."""
+        engine = self.engine
+        now = time.time()
+        for stored in await self.store.claim_pending_runs(
+            engine.owner, now, now + engine.settings.lease_seconds, engine.registry.workflow_names(),
+            PENDING_BATCH,
+        ):
+            try:
+                await engine.resume(stored, now)
+            except RunLost:  # cancelled meanwhile: its first step was refused
+                await engine.observe_ended([stored.execution.id])
+                run = engine.runs.get(stored.execution.id)
+                if run is not None:
+                    engine.forget(run)
 
     def sole_writer_of(self, execution_id: str) -> Optional[Run]:
         return None  # another runner may write any step of it

@@ -666,8 +666,10 @@ class Engine:
             await self.observe_ended([execution_id])
         return cancelled
 
-    async def retry(self, execution_id: str) -> Run:
-        """Reopen a Failed or Cancelled run and go on with it here; its completed tasks stay."""
+    async def retry(self, execution_id: str) -> str:
+        """Reopen a Failed or Cancelled run and go on with it here; its completed tasks stay.
+        A run whose workflow is not registered here is reopened Pending instead, for a
+        runner that has it to take over."""
         if self.stopping:
             raise ValueError("retry_execution failed: the runner is shutting down")
         stored = await self.store.get_run(execution_id)
@@ -675,9 +677,7 @@ class Engine:
             raise ValueError(f"Unknown execution id: {execution_id}")
         workflow = self.registry.get_workflow(stored.execution.workflow_name)
         if workflow is None:
-            raise ValueError(
-                f"retry_execution failed: Workflow not found in registry: {stored.execution.workflow_name}"
-            )
+            return await self._reopen_for_others(stored)
         now = time.time()
         reopened = await self.store.reset_for_retry(
             execution_id, self.owner, now, now + self.settings.lease_seconds
@@ -689,7 +689,15 @@ class Engine:
         run.span = self.observe.run_resumed(run.execution, run.traced)
         log.info("cloaca: retrying run %s of workflow '%s'", run.id, run.execution.workflow_name)
         await self._restart(run, now)
-        return run
+        return run.id
+
+    async def _reopen_for_others(self, stored: StoredRun) -> str:
+        execution_id, name = stored.execution.id, stored.execution.workflow_name
+        if await self.store.reset_for_retry(execution_id, None, time.time(), None) is None:
+            raise ValueError(f"Unknown execution id: {execution_id}")
+        log.info("cloaca: run %s reopened for a retry; workflow '%s' is not registered here, so "
+                 "it waits (Pending) for a runner that has it", execution_id, name)
+        return execution_id
 
     async def result(self, execution_id: str, timeout: Optional[float]) -> StoredRun:
         """The run once it has ended, whichever runner ends it; TimeoutError after `timeout`."""

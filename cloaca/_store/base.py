@@ -224,6 +224,12 @@ class RunEnded(RunLost):
 RETRYABLE = ("Failed", "Cancelled")
 
 
+def reopened_status(owner: Optional[str]) -> str:
+    """The status of a run reopened for a retry: Running under its owner, else Pending
+    (waiting for a runner that has its workflow)."""
+    return "Running" if owner is not None else "Pending"
+
+
 def check_retryable(execution_id: str, status: str) -> None:
     """ValueError unless a run of this status may be retried."""
     if status not in RETRYABLE:
@@ -335,7 +341,8 @@ class RunStore(StoreBase):
     async def claim_orphans(
         self, owner: str, now: float, lease_until: float, workflow_names: Sequence[str]
     ) -> list[StoredRun]:
-        """Take over unfinished runs of these workflows whose lease expired (or that have none)."""
+        """Take over unfinished runs of these workflows whose lease expired (or that have none);
+        a Pending one becomes Running."""
 
     @abc.abstractmethod
     async def renew_leases(self, owner: str, lease_until: float) -> None:
@@ -355,10 +362,13 @@ class RunStore(StoreBase):
 
     @abc.abstractmethod
     async def reset_for_retry(
-        self, execution_id: str, owner: str, now: float, lease_until: float
+        self, execution_id: str, owner: Optional[str], now: float, lease_until: Optional[float]
     ) -> Optional[StoredRun]:
         """Reopen a Failed or Cancelled run under `owner`: its Failed, Skipped and Cancelled
         tasks go back to NotStarted (attempts kept, counted afresh from `attempt_base`).
+
+        With `owner` None the run is reopened "Pending", held by nobody, for whichever runner
+        has its workflow to start (`claim_orphans`, `ClaimStore.claim_pending_runs`).
 
         None for an unknown run; ValueError naming the status for a run that is not Failed
         or Cancelled. Returns the reopened run."""
@@ -595,11 +605,22 @@ class ClaimStore(abc.ABC):
         """
 
     @abc.abstractmethod
+    async def claim_pending_runs(
+        self, owner: str, now: float, lease_until: float, workflow_names: Sequence[str], limit: int,
+    ) -> list[StoredRun]:
+        """Take up to `limit` Pending runs of these workflows that no live lease holds (runs
+        reopened for whichever runner has their workflow), oldest first, with their versions
+        and tasks. They stay Pending, held by `owner` until `lease_until`, until their first
+        step is written (`commit_step`); when the lease expires first, another runner takes
+        them. Two concurrent claimers never get the same run."""
+
+    @abc.abstractmethod
     async def commit_step(
         self, execution_id: str, version: int, owner: str, lease_until: float,
         tasks: Sequence[TaskRecord], finished: Optional[ExecutionRecord] = None,
     ) -> bool:
-        """Write one scheduling step of a run if its version is still `version`, bumping it.
+        """Write one scheduling step of a run if its version is still `version`, bumping it;
+        a Pending run becomes Running.
 
         Running rows are written as claimed by `owner` until `lease_until`, other rows as
         unclaimed; `finished` also ends the run and closes its fires. False, writing nothing,

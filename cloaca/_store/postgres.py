@@ -58,6 +58,7 @@ from .base import (
     check_retryable,
     history_filters,
     nothing_to_claim,
+    reopened_status,
     runs_written,
 )
 from .postgres_group import (
@@ -282,7 +283,7 @@ class PostgresStore(Store, ClaimStore, NoticeStore):
         return bool(row[0])
 
     async def reset_for_retry(
-        self, execution_id: str, owner: str, now: float, lease_until: float
+        self, execution_id: str, owner: Optional[str], now: float, lease_until: Optional[float]
     ) -> Optional[StoredRun]:
         async with self._require_pool().acquire() as conn:
             async with conn.transaction():
@@ -291,7 +292,8 @@ class PostgresStore(Store, ClaimStore, NoticeStore):
                     return None
                 check_retryable(execution_id, status)
                 await conn.execute(q.RESET_TASKS_FOR_RETRY, execution_id)
-                await conn.execute(q.REOPEN_EXECUTION, execution_id, owner, lease_until)
+                await conn.execute(q.REOPEN_EXECUTION, execution_id, owner, lease_until,
+                                   reopened_status(owner))
         return await self.get_run(execution_id)
 
     async def get_run(self, execution_id: str) -> Optional[StoredRun]:
@@ -319,6 +321,16 @@ class PostgresStore(Store, ClaimStore, NoticeStore):
         return [runs[i] for i in execution_ids if i in runs]
 
     # runs shared by task ------------------------------------------------------------
+    async def claim_pending_runs(
+        self, owner: str, now: float, lease_until: float, workflow_names: Sequence[str], limit: int,
+    ) -> list[StoredRun]:
+        if nothing_to_claim(workflow_names, limit, None):
+            return []
+        rows = await self._require_pool().fetch(
+            q.CLAIM_PENDING, now, list(workflow_names), owner, lease_until, limit)
+        # Read after the claim committed: nobody else starts these runs while the lease holds.
+        return await self._read_runs([r[0] for r in rows]) if rows else []
+
     async def claim_tasks(
         self, owner: str, now: float, lease_until: float, workflow_names: Sequence[str],
         limit: int, take_over: bool, known_versions: Mapping[str, int],

@@ -298,14 +298,14 @@ _STEPS = f"""
     ), run AS (
         UPDATE workflow_executions e
            SET version = e.version + 1,
-               status = COALESCE(s.status, e.status),
+               status = COALESCE(s.status, 'Running'),
                final_context = CASE WHEN s.status IS NULL THEN e.final_context ELSE s.final_context END,
                error_message = CASE WHEN s.status IS NULL THEN e.error_message ELSE s.error_message END,
                completed_at = COALESCE(s.completed_at, e.completed_at),
                owner = CASE WHEN s.status IS NULL THEN e.owner END,
                lease_until = CASE WHEN s.status IS NULL THEN e.lease_until END
           FROM step s JOIN locked l ON l.id = s.id
-         WHERE e.id = l.id AND l.version = s.version AND l.status = 'Running'
+         WHERE e.id = l.id AND l.version = s.version AND l.status IN ('Pending', 'Running')
         RETURNING s.n, e.id, e.version, s.status, s.completed_at, s.work,
                   l.owner IS DISTINCT FROM s.owner AS started_elsewhere
     ), tasks AS (
@@ -405,7 +405,7 @@ CLAIM_ORPHANS = f"""
            AND workflow_name = ANY($2::text[])
          FOR UPDATE SKIP LOCKED
     )
-    UPDATE workflow_executions e SET owner = $3, lease_until = $4
+    UPDATE workflow_executions e SET owner = $3, lease_until = $4, status = 'Running'
       FROM orphan WHERE e.id = orphan.id
     RETURNING {', '.join('e.' + c.strip() for c in EXECUTION_COLUMNS.split(','))}
 """
@@ -564,11 +564,28 @@ RESET_TASKS_FOR_RETRY = """
            step_version = (SELECT e.version + 1 FROM workflow_executions e WHERE e.id = t.execution_id)
      WHERE execution_id = $1 AND status IN ('Failed', 'Skipped', 'Cancelled')
 """
+# Reopened under an owner, the run is Running; held by nobody, Pending (see Store.reset_for_retry).
 REOPEN_EXECUTION = """
     UPDATE workflow_executions
-       SET status = 'Running', completed_at = NULL, error_message = NULL, final_context = NULL,
+       SET status = $4, completed_at = NULL, error_message = NULL, final_context = NULL,
            owner = $2, lease_until = $3, version = version + 1
      WHERE id = $1
+"""
+# Runs reopened for whichever runner has their workflow (Pending), held by no live lease,
+# oldest first; claimed as CLAIM_ORPHANS claims (two claimers never get the same run), they
+# stay Pending until their first step is written.
+CLAIM_PENDING = """
+    WITH pending AS (
+        SELECT id FROM workflow_executions
+         WHERE status = 'Pending' AND (owner IS NULL OR lease_until IS NULL OR lease_until < $1)
+           AND workflow_name = ANY($2::text[])
+         ORDER BY started_at, seq
+         LIMIT $5
+         FOR UPDATE SKIP LOCKED
+    )
+    UPDATE workflow_executions e SET owner = $3, lease_until = $4
+      FROM pending WHERE e.id = pending.id
+    RETURNING e.id
 """
 # Runs $1 with their versions and, for each, the task rows changed after version $2 (-1:
 # every row) and rows $3: one statement, so one snapshot. A run's columns come with each of

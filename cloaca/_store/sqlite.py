@@ -66,6 +66,7 @@ from .base import (
     check_retryable,
     history_filters,
     nothing_to_claim,
+    reopened_status,
     runs_written,
 )
 from .sqlite_thread import SQLiteThread
@@ -266,14 +267,14 @@ class SQLiteStore(Store, ClaimStore):
         return await self._write(op, rows=_BULK)
 
     async def reset_for_retry(
-        self, execution_id: str, owner: str, now: float, lease_until: float
+        self, execution_id: str, owner: Optional[str], now: float, lease_until: Optional[float]
     ) -> Optional[StoredRun]:
         def op(cur: sqlite3.Cursor) -> Optional[StoredRun]:
             row = cur.execute(q.SELECT_RUN_STATUS, (execution_id,)).fetchone()
             if row is None:
                 return None
             check_retryable(execution_id, row[0])
-            cur.execute(q.REOPEN_EXECUTION, (owner, lease_until, execution_id))
+            cur.execute(q.REOPEN_EXECUTION, (reopened_status(owner), owner, lease_until, execution_id))
             cur.execute(q.RESET_TASKS_FOR_RETRY, (execution_id,))
             return _load_run(cur, execution_id)
 
@@ -288,6 +289,26 @@ class SQLiteStore(Store, ClaimStore):
         return await self._read(lambda cur: _load_run(cur, execution_id), snapshot=True)
 
     # runs shared by task ------------------------------------------------------------
+    async def claim_pending_runs(
+        self, owner: str, now: float, lease_until: float, workflow_names: Sequence[str], limit: int,
+    ) -> list[StoredRun]:
+        if nothing_to_claim(workflow_names, limit, None):
+            return []
+        pick = {"now": now, "names": json.dumps(list(workflow_names)), "limit": limit}
+        if not await self._read(lambda cur: cur.execute(q.SELECT_PENDING, pick).fetchone()):
+            return []  # (the usual case, without taking the write lock)
+
+        def op(cur: sqlite3.Cursor) -> list[StoredRun]:
+            runs = []
+            for (execution_id,) in cur.execute(q.SELECT_PENDING, pick).fetchall():
+                cur.execute(q.HOLD_EXECUTION, (owner, lease_until, execution_id))
+                run = _load_run(cur, execution_id)
+                if run is not None:
+                    runs.append(run)
+            return runs
+
+        return await self._write(op, rows=_BULK)
+
     async def claim_tasks(
         self, owner: str, now: float, lease_until: float, workflow_names: Sequence[str],
         limit: int, take_over: bool, known_versions: Mapping[str, int],

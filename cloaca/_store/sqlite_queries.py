@@ -270,9 +270,10 @@ RESET_TASKS_FOR_RETRY = f"""
            owner = NULL, lease_until = NULL, step_version = {_RUN_VERSION}
      WHERE execution_id = ? AND status IN ('Failed', 'Skipped', 'Cancelled')
 """
+# Reopened under an owner, the run is Running; held by nobody, Pending (see Store.reset_for_retry).
 REOPEN_EXECUTION = """
     UPDATE workflow_executions
-       SET status = 'Running', completed_at = NULL, error_message = NULL, final_context = NULL,
+       SET status = ?, completed_at = NULL, error_message = NULL, final_context = NULL,
            owner = ?, lease_until = ?, version = version + 1
      WHERE id = ?
 """
@@ -298,7 +299,19 @@ SELECT_ORPHANS = """
        AND (owner IS NULL OR lease_until IS NULL OR lease_until < ?)
        AND workflow_name IN (SELECT value FROM json_each(?))
 """
-CLAIM_EXECUTION = "UPDATE workflow_executions SET owner = ?, lease_until = ? WHERE id = ?"
+CLAIM_EXECUTION = """
+    UPDATE workflow_executions SET owner = ?, lease_until = ?, status = 'Running' WHERE id = ?
+"""
+HOLD_EXECUTION = "UPDATE workflow_executions SET owner = ?, lease_until = ? WHERE id = ?"
+# Runs reopened for whichever runner has their workflow (Pending), held by no live lease,
+# oldest first: :now, :names (JSON array of workflow names), :limit.
+SELECT_PENDING = """
+    SELECT id FROM workflow_executions
+     WHERE status = 'Pending' AND (owner IS NULL OR lease_until IS NULL OR lease_until < :now)
+       AND workflow_name IN (SELECT value FROM json_each(:names))
+     ORDER BY started_at, rowid
+     LIMIT :limit
+"""
 RENEW_LEASES = """
     UPDATE workflow_executions SET lease_until = ?
      WHERE owner = ? AND status IN ('Pending', 'Running')
@@ -378,15 +391,16 @@ SELECT_VERSIONS = """
 """
 # One scheduling step, compare-and-set on the run's version: the run's row first (nothing
 # else is written when no row matched), then its task rows.
+# (The first step of a Pending run, reopened for any runner, starts it: it becomes Running.)
 STEP_RUN = """
-    UPDATE workflow_executions SET version = version + 1
-     WHERE id = ? AND version = ? AND status = 'Running'
+    UPDATE workflow_executions SET version = version + 1, status = 'Running'
+     WHERE id = ? AND version = ? AND status IN ('Pending', 'Running')
 """
 STEP_AND_FINISH_RUN = """
     UPDATE workflow_executions
        SET version = version + 1, status = ?, final_context = ?, error_message = ?,
            completed_at = ?, owner = NULL, lease_until = NULL
-     WHERE id = ? AND version = ? AND status = 'Running'
+     WHERE id = ? AND version = ? AND status IN ('Pending', 'Running')
 """
 # A Running row is held by the step's writer (owner, lease until); other rows by nobody.
 STEP_TASK = """
