@@ -138,6 +138,13 @@ _FIELDS = (
         "every reactor and accumulator); a push for one more tenant is refused.",
         upstream=False,
     ),
+    _Field(
+        "create_database", True, _flag,
+        "Create the SQLite database file when it does not exist; False: a missing file is an "
+        "error naming it, and nothing is created (tools that only read, such as the CLI's "
+        "list and show). PostgreSQL databases are never created.",
+        upstream=False,
+    ),
 )
 
 
@@ -170,6 +177,7 @@ class DefaultRunnerConfig:
     reactor_poll_interval_seconds: float
     enable_cron_firing: bool
     max_reactor_tenants: int
+    create_database: bool
 
     def __init__(
         self,
@@ -197,6 +205,7 @@ class DefaultRunnerConfig:
         reactor_poll_interval_seconds: Optional[float] = None,
         enable_cron_firing: Optional[bool] = None,
         max_reactor_tenants: Optional[int] = None,
+        create_database: Optional[bool] = None,
     ) -> None:
         arguments = locals()  # exactly the parameters (plus self), read by field name
         self._values: dict[str, Any] = {

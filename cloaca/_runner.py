@@ -70,7 +70,8 @@ class DefaultRunner(CronAPI, TriggerAPI, ReactorAPI):
             raise TypeError(f"config must be a DefaultRunnerConfig, got {type(_config).__name__}")
         self._secrets = resolver_for(secrets, granted_secrets)
         self._config = _config or DefaultRunnerConfig.default()
-        self._store: Store = store_for_url(database_url, _schema, self._config.db_pool_size)
+        self._store: Store = store_for_url(database_url, _schema, self._config.db_pool_size,
+                                           create=self._config.create_database)
         self._state = "new"  # new -> running -> closed
         self._lock = threading.Lock()
         self._bridge = Bridge("cloaca-runner", "DefaultRunner")

@@ -69,6 +69,19 @@ def one_line_error(result: subprocess.CompletedProcess[str], code: int, *fragmen
 
 
 # ---------------------------------------------------------------------- databases
+def create_database(url: str) -> None:
+    """Make the (empty) cloaca database `url` names, as a worker would: the commands that
+    only read or change what is there refuse a SQLite file that does not exist."""
+    from cloaca._store import store_for_url
+
+    async def create() -> None:
+        store = store_for_url(url)
+        await store.open()
+        await store.close()
+
+    asyncio.run(create())
+
+
 def _postgres_admin(statement: str) -> None:
     import asyncpg
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import socket
 import subprocess
 import time
@@ -11,14 +12,25 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from cli_support import APP, ROOT, SCRIPT, as_json, cli_env, cloaca, one_line_error
+from cli_support import (
+    APP,
+    ROOT,
+    SCRIPT,
+    as_json,
+    cli_env,
+    cloaca,
+    create_database,
+    ok,
+    one_line_error,
+)
 
 
 def test_the_database_comes_from_db_or_the_environment(tmp_path: Path) -> None:
     one_line_error(cloaca("runs", "list"), 2, "no database given", "--db", "CLOACA_DATABASE_URL")
     url = f"sqlite:///{tmp_path}/env.db"
+    one_line_error(cloaca("runs", "list", env=cli_env(CLOACA_DATABASE_URL=url)), 1, f"{tmp_path}/env.db")
+    create_database(url)
     assert as_json(cloaca("--json", "runs", "list", env=cli_env(CLOACA_DATABASE_URL=url))) == []
-    assert (tmp_path / "env.db").exists()
 
 
 def test_an_unsupported_or_malformed_url_is_a_usage_error(tmp_path: Path) -> None:
@@ -49,8 +61,57 @@ def test_a_corrupt_database_file_is_reported_and_left_as_it_was(tmp_path: Path) 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["corrupt.db"]
 
 
+SCHEDULE_ID = "0c7c5a52-6d0e-4a43-9f51-2a7d1b1e8a43"
+# The commands that read, or change what is already there: none of them creates a database.
+EXISTING_DATABASE_COMMANDS = [
+    ("runs", "list"), ("runs", "show", "0000-nope"), ("runs", "cancel", "0000-nope"),
+    ("runs", "retry", "0000-nope"),
+    ("triggers", "list"), ("triggers", "history", "inbox"), ("triggers", "enable", "inbox"),
+    ("triggers", "disable", "inbox"),
+    ("cron", "list"), ("cron", "history", SCHEDULE_ID), ("cron", "enable", SCHEDULE_ID),
+    ("cron", "disable", SCHEDULE_ID), ("cron", "delete", SCHEDULE_ID),
+] + ([("dashboard",)] if importlib.util.find_spec("cloaca.dashboard") and importlib.util.find_spec("uvicorn")
+     else [])
+
+
+def test_a_mistyped_sqlite_path_is_an_error_and_no_file_is_created(tmp_path: Path) -> None:
+    missing = tmp_path / "typo.db"
+    for args in EXISTING_DATABASE_COMMANDS:
+        one_line_error(cloaca("--db", f"sqlite://{missing}", *args), 1,
+                       f"No SQLite database at '{missing}'", "no such file")
+    # With the app loaded too (its triggers' schedules would be recorded in a new file).
+    one_line_error(cloaca("--db", f"sqlite://{missing}", "--app", APP, "--json", "triggers", "list"), 1,
+                   str(missing), "no such file")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_every_form_of_sqlite_url_names_the_missing_file(tmp_path: Path) -> None:
+    relative = os.path.relpath(tmp_path, ROOT)  # (the commands run in ROOT)
+    forms = [f"sqlite://{tmp_path}/a.db", f"sqlite:///{tmp_path}/b.db", f"sqlite://{relative}/c.db",
+             f"sqlite://{tmp_path}/d.db?sharing=task", f"{tmp_path}/e.db", f"{relative}/f.db",
+             f"file:{tmp_path}/g.db", f"file:{relative}/h.db?cache=shared"]
+    for url, name in zip(forms, "abcdefgh"):
+        one_line_error(cloaca("--db", url, "runs", "list"), 1, "No SQLite database at", f"{tmp_path}/{name}.db",
+                       "no such file")
+    assert list(tmp_path.iterdir()) == []
+    # A private in-memory database is new each time: nothing to refuse, nothing left behind.
+    for url in (":memory:", "sqlite://:memory:"):
+        assert ok(cloaca("--db", url, "runs", "list")).stdout.strip() == "No runs."
+
+
+def test_commands_that_add_something_create_the_database(tmp_path: Path) -> None:
+    db = f"sqlite://{tmp_path}/new.db"
+    schedule_id = ok(cloaca("--db", db, "cron", "add", "cli_greet", "0 9 * * *")).stdout.strip()
+    assert [s["id"] for s in as_json(cloaca("--db", db, "--json", "cron", "list"))] == [schedule_id]
+    started = as_json(cloaca("--db", f"{tmp_path}/other.db", "--app", APP, "--json", "runs", "start", "cli_greet",
+                             "--wait"))
+    assert started["status"] == "Completed"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new.db", "other.db"]
+
+
 def test_unknown_run_ids_are_reported(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path}/db.db"
+    create_database(db)
     for command in ("show", "cancel", "retry"):
         one_line_error(cloaca("--db", db, "runs", command, "0000-nope"), 1, "no run with id '0000-nope'")
 
@@ -114,6 +175,7 @@ def test_dashboard_serves_on_localhost_or_says_it_is_not_there(tmp_path: Path) -
         one_line_error(cloaca("--db", db, "dashboard"), 1, "dashboard is not available")
         return
     port = _free_port()
+    create_database(db)
     process = subprocess.Popen([str(SCRIPT), "--db", db, "dashboard", "--port", str(port)], cwd=ROOT,
                                env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

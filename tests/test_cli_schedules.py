@@ -8,7 +8,7 @@ from typing import Iterator
 
 import pytest
 
-from cli_support import APP, BACKENDS, as_json, cloaca, database_url, ok, one_line_error
+from cli_support import APP, BACKENDS, as_json, cloaca, create_database, database_url, ok, one_line_error
 
 TRIGGER_KEYS = {"id", "trigger_name", "workflow_name", "poll_interval_ms", "allow_concurrent",
                 "enabled", "last_poll_at", "created_at", "updated_at"}
@@ -22,6 +22,7 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 
 def test_triggers_list_enable_disable_and_history(db: str) -> None:
+    create_database(db)
     # A runner with the app loaded records its triggers' schedules.
     triggers = as_json(cloaca("--db", db, "--app", APP, "--json", "triggers", "list"))
     assert {t["trigger_name"] for t in triggers} == {"inbox", "slow_inbox", "fan_inbox"}

@@ -35,8 +35,10 @@ PROJECT_DEFAULTS = {
     "reactor_poll_interval_seconds": 1.0,
     "enable_cron_firing": True,
     "max_reactor_tenants": 1000,
+    "create_database": True,
 }
-BOOL_FIELDS = ["enable_recovery", "enable_cron_scheduling", "cron_enable_recovery", "enable_cron_firing"]
+BOOL_FIELDS = ["enable_recovery", "enable_cron_scheduling", "cron_enable_recovery", "enable_cron_firing",
+               "create_database"]
 INT_FIELDS = [name for name, value in UPSTREAM_DEFAULTS.items() if name not in BOOL_FIELDS]
 UNSIGNED_FIELDS = [name for name in INT_FIELDS if name != "cron_lost_threshold_minutes"]
 POSITIVE_FLOAT_FIELDS = ["lease_seconds", "shutdown_grace_seconds", "trigger_poll_timeout_seconds",

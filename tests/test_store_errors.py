@@ -147,3 +147,40 @@ def test_the_memory_database_file_is_deleted_at_shutdown(tmp_path, monkeypatch, 
     runner.execute(name, Context())
     runner.shutdown()
     assert os.listdir(scratch) == []
+
+
+NOT_CREATING = DefaultRunnerConfig(create_database=False)
+
+
+@pytest.mark.parametrize("form", [
+    "sqlite://{abs}", "sqlite:///{abs}", "sqlite://{rel}", "sqlite://{rel}?sharing=task", "{abs}", "./{rel}",
+    "{rel}", "file:{abs}", "file:{rel}", "file:{rel}?cache=shared",
+])
+def test_without_create_database_a_missing_sqlite_file_is_an_error_naming_it(form, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    url = form.format(abs=tmp_path / "missing.db", rel="missing.db")
+    with pytest.raises(RuntimeError, match="No SQLite database at .*missing.db.*: no such file") as info:
+        DefaultRunner.with_config(url, NOT_CREATING)
+    assert str(tmp_path / "missing.db") in str(info.value)  # a relative path is shown resolved too
+    assert os.listdir(tmp_path) == []  # nothing created, not even a -wal or -shm file
+
+
+@pytest.mark.parametrize("url", ["{abs}", "sqlite://{rel}", "file:{rel}"])
+def test_without_create_database_an_existing_database_is_opened(url, tmp_path, monkeypatch, wf_name):
+    monkeypatch.chdir(tmp_path)
+    name = wf_name()
+    noop_workflow(name)
+    url = url.format(abs=tmp_path / "there.db", rel="there.db")
+    with DefaultRunner(url) as creating:
+        run_id = creating.execute(name, Context()).execution_id
+    with DefaultRunner.with_config(url, NOT_CREATING) as reading:
+        assert [r["id"] for r in reading.list_executions()] == [run_id]
+        assert reading.execute(name, Context()).status == "Completed"  # it may still write
+
+
+@pytest.mark.parametrize("url", [":memory:", "sqlite://:memory:", "sqlite:///:memory:?sharing=task"])
+def test_without_create_database_a_memory_database_is_still_new_and_private(url, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with DefaultRunner.with_config(url, NOT_CREATING) as runner:
+        assert runner.list_executions() == []
+    assert os.listdir(tmp_path) == []

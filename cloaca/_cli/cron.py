@@ -42,7 +42,7 @@ def list_schedules(cli: Cli, enabled_only: bool, limit: int) -> None:
 @pass_cli
 def add_schedule(cli: Cli, workflow: str, expression: str, tz: str, catchup: str) -> None:
     """Run WORKFLOW on cron EXPRESSION (e.g. '*/5 * * * *'); prints the schedule's id."""
-    runner = cli.runner()
+    runner = cli.runner(creates=True)
     with refused(usage=True):
         schedule_id = runner.register_cron_workflow(workflow, expression, tz, catchup)
     cli.show(runner.get_cron_schedule(schedule_id), lambda: schedule_id)

@@ -52,9 +52,15 @@ class Cli:
             raise click.UsageError("no database given: pass --db URL or set CLOACA_DATABASE_URL")
         return self.database_url
 
-    def runner(self) -> DefaultRunner:
-        """A runner on the database for this command, shut down when the command ends."""
-        runner = open_runner(self.url(), operator_config(COMMAND_GRACE_SECONDS))
+    def runner(self, creates: bool = False) -> DefaultRunner:
+        """A runner on the database for this command, shut down when the command ends.
+
+        Only a command that `creates` something (a run, a schedule) creates a SQLite database
+        that does not exist; the others, which read or change what is there, refuse it (a
+        mistyped path is an error naming it, not a new empty file)."""
+        config = operator_config(COMMAND_GRACE_SECONDS)
+        config.create_database = creates
+        runner = open_runner(self.url(), config)
         click.get_current_context().call_on_close(runner.shutdown)
         return runner
 

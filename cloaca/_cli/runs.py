@@ -152,7 +152,7 @@ timeout_option = click.option(
 def start_run(cli: Cli, workflow: str, context: dict[str, Any], wait: bool,
               timeout: Optional[float]) -> None:
     """Start a run of WORKFLOW and print its id (the workflow must be declared by an --app)."""
-    runner = cli.runner()
+    runner = cli.runner(creates=True)
     try:
         execution_id = runner.submit(workflow, Context(context))
     except ValueError as exc:

@@ -22,11 +22,13 @@ DISTRIBUTION = "cloaca-asyncio"
 """The project's name on the package index (the index's `cloaca` is upstream's binding)."""
 
 
-def store_for_url(url: str, schema: str | None = None, pool_size: int = 10) -> Store:
+def store_for_url(url: str, schema: str | None = None, pool_size: int = 10, create: bool = True) -> Store:
     """The store for a database URL (SPEC §3.1); ValueError for a URL no backend serves.
 
     `pool_size` bounds the connections of a PostgreSQL store (SQLite uses one). A `sqlite://`
     URL may end in `?sharing=task` (work shared by task, as on PostgreSQL) or `?sharing=run`.
+    `create=False`: opening a SQLite file that does not exist fails and creates nothing (a
+    private in-memory database is always new; PostgreSQL databases are never created).
     """
     if not isinstance(url, str):
         raise TypeError(f"database URL must be a str, got {type(url).__name__}")
@@ -34,7 +36,7 @@ def store_for_url(url: str, schema: str | None = None, pool_size: int = 10) -> S
         return _postgres_store(url, schema, pool_size)
     if schema is not None:
         raise ValueError("Schema isolation requires PostgreSQL (a postgres:// or postgresql:// URL)")
-    return _sqlite_store(url)
+    return _sqlite_store(url, create)
 
 
 def _private_sqlite(**options: Any) -> Store:
@@ -48,7 +50,7 @@ def _private_sqlite(**options: Any) -> Store:
     return SQLiteStore(path, delete_on_close=True, **options)
 
 
-def _sqlite_store(url: str) -> Store:
+def _sqlite_store(url: str, create: bool) -> Store:
     from .sqlite import SQLiteStore
 
     if url in _MEMORY_URLS:
@@ -61,11 +63,11 @@ def _sqlite_store(url: str) -> Store:
         path = path[len("sqlite://"):]
         if not path:
             raise ValueError(f"SQLite URL '{url}' names no file")
-        return SQLiteStore(path, **options)
+        return SQLiteStore(path, create=create, **options)
     if url.startswith("file:"):
-        return SQLiteStore(url)
+        return SQLiteStore(url, create=create)
     if _SCHEME.match(url) is None and (url.startswith(("/", "./", "../")) or url.endswith(_SQLITE_SUFFIXES)):
-        return SQLiteStore(url)
+        return SQLiteStore(url, create=create)
     raise ValueError(
         f"Unsupported database URL '{url}': use 'sqlite:///abs/path.db', 'sqlite://rel/path.db', "
         "a path ending in .db, ':memory:', or 'postgresql://user@host/database'"

@@ -37,6 +37,7 @@ import asyncio
 import json
 import os
 import sqlite3
+import urllib.parse
 import uuid
 from functools import partial
 from typing import Any, Callable, Mapping, Optional, Sequence, TypeVar
@@ -97,11 +98,14 @@ class SQLiteStore(Store, ClaimStore):
 
     def __init__(
         self, path: str, *, delete_on_close: bool = False,
-        work_sharing: WorkSharing = WorkSharing.BY_RUN,
+        work_sharing: WorkSharing = WorkSharing.BY_RUN, create: bool = True,
     ) -> None:
+        """`path`: a file path or a `file:` URI. `create=False`: a file that does not exist
+        is an error at `open`, and none is created."""
         self.path = path
         self.work_sharing = work_sharing
         self.description = f"SQLite database '{path}'"
+        self._target, self._must_exist = (path, None) if create else _existing_only(path)
         self._delete_on_close = delete_on_close
         self._conn: Optional[SQLiteThread] = None
         self._pending: list[tuple[Op, asyncio.Future[Any], int]] = []
@@ -112,10 +116,14 @@ class SQLiteStore(Store, ClaimStore):
 
     # lifecycle ----------------------------------------------------------------------
     async def open(self) -> None:
+        if self._must_exist is not None and not os.path.exists(self._must_exist):
+            where = os.path.abspath(self._must_exist)
+            also = "" if where == self.path else f" ({where})"
+            raise RuntimeError(f"No SQLite database at '{self.path}'{also}: no such file (none was created)")
         try:
             self._conn = SQLiteThread(self._connect, name=f"cloaca-sqlite {self.path}")
             await self._conn.run(_prepare, self.work_sharing)
-            self._inline = _open_inline(self.path)
+            self._inline = _open_inline(self._target)
         except (sqlite3.Error, OSError) as exc:
             await self.close()
             raise RuntimeError(f"Cannot open {self.description}: {exc}") from None
@@ -196,7 +204,7 @@ class SQLiteStore(Store, ClaimStore):
         return await conn.run(_run_snapshot if snapshot else _run_read, op)
 
     def _connect(self) -> sqlite3.Connection:
-        return sqlite3.connect(self.path, isolation_level=None, uri=self.path.startswith("file:"))
+        return sqlite3.connect(self._target, isolation_level=None, uri=self._target.startswith("file:"))
 
     def _require_conn(self) -> SQLiteThread:
         if self._conn is None:
@@ -749,6 +757,22 @@ def _check_not_truncated(conn: sqlite3.Connection) -> None:
             f"database disk image is malformed: the file is truncated ({size} bytes, "
             f"{pages} pages of {page_size} bytes expected)"
         )
+
+
+def _existing_only(path: str) -> tuple[str, Optional[str]]:
+    """How to open `path` (a file path or a `file:` URI) without ever creating it: the URI
+    to connect to (`mode=rw`), and the file that must exist (None for an in-memory URI)."""
+    if not path.startswith("file:"):
+        return "file://" + urllib.parse.quote(os.path.abspath(path)) + "?mode=rw", path
+    parts = urllib.parse.urlsplit(path)
+    params = dict(urllib.parse.parse_qsl(parts.query))
+    file = urllib.parse.unquote(parts.path)
+    if file in ("", ":memory:") or params.get("mode") == "memory":
+        return path, None
+    if "mode" not in params:  # (an explicit mode is the caller's choice)
+        base, _, query = path.split("#", 1)[0].partition("?")
+        path = base + "?" + "&".join(filter(None, [query, "mode=rw"]))
+    return path, file
 
 
 def _open_inline(path: str) -> sqlite3.Connection:
