@@ -469,6 +469,23 @@ async def test_a_url_opens_its_own_runner_for_the_app_s_lifetime(tmp_path: Any, 
         assert (await again.aget_execution(run_id)) is not None
 
 
+@pytest.mark.asyncio
+async def test_a_url_of_a_sqlite_file_that_does_not_exist_fails_startup_naming_it(tmp_path: Any) -> None:
+    missing = tmp_path / "mistyped.db"
+    app = create_app(f"sqlite:///{missing}")
+    inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    task = asyncio.ensure_future(app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}},
+                                     inbox.get, outbox.put))
+    await inbox.put({"type": "lifespan.startup"})
+    answer = await outbox.get()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert answer["type"] == "lifespan.startup.failed"
+    assert "No SQLite database" in answer["message"] and "mistyped.db" in answer["message"]
+    assert not missing.exists()
+
+
 def test_create_app_rejects_what_is_neither_a_runner_nor_a_url() -> None:
     with pytest.raises(TypeError, match="DefaultRunner or a database URL"):
         create_app(42)  # type: ignore[arg-type]

@@ -42,7 +42,9 @@ class RunnerSource:
             if self._runner is None:
                 assert self._url is not None
                 # inside a running loop: not started yet; an observer, no worker
-                runner = DefaultRunner.with_config(self._url, operator_config())
+                config = operator_config()
+                config.create_database = False  # a mistyped path is an error, not a new empty file
+                runner = DefaultRunner.with_config(self._url, config)
                 await runner.astart()
                 self._runner = runner
         return self._runner
