@@ -34,6 +34,7 @@ through. SQLite pushes no notices: runners on other processes find new work by p
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import sqlite3
@@ -324,8 +325,8 @@ class SQLiteStore(Store, ClaimStore):
     ) -> list[ClaimedWork]:
         if nothing_to_claim(workflow_names, limit, task_names):
             return []
-        pick = {"now": now, "names": json.dumps(list(workflow_names)),
-                "only": None if task_names is None else json.dumps(list(task_names))}
+        pick = {"now": now, "names": _json_names(tuple(workflow_names)),
+                "only": None if task_names is None else _json_names(tuple(task_names))}
         # RETURNING gives the values as bound: floats, as the columns store them.
         claim = {"now": float(now), "owner": owner, "lease_until": float(lease_until)}
         known = dict(known_versions)
@@ -974,6 +975,12 @@ def _task_row(t: TaskRecord) -> tuple[Any, ...]:
     return (t.execution_id, t.task_name, t.status, t.attempt, t.not_before, t.started_at,
             t.completed_at, t.output_context, t.error_message, t.finish_seq, t.attempt_base,
             t.traceback)
+
+
+@functools.lru_cache(maxsize=32)
+def _json_names(names: tuple[str, ...]) -> str:
+    """The JSON array of names a claim binds (the same few lists, claim after claim)."""
+    return json.dumps(names)
 
 
 def _task_update_row(t: TaskRecord) -> tuple[Any, ...]:
