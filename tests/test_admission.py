@@ -126,3 +126,29 @@ async def test_a_caller_gone_before_its_run_failed_to_be_saved_leaves_no_unretri
         with pytest.raises(RuntimeError, match="disk says no"):  # a caller that stayed hears why
             await runner.aexecute(name, Context({"i": 2}))
     assert "never retrieved" not in caplog.text
+
+
+@pytest.mark.asyncio
+async def test_task_bodies_see_their_own_caller_s_context_variables_whether_admitted_at_once_or_in_line(
+        make_runner, wf_name):
+    import contextvars
+
+    request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="none")
+    name = wf_name("callers_vars")
+    with cloaca.WorkflowBuilder(name):
+
+        @cloaca.task(id="only")
+        async def only(context: Context) -> Context:
+            context.set("seen", request_id.get())
+            return context
+
+    async def caller(i: int) -> str:
+        request_id.set(f"request-{i}")
+        result = await runner.aexecute(name, Context({"i": i}))
+        return json.loads(result.final_context.to_json())["seen"]
+
+    async with make_runner() as runner:
+        runner._engine.admission = Admission(2)  # most callers wait in line
+        seen = await asyncio.gather(*(caller(i) for i in range(12)))
+    assert seen == [f"request-{i}" for i in range(12)]
+    assert request_id.get() == "none"  # a body's changes do not reach its caller

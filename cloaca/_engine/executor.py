@@ -161,18 +161,19 @@ class Engine:
         it came from (e.g. its cron schedule), for its span. A caller cancelled meanwhile
         leaves the run going, saved or not yet."""
         created: asyncio.Future[Optional[Run]] = asyncio.get_running_loop().create_future()
-        self.admission.enter(partial(
-            self._begin, created, True, workflow_name, input_json, fire, link_fire_id, trace_parent, attributes))
+        self.admission.enter(partial(self._begin, created, True, contextvars.copy_context(), workflow_name,
+                                     input_json, fire, link_fire_id, trace_parent, attributes))
         return await created
 
     def _begin(
-        self, caller: asyncio.Future[Any], to_creation: bool, workflow_name: str, input_json: str,
-        fire: Optional[FireRequest], link_fire_id: Optional[str],
+        self, caller: asyncio.Future[Any], to_creation: bool, context: contextvars.Context,
+        workflow_name: str, input_json: str, fire: Optional[FireRequest], link_fire_id: Optional[str],
         trace_parent: Optional[Mapping[str, str]], attributes: Optional[Mapping[str, str]],
     ) -> bool:
         """Admitted: make the run and have it inserted, then started (`Admission.Begin`).
         `caller` gets the run once created (None if refused) if `to_creation`, else how the
-        run ended; or why it could not be made."""
+        run ended; or why it could not be made. Its task bodies start in (a copy of) the
+        caller's `context`, wherever this is called from."""
         if caller.done():
             return False  # its caller has gone (cancelled, timed out)
         try:
@@ -186,7 +187,8 @@ class Engine:
         created = caller if to_creation else None
         if not to_creation:
             run.done.add(caller)
-        inserting.add_done_callback(partial(self._inserted, run, step, fire, link_fire_id, created))
+        inserting.add_done_callback(partial(self._inserted, run, step, fire, link_fire_id, created),
+                                    context=context)
         return True
 
     def _inserted(
@@ -314,8 +316,8 @@ class Engine:
         ended: asyncio.Future[StoredRun] = asyncio.get_running_loop().create_future()
         try:
             with self.deadlines.limit(timeout):
-                self.admission.enter(partial(
-                    self._begin, ended, False, workflow_name, input_json, None, None, trace_parent, None))
+                self.admission.enter(partial(self._begin, ended, False, contextvars.copy_context(),
+                                             workflow_name, input_json, None, None, trace_parent, None))
                 return await ended
         except TimeoutError:
             raise ValueError(f"Workflow execution failed: Workflow timeout after {timeout:g}s") from None
