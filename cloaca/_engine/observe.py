@@ -89,7 +89,7 @@ def short_name(task_name: str) -> str:
 
 def caller_trace_context() -> Optional[dict[str, str]]:
     """The trace context current where a run is submitted (to parent its run span), if any."""
-    if not TRACING or not _trace.get_current_span().get_span_context().is_valid or not spans_on():
+    if not spans_on() or not _trace.get_current_span().get_span_context().is_valid:
         return None
     carrier: dict[str, str] = {}
     _propagate.inject(carrier)
