@@ -10,7 +10,7 @@ from __future__ import annotations
 import inspect
 import threading
 from types import TracebackType
-from typing import Any, Callable, Iterable, Optional, Sequence, Union
+from typing import Any, Callable, Iterable, Optional, Sequence, TypeVar, Union
 
 from ._cron.expression import CronExpression
 from ._graphs.builder import get_graph
@@ -143,17 +143,26 @@ def _invoked_graph(invokes: Any, post_invocation: Any) -> Optional[str]:
     return name
 
 
-class TaskDecorator(Sealed):
-    """What `cloaca.task(...)` returns; calling it on a function registers the task."""
+D = TypeVar("D", bound="_Decorator")
+
+
+class _Decorator(Sealed):
+    """What a declaring function returns: its options, applied to the function decorated."""
 
     __slots__ = ("_options",)
-    _how_to_get_one = "use cloaca.task(...)"
 
     @classmethod
-    def _create(cls, options: dict[str, Any]) -> TaskDecorator:
+    def _create(cls: type[D], options: dict[str, Any]) -> D:
         decorator = object.__new__(cls)
         decorator._options = options
         return decorator
+
+
+class TaskDecorator(_Decorator):
+    """What `cloaca.task(...)` returns; calling it on a function registers the task."""
+
+    __slots__ = ()
+    _how_to_get_one = "use cloaca.task(...)"
 
     def __call__(self, function: Callable[..., Any]) -> Callable[..., Any]:
         scope = _current_scope()
@@ -337,17 +346,11 @@ def register_workflow_constructor(name: str, constructor: Callable[[], Workflow]
 # Triggers
 
 
-class TriggerDecorator(Sealed):
+class TriggerDecorator(_Decorator):
     """What `cloaca.trigger(...)` returns; calling it on a function registers the trigger."""
 
-    __slots__ = ("_options",)
+    __slots__ = ()
     _how_to_get_one = "use cloaca.trigger(...)"
-
-    @classmethod
-    def _create(cls, options: dict[str, Any]) -> TriggerDecorator:
-        decorator = object.__new__(cls)
-        decorator._options = options
-        return decorator
 
     def __call__(self, function: Callable[[], Any]) -> Callable[[], Any]:
         if not callable(function):
