@@ -1,7 +1,8 @@
 """`retry_execution` in a process whose registry lacks the run's workflow (a CLI, a dashboard):
 the run is reopened "Pending" and a runner that has the workflow — already running, or
-started afterwards — carries it on; its completed tasks are not run again. On a SQLite file
-shared by run, on one shared by task, and on PostgreSQL.
+started afterwards — carries it on; its completed tasks are not run again. And a retry by a
+process that has the workflow but dies before going on with the run: another runner carries
+it on. On a SQLite file shared by run, on one shared by task, and on PostgreSQL.
 
 This process never declares the workflow (it stands for the process without it); child
 processes do.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -26,16 +28,30 @@ from cloaca import DefaultRunner, DefaultRunnerConfig
 POSTGRES_URL = os.environ.get("CLOACA_TEST_POSTGRES_URL")
 WORKFLOW = "retried_elsewhere_wf"
 
-# argv: url, schema ('' for none), directory, mode. Mode "fail": execute a run (it fails
-# while <dir>/healed does not exist), print its id, exit. Mode "serve": run until <dir>/stop
-# exists. Each run of task `first` appends a line to <dir>/first_runs.
+# argv: url, schema ('' for none), directory, mode[, execution id]. Mode "fail": execute a
+# run (it fails while <dir>/healed does not exist), print its id, exit. Mode "serve": run
+# until <dir>/stop exists. Mode "retry-dies": retry the run and die (SIGKILL) as soon as the
+# store has reopened it, before anything else is written. Each run of task `first` appends a
+# line to <dir>/first_runs.
 CHILD = textwrap.dedent(
     """
-    import os, sys, time
+    import os, signal, sys, time
     from pathlib import Path
     import cloaca
 
     url, schema, where, mode = sys.argv[1], sys.argv[2] or None, Path(sys.argv[3]), sys.argv[4]
+    if mode == "retry-dies":
+        if url.startswith("postgres"):
+            from cloaca._store.postgres import PostgresStore as Store
+        else:
+            from cloaca._store.sqlite import SQLiteStore as Store
+        reopen = Store.reset_for_retry
+
+        async def reopen_then_die(self, *args, **kwargs):
+            await reopen(self, *args, **kwargs)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        Store.reset_for_retry = reopen_then_die
     with cloaca.WorkflowBuilder("retried_elsewhere_wf"):
         @cloaca.task(id="first")
         def first(context):
@@ -62,6 +78,8 @@ CHILD = textwrap.dedent(
     if mode == "fail":
         result = runner.execute("retried_elsewhere_wf", cloaca.Context())
         print(result.status, result.execution_id, flush=True)
+    elif mode == "retry-dies":
+        runner.retry_execution(sys.argv[5])
     else:
         print("serving", flush=True)
         while not (where / "stop").exists():
@@ -102,6 +120,12 @@ class Children:
         status, execution_id = done.stdout.split()
         assert (done.returncode, status) == (0, "Failed"), done.stderr
         return execution_id
+
+    def retry_and_die(self, execution_id: str) -> None:
+        """Retry the run in a child that has its workflow, killed right after the reopen."""
+        done = subprocess.run(self.args + ["retry-dies", execution_id], capture_output=True, text=True,
+                              timeout=60)
+        assert done.returncode == -signal.SIGKILL, done.stderr
 
     def serve(self) -> subprocess.Popen[str]:
         child = subprocess.Popen(self.args + ["serve"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -194,3 +218,15 @@ def test_a_pending_run_can_be_cancelled_and_not_retried_again(
     children.serve()
     assert here.get_result(execution_id, timeout=5).status == "Cancelled"
     assert len((tmp_path / "first_runs").read_text().split()) == 1
+
+
+def test_a_run_whose_retrier_died_before_going_on_is_carried_on_by_another_runner(
+    here: DefaultRunner, children: Children, tmp_path: Path,
+) -> None:
+    execution_id = children.failed_run()
+    (tmp_path / "healed").touch()
+    server = children.serve()
+    children.retry_and_die(execution_id)
+    reopened = here.get_execution(execution_id)
+    assert reopened is not None and reopened.status in ("Pending", "Running", "Completed")
+    _carried_on(here, execution_id, tmp_path, server)

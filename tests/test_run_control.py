@@ -11,11 +11,10 @@ import asyncio
 import threading
 
 import pytest
+from support import poll_until
 
 import cloaca
 from cloaca import Context, DefaultRunner, WorkflowBuilder
-
-from support import poll_until
 
 
 def _status(runner: DefaultRunner, execution_id: str) -> str:
@@ -247,8 +246,11 @@ def test_retry_resumes_a_cancelled_run(runner, wf_name):
     assert started.wait(10)
     runner.cancel(execution_id)
     assert runner.get_result(execution_id, timeout=10).status == "Cancelled"
-    gate.set()
     runner.retry_execution(execution_id)
+    # Gone on with here: Running once retry_execution returns (not Pending, as a run
+    # reopened for another runner waits), whatever the work sharing.
+    assert _status(runner, execution_id) == "Running"
+    gate.set()
     result = runner.get_result(execution_id, timeout=30)
     assert result.status == "Completed"
     tasks = _tasks(runner, execution_id)

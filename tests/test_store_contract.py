@@ -19,15 +19,17 @@ from typing import Any, Optional, Sequence
 import pytest
 import pytest_asyncio
 
-from cloaca._store.base import CronScheduleRecord
-from cloaca._store.base import CronSlotClaim
-from cloaca._store.base import ExecutionRecord
-from cloaca._store.base import FireRequest
-from cloaca._store.base import RunLost
-from cloaca._store.base import Store
-from cloaca._store.base import StoredRun
-from cloaca._store.base import TaskRecord
-from cloaca._store.base import WorkSharing
+from cloaca._store.base import (
+    CronScheduleRecord,
+    CronSlotClaim,
+    ExecutionRecord,
+    FireRequest,
+    RunLost,
+    Store,
+    StoredRun,
+    TaskRecord,
+    WorkSharing,
+)
 from cloaca._store.sqlite import SQLiteStore
 
 POSTGRES_URL = os.environ.get("CLOACA_TEST_POSTGRES_URL")
@@ -384,8 +386,12 @@ async def test_a_run_reopened_by_nobody_waits_pending_until_claim_orphans_takes_
     assert [e.id for e in await store.list_executions(None, "Pending", 10, 0)] == ["nobodys"]
     with pytest.raises(ValueError, match="it is Pending"):
         await store.reset_for_retry("nobodys", None, T0 + 3, None)
-    # Reopened under an owner, as before: Running and leased.
-    assert (await store.reset_for_retry("mine", "me", T0 + 3, T0 + 50)).execution.status == "Running"
+    # Reopened under an owner: leased; Running when work is shared by run, Pending until
+    # its first step when shared by task (test_store_task_claims.py).
+    mine = await store.reset_for_retry("mine", "me", T0 + 3, T0 + 50)
+    assert mine.execution.status == ("Running" if store.work_sharing is WorkSharing.BY_RUN else "Pending")
+    assert await backend.raw("SELECT owner, lease_until FROM workflow_executions WHERE id = 'mine'") == [
+        ("me", T0 + 50)]
 
     # The first runner that has the workflow takes it over: it is Running from then on.
     assert await store.claim_orphans("o2", T0 + 4, T0 + 20, ["other-wf"]) == []

@@ -26,24 +26,31 @@ from typing import Any, Callable, Optional, Sequence
 import asyncpg
 import pytest
 import pytest_asyncio
-
-from cloaca._store import store_for_url
-from cloaca._store import sqlite_queries
-from cloaca._store.base import ClaimedWork
-from cloaca._store.base import ClaimStore
-from cloaca._store.base import CronSlotClaim
-from cloaca._store.base import ExecutionRecord
-from cloaca._store.base import FireRequest
-from cloaca._store.base import Notice
-from cloaca._store.base import Store
-from cloaca._store.base import StoredRun
-from cloaca._store.base import TaskRecord
-from cloaca._store.base import WorkSharing
-from cloaca._store.base import RunLost
-from cloaca._store.sqlite import SQLiteStore
 from test_store_contract import (
-    POSTGRES_URL, T0, Backend, PostgresBackend, SQLiteBackend, cron_record, execution, finished,
+    POSTGRES_URL,
+    T0,
+    Backend,
+    PostgresBackend,
+    SQLiteBackend,
+    cron_record,
+    execution,
+    finished,
 )
+
+from cloaca._store import sqlite_queries, store_for_url
+from cloaca._store.base import (
+    ClaimedWork,
+    ClaimStore,
+    CronSlotClaim,
+    FireRequest,
+    Notice,
+    RunLost,
+    Store,
+    StoredRun,
+    TaskRecord,
+    WorkSharing,
+)
+from cloaca._store.sqlite import SQLiteStore
 
 pytestmark = pytest.mark.asyncio
 
@@ -652,8 +659,8 @@ async def test_a_refused_step_writes_nothing_and_leaves_the_calls_written_with_i
 
 
 # ====================================================================== runs reopened by nobody
-async def reopened_by_nobody(store: Store, run_id: str, workflow: str = WF, started_at: float = T0) -> None:
-    """A Failed run (`a` Completed, `b` Failed) retried where its workflow is unknown."""
+async def failed_run(store: Store, run_id: str, workflow: str = WF, started_at: float = T0) -> None:
+    """A Failed run: `a` Completed, `b` Failed."""
     await add_run(store, run_id, [
         task(run_id, "a", "Completed", attempt=1, started_at=started_at, completed_at=started_at + 1,
              output_context='{"a": 1}', finish_seq=1),
@@ -661,6 +668,11 @@ async def reopened_by_nobody(store: Store, run_id: str, workflow: str = WF, star
              finish_seq=2),
     ], workflow=workflow, started_at=started_at)
     await store.save_progress([], finished(run_id, started_at + 2, "Failed", workflow))
+
+
+async def reopened_by_nobody(store: Store, run_id: str, workflow: str = WF, started_at: float = T0) -> None:
+    """A Failed run (`a` Completed, `b` Failed) retried where its workflow is unknown."""
+    await failed_run(store, run_id, workflow, started_at)
     assert (await store.reset_for_retry(run_id, None, started_at + 3, None)).execution.status == "Pending"
 
 
@@ -695,6 +707,29 @@ async def test_a_pending_run_is_claimed_by_one_runner_of_its_workflow_and_starte
     assert (run.execution.status, run.version) == ("Running", again.version + 1)
     assert (await holders(backend, "r"))["b"] == ("Running", "B", T0 + 40)
     assert await first.claim_pending_runs("C", T0 + 1000, T0 + 2000, [WF], 10) == []
+
+
+async def test_a_run_reopened_by_a_runner_is_pending_under_its_lease_until_its_first_step(opened, backend):
+    first, second = await opened(), await opened()
+    for run_id in ("died", "went_on"):
+        await failed_run(first, run_id)
+        reopened = await first.reset_for_retry(run_id, "A", T0 + 6, T0 + 10)
+        assert (reopened.execution.status, reopened.execution.completed_at) == ("Pending", None)
+        assert {t.task_name: t.status for t in reopened.tasks} == {"a": "Completed", "b": "NotStarted"}
+    assert await backend.raw("SELECT owner, lease_until FROM workflow_executions WHERE id = 'died'") == [
+        ("A", T0 + 10)]
+    # While A's lease holds, nobody else takes either.
+    assert await second.claim_pending_runs("B", T0 + 9, T0 + 30, [WF], 10) == []
+
+    # A writes the first step of one: it is Running, no longer for a claimer to take.
+    version = await version_of(first, "went_on")
+    start = [task("went_on", "b", "Running", attempt=2, started_at=T0 + 7)]
+    assert await first.commit_step("went_on", version, "A", T0 + 40, start) is True
+    assert (await first.get_run("went_on")).execution.status == "Running"
+    # A died before the first step of the other: once its lease is over, B gets it.
+    [rescued] = await second.claim_pending_runs("B", T0 + 11, T0 + 30, [WF], 10)
+    assert (rescued.execution.id, rescued.execution.status) == ("died", "Pending")
+    assert {t.task_name: t.status for t in rescued.tasks} == {"a": "Completed", "b": "NotStarted"}
 
 
 async def test_concurrent_claims_of_pending_runs_are_disjoint(opened):

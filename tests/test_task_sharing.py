@@ -222,6 +222,66 @@ def test_a_runner_shutting_down_hands_its_running_tasks_to_the_others_at_once(ru
         staying.shutdown()
 
 
+RETRIED = "pg_sharing_retried_wf"
+retried_calls: dict[str, list[int]] = {"first": [], "flaky": []}
+healed = threading.Event()
+
+with cloaca.WorkflowBuilder(RETRIED):
+
+    @cloaca.task(id="first")
+    async def _first_of_retried(context: Context) -> Context:
+        retried_calls["first"].append(threading.get_ident())
+        return context
+
+    @cloaca.task(id="flaky", dependencies=["first"], retry_attempts=0)
+    async def _flaky(context: Context) -> Context:
+        retried_calls["flaky"].append(threading.get_ident())
+        if not healed.is_set():
+            raise RuntimeError("not healed yet")
+        return context
+
+
+def test_a_retry_whose_run_another_runner_started_first_lets_the_run_go_on_there(runners):
+    for calls in retried_calls.values():
+        calls.clear()
+    healed.clear()
+    # The retrier takes up no run it does not retry itself (the rescuer is the one that does).
+    retrier = runners(lease_seconds=0.5, enable_recovery=False)
+    rescuer = runners(lease_seconds=0.5)
+    try:
+        failed = retrier.execute(RETRIED, Context())
+        assert failed.status == "Failed"
+        healed.set()
+        execution_id = failed.execution_id
+        store = retrier._engine.store
+        reopen = store.reset_for_retry
+
+        async def started_by_the_rescuer() -> bool:
+            stored = await store.get_run(execution_id)
+            return stored is not None and stored.execution.status != "Pending"
+
+        async def reopen_then_stall(*args: Any) -> Optional[StoredRun]:
+            # The retrier stalls past its lease before writing the first step: the rescuer
+            # takes the run up meanwhile and writes it.
+            reopened = await reopen(*args)
+            await wait_until(started_by_the_rescuer, "the rescuer to start the run")
+            return reopened
+
+        store.reset_for_retry = reopen_then_stall
+        assert retrier.retry_execution(execution_id) == execution_id  # its own step was refused
+        result = retrier.get_result(execution_id, timeout=30)
+        assert result.status == "Completed", result.error_message
+        assert retried_calls["first"] == [retried_calls["first"][0]]  # not run again
+        assert retried_calls["flaky"][1:] == [rescuer._bridge.loop_thread_id]
+        attempts = {t["task_name"].rsplit("::", 1)[-1]: t["attempt_count"] for t in result.task_results}
+        assert attempts == {"first": 1, "flaky": 2}
+        assert execution_id not in retrier._engine.runs
+    finally:
+        healed.set()
+        retrier.shutdown()
+        rescuer.shutdown()
+
+
 @needs_postgres
 def test_without_listen_runners_still_share_work_by_polling(schema, monkeypatch):
     from cloaca._store.postgres import PostgresStore

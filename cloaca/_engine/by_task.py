@@ -98,11 +98,8 @@ class TaskSharing(Sharing):
         ):
             try:
                 await engine.resume(stored, now)
-            except RunLost:  # cancelled meanwhile: its first step was refused
-                await engine.observe_ended([stored.execution.id])
-                run = engine.runs.get(stored.execution.id)
-                if run is not None:
-                    engine.forget(run)
+            except RunLost:  # cancelled, or started by another runner, meanwhile
+                await engine.let_go(stored.execution.id)
 
     def sole_writer_of(self, execution_id: str) -> Optional[Run]:
         return None  # another runner may write any step of it

@@ -37,6 +37,7 @@ from .._store.base import (
     ExecutionRecord,
     FireRequest,
     RunEnded,
+    RunLost,
     Store,
     StoredRun,
     TaskRecord,
@@ -419,6 +420,14 @@ class Engine:
         if self.runs.get(run.id) is run:
             del self.runs[run.id]
 
+    async def let_go(self, execution_id: str) -> None:
+        """Stop holding a run whose first step here was refused: it was cancelled, or another
+        runner went on with it. Whoever waits for it here learns how it ends from the store."""
+        await self.observe_ended([execution_id])
+        run = self.runs.get(execution_id)
+        if run is not None:
+            self.forget(run)
+
     async def _run_task_steps(self, run: Run, state: TaskState, slot: TaskSlot) -> None:
         definition = state.definition
         input_json = self._input_json(run, state)
@@ -690,7 +699,10 @@ class Engine:
         run.watched = True
         run.span = self.observe.run_resumed(run.execution, run.traced)
         log.info("cloaca: retrying run %s of workflow '%s'", run.id, run.execution.workflow_name)
-        await self._restart(run, now)
+        try:
+            await self._restart(run, now)
+        except RunLost:  # cancelled meanwhile, or (by task) started by another runner
+            await self.let_go(run.id)
         return run.id
 
     async def _reopen_for_others(self, stored: StoredRun) -> str:

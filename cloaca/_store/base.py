@@ -224,10 +224,10 @@ class RunEnded(RunLost):
 RETRYABLE = ("Failed", "Cancelled")
 
 
-def reopened_status(owner: Optional[str]) -> str:
-    """The status of a run reopened for a retry: Running under its owner, else Pending
-    (waiting for a runner that has its workflow)."""
-    return "Running" if owner is not None else "Pending"
+def reopened_status(owner: Optional[str], work_sharing: WorkSharing) -> str:
+    """The status of a run reopened for a retry (see `RunStore.reset_for_retry`): Running
+    under its owner when work is shared by run, else Pending until its first step."""
+    return "Running" if owner is not None and work_sharing is WorkSharing.BY_RUN else "Pending"
 
 
 def check_retryable(execution_id: str, status: str) -> None:
@@ -364,11 +364,16 @@ class RunStore(StoreBase):
     async def reset_for_retry(
         self, execution_id: str, owner: Optional[str], now: float, lease_until: Optional[float]
     ) -> Optional[StoredRun]:
-        """Reopen a Failed or Cancelled run under `owner`: its Failed, Skipped and Cancelled
-        tasks go back to NotStarted (attempts kept, counted afresh from `attempt_base`).
+        """Reopen a Failed or Cancelled run under `owner` until `lease_until`: its Failed,
+        Skipped and Cancelled tasks go back to NotStarted (attempts kept, counted afresh from
+        `attempt_base`).
 
-        With `owner` None the run is reopened "Pending", held by nobody, for whichever runner
-        has its workflow to start (`claim_orphans`, `ClaimStore.claim_pending_runs`).
+        Work shared by run, the run is reopened "Running" (if its owner's lease lapses,
+        `claim_orphans` takes it over). Shared by task, it is reopened "Pending", held by
+        `owner`, and its first step (`ClaimStore.commit_step`) makes it Running; if the lease
+        ends first (its owner died), `ClaimStore.claim_pending_runs` gives it to another
+        runner. With `owner` None the run is reopened "Pending", held by nobody, for whichever
+        runner has its workflow to start (`claim_orphans`, `ClaimStore.claim_pending_runs`).
 
         None for an unknown run; ValueError naming the status for a run that is not Failed
         or Cancelled. Returns the reopened run."""

@@ -293,7 +293,7 @@ class PostgresStore(Store, ClaimStore, NoticeStore):
                 check_retryable(execution_id, status)
                 await conn.execute(q.RESET_TASKS_FOR_RETRY, execution_id)
                 await conn.execute(q.REOPEN_EXECUTION, execution_id, owner, lease_until,
-                                   reopened_status(owner))
+                                   reopened_status(owner, self.work_sharing))
         return await self.get_run(execution_id)
 
     async def get_run(self, execution_id: str) -> Optional[StoredRun]:

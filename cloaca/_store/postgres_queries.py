@@ -564,7 +564,7 @@ RESET_TASKS_FOR_RETRY = """
            step_version = (SELECT e.version + 1 FROM workflow_executions e WHERE e.id = t.execution_id)
      WHERE execution_id = $1 AND status IN ('Failed', 'Skipped', 'Cancelled')
 """
-# Reopened under an owner, the run is Running; held by nobody, Pending (see Store.reset_for_retry).
+# The status: Running, or Pending until its first step (see RunStore.reset_for_retry).
 REOPEN_EXECUTION = """
     UPDATE workflow_executions
        SET status = $4, completed_at = NULL, error_message = NULL, final_context = NULL,

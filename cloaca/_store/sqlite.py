@@ -283,7 +283,8 @@ class SQLiteStore(Store, ClaimStore):
             if row is None:
                 return None
             check_retryable(execution_id, row[0])
-            cur.execute(q.REOPEN_EXECUTION, (reopened_status(owner), owner, lease_until, execution_id))
+            status = reopened_status(owner, self.work_sharing)
+            cur.execute(q.REOPEN_EXECUTION, (status, owner, lease_until, execution_id))
             cur.execute(q.RESET_TASKS_FOR_RETRY, (execution_id,))
             return _load_run(cur, execution_id)
 

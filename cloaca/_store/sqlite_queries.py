@@ -270,7 +270,7 @@ RESET_TASKS_FOR_RETRY = f"""
            owner = NULL, lease_until = NULL, step_version = {_RUN_VERSION}
      WHERE execution_id = ? AND status IN ('Failed', 'Skipped', 'Cancelled')
 """
-# Reopened under an owner, the run is Running; held by nobody, Pending (see Store.reset_for_retry).
+# The status: Running, or Pending until its first step (see RunStore.reset_for_retry).
 REOPEN_EXECUTION = """
     UPDATE workflow_executions
        SET status = ?, completed_at = NULL, error_message = NULL, final_context = NULL,
