@@ -695,6 +695,8 @@ class Engine:
         )
         if reopened is None:
             raise ValueError(f"Unknown execution id: {execution_id}")
+        if execution_id in self.runs:  # this runner's own recovery took it up meanwhile
+            return execution_id
         run = self._adopt_run(reopened, workflow)
         run.watched = True
         run.span = self.observe.run_resumed(run.execution, run.traced)
