@@ -237,14 +237,8 @@ class SQLiteStore(Store, ClaimStore):
         self, owner: str, now: float, lease_until: float, workflow_names: Sequence[str]
     ) -> list[StoredRun]:
         def op(cur: sqlite3.Cursor) -> list[StoredRun]:
-            ids = [r[0] for r in cur.execute(q.SELECT_ORPHANS, (now, json.dumps(list(workflow_names))))]
-            runs = []
-            for execution_id in ids:
-                cur.execute(q.CLAIM_EXECUTION, (owner, lease_until, execution_id))
-                run = _load_run(cur, execution_id)
-                if run is not None:
-                    runs.append(run)
-            return runs
+            ids = [r[0] for r in cur.execute(q.SELECT_ORPHANS, (now, _json_names(tuple(workflow_names))))]
+            return _take_runs(cur, ids, q.CLAIM_EXECUTION, owner, lease_until)
 
         return await self._write(op, rows=_BULK)
 
@@ -304,18 +298,13 @@ class SQLiteStore(Store, ClaimStore):
     ) -> list[StoredRun]:
         if nothing_to_claim(workflow_names, limit, None):
             return []
-        pick = {"now": now, "names": json.dumps(list(workflow_names)), "limit": limit}
+        pick = {"now": now, "names": _json_names(tuple(workflow_names)), "limit": limit}
         if not await self._read(lambda cur: cur.execute(q.SELECT_PENDING, pick).fetchone()):
             return []  # (the usual case, without taking the write lock)
 
         def op(cur: sqlite3.Cursor) -> list[StoredRun]:
-            runs = []
-            for (execution_id,) in cur.execute(q.SELECT_PENDING, pick).fetchall():
-                cur.execute(q.HOLD_EXECUTION, (owner, lease_until, execution_id))
-                run = _load_run(cur, execution_id)
-                if run is not None:
-                    runs.append(run)
-            return runs
+            ids = [r[0] for r in cur.execute(q.SELECT_PENDING, pick).fetchall()]
+            return _take_runs(cur, ids, q.HOLD_EXECUTION, owner, lease_until)
 
         return await self._write(op, rows=_BULK)
 
@@ -976,6 +965,17 @@ def _task_row(t: TaskRecord) -> tuple[Any, ...]:
     return (t.execution_id, t.task_name, t.status, t.attempt, t.not_before, t.started_at,
             t.completed_at, t.output_context, t.error_message, t.finish_seq, t.attempt_base,
             t.traceback)
+
+
+def _take_runs(cur: sqlite3.Cursor, ids: list[str], take: str, owner: str, lease_until: float) -> list[StoredRun]:
+    """Give the runs `ids` to `owner` until `lease_until` with statement `take`; as now stored."""
+    runs = []
+    for execution_id in ids:
+        cur.execute(take, (owner, lease_until, execution_id))
+        run = _load_run(cur, execution_id)
+        if run is not None:
+            runs.append(run)
+    return runs
 
 
 @functools.lru_cache(maxsize=32)
