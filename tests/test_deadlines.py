@@ -74,3 +74,20 @@ async def test_an_await_that_swallows_the_expiry_keeps_its_result_and_no_cancell
 
     assert await stubborn() == "kept"
     assert asyncio.current_task().cancelling() == 0
+
+
+@pytest.mark.asyncio
+async def test_a_deadline_counted_from_a_loop_time_read_by_the_caller():
+    deadlines = Deadlines(resolution=0.01)
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    key = deadlines.arm(task, 0.02, loop.time() - 10)  # read long ago: already overdue
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.sleep(3600)
+    assert deadlines.disarm(task, key)  # it had passed: the cancellation is taken back
+    assert task.cancelling() == 0
+    quick = deadlines.arm(task, 10, loop.time())
+    assert not deadlines.disarm(task, quick)
+    await asyncio.sleep(0.05)  # no cancellation is left pending on this task
+    assert deadlines._buckets == {} and deadlines._expired == set()

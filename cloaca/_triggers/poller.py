@@ -14,7 +14,7 @@ import time
 from typing import Any, Optional
 
 from .._context import context_hash
-from .._engine.deadline import Watchdog, cancelled_from_outside
+from .._engine.deadline import Deadlines, cancelled_from_outside
 from .._engine.executor import Engine
 from .._engine.run_state import Run
 from .._registry import Registry
@@ -46,7 +46,7 @@ class TriggerPoller:
         self.store = store
         self.registry = registry
         self.poll_timeout = poll_timeout
-        self._watchdog = Watchdog(resolution=min(1.0, poll_timeout / 10))
+        self._deadlines = Deadlines(resolution=min(1.0, poll_timeout / 10))
         self.inflight = InflightFires()
         self.failures = FailureLog()
         self._sync_polls = SyncPollScheduler(max_concurrent_sync_polls, poll_timeout, self.failures)
@@ -171,7 +171,7 @@ class TriggerPoller:
         interval = _interval(definition)
         due = clock() + interval  # the first poll comes one full interval after start
         name, function, timeout = definition.name, definition.function, self.poll_timeout
-        lateness, watchdog, enabled = self.lateness, self._watchdog, self._enabled
+        lateness, deadlines, enabled = self.lateness, self._deadlines, self._enabled
         failures, polled = self.failures, self._polled
         while True:
             await wait_until(due)
@@ -183,12 +183,12 @@ class TriggerPoller:
                 due = now + interval  # a poll that overran: skip the missed ticks
             if not enabled.get(name, True):
                 continue
-            watchdog.arm(task, now, timeout)
+            key = deadlines.arm(task, timeout, now)
             try:
                 try:
                     outcome = await function()
                 finally:
-                    timed_out = watchdog.disarm(task)
+                    timed_out = deadlines.disarm(task, key)
             except asyncio.CancelledError:
                 if cancelled_from_outside():
                     raise
