@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterable, Optional, Sequence, TypeVar, Union
 
 from ._cron.expression import CronExpression
 from ._graphs.builder import get_graph
-from ._namespace import WorkflowContext
+from ._namespace import DEFAULT_PACKAGE, DEFAULT_TENANT, WorkflowContext
 from ._registry import REGISTRY
 from ._retry import RetryPolicy, policy_from_task_kwargs
 from ._rules import normalize_rule, qualify_rule
@@ -26,9 +26,6 @@ from ._triggers.definition import (
     parse_duration_ms,
 )
 from ._workflow import Workflow
-
-DEFAULT_TENANT = "public"
-DEFAULT_PACKAGE = "embedded"
 
 _HANDLE_PARAM_NAMES = ("handle", "task_handle")
 

@@ -5,6 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 _SEPARATOR = "::"
+DEFAULT_TENANT = "public"
+"""The tenant of what names none: workflows declared, reactors, subscriptions, events."""
+DEFAULT_PACKAGE = "embedded"
+"""The package of workflows declared in the embedding process (not loaded from a package)."""
 
 
 def _checked_parts(*parts: Any) -> tuple[str, ...]:

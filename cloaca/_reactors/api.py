@@ -8,10 +8,10 @@ import uuid
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Optional
 
 from .._context import NotJsonError, json_copy
+from .._namespace import DEFAULT_TENANT
 from .._result import rfc3339
 from .._store.base import SubscriptionRecord
 from .predicates import compile_predicate
-from .subscriptions import DEFAULT_TENANT
 
 if TYPE_CHECKING:
     from .._store import Store

@@ -16,11 +16,11 @@ from typing import Any, Callable, Iterable, Optional
 import anyio
 
 from .._graphs.builder import registered_graphs
+from .._namespace import DEFAULT_TENANT
 from .._store import Store
 from .accumulators import LiveAccumulator, live_accumulator
 from .definitions import ReactorDefinition, get_accumulator, registered_reactors
 from .reactor import LiveReactor
-from .subscriptions import DEFAULT_TENANT
 
 log = logging.getLogger("cloaca")
 

@@ -21,7 +21,6 @@ from .predicates import PredicateError, evaluate
 
 log = logging.getLogger("cloaca")
 
-DEFAULT_TENANT = "public"
 FIRINGS_PER_PASS = 100
 PREDICATE_ERROR_BOUND = 5
 """Consecutive errors on one firing after which the subscription is marked degraded and
