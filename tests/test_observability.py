@@ -247,3 +247,27 @@ def test_a_run_resumed_by_another_process_continues_its_trace(tmp_path, wf_name,
     assert {format(s.context.trace_id, "032x") for s in resumed} == {trace_id}
     [run_span] = [s for s in resumed if s.name.startswith("cloaca.run")]
     assert run_span.attributes["cloaca.resumed"] is True
+
+
+@pytest.mark.asyncio
+async def test_a_run_this_runner_lets_go_of_closes_its_span_here(make_runner, wf_name, spans):
+    import time
+
+    from cloaca._store.base import ExecutionRecord
+
+    name = wf_name()
+    _failing_workflow(name)
+    async with make_runner() as runner:
+        engine = runner._engine
+        now = time.time()
+        execution = ExecutionRecord(id="01a22d06-95ec-79a1-ac76-209019692fad", workflow_name=name,
+                                    workflow_version="v", status="Running", input_context="{}", started_at=now)
+        run = engine.new_run(execution, engine.registry.get_workflow(name))
+        assert await engine.store.create_execution(
+            execution, [s.record for s in run.tasks.values()], "another-runner", now + 60, None, None)
+        run.span = trace.get_tracer("test").start_span("cloaca.run held here")
+        engine.runs[run.id] = run  # held here; still unfinished in the store (another runner has it)
+        await engine.let_go(run.id)
+        assert run.id not in engine.runs
+    [span] = [s for s in spans.get_finished_spans() if s.name == "cloaca.run held here"]
+    assert span.attributes["cloaca.continued_elsewhere"] is True

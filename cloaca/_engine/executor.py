@@ -427,6 +427,8 @@ class Engine:
         run = self.runs.get(execution_id)
         if run is not None:
             self.forget(run)
+            self.observe.run_let_go(run.span)
+            run.span = None
 
     async def _run_task_steps(self, run: Run, state: TaskState, slot: TaskSlot) -> None:
         definition = state.definition

@@ -242,6 +242,12 @@ class Observer:
         if TRACING:
             self._runs.add(1, {"workflow": workflow_name, "status": status})
 
+    def run_let_go(self, span: Any) -> None:
+        """Close the span of a run this runner stopped holding while it goes on elsewhere."""
+        if span is not None:
+            span.set_attribute("cloaca.continued_elsewhere", True)
+            span.end()
+
     def run_not_created(self, span: Any) -> None:
         """Close the span of a run that was not persisted (a refused duplicate fire, an error)."""
         if span is not None:
