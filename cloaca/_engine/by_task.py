@@ -8,9 +8,10 @@ per task, and a task whose lease expired is taken over by the next claim.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from typing import Mapping, Optional
+from typing import Awaitable, Mapping, Optional
 
 from .._store.base import (
     ClaimedWork,
@@ -35,6 +36,19 @@ UNKNOWN_VERSION = -1
 """A run's version after a write that may or may not have been committed; the next step
 or claim of the run reads all of its rows again (its memory may hold changes that were
 never stored)."""
+
+
+class _Outcome:
+    """An attempt's outcome waiting to be written with its run's next step."""
+
+    __slots__ = ("state", "outcome", "step", "error", "done")
+
+    def __init__(self, state: TaskState, outcome: TaskRecord) -> None:
+        self.state = state
+        self.outcome = outcome
+        self.step: Optional[Step] = None
+        self.error: Optional[BaseException] = None
+        self.done = False
 
 
 class TaskSharing(Sharing):
@@ -181,26 +195,109 @@ class TaskSharing(Sharing):
 
     async def commit(self, run: Run, state: TaskState, outcome: TaskRecord) -> Optional[Step]:
         """Write the step against the run's version; if another runner wrote first, compute
-        it again under the run's row lock. None if the task is no longer ours."""
-        engine = self.engine
+        it again under the run's row lock. None if the task is no longer ours.
+
+        Outcomes of one run that arrive while a step of it is being written wait, and are
+        then written together, as one step (one round trip for all of them)."""
+        mine = _Outcome(state, outcome)
+        if run.commit_queue is None:
+            run.commit_queue = []
+        run.commit_queue.append(mine)
         async with run.lock:
-            step, finished = engine.outcome_step(run, state, outcome)
-            try:
-                committed = await self.store.commit_step(
-                    run.id, run.version, engine.owner, self._lease_until(), step.changed, finished,
-                )
-            except Exception as exc:
-                engine.abandon(step)
-                started = [copy_record(s.record) for s in step.to_start]
-                return await self._write_again(run, state, outcome, exc, started)
-            if committed:
-                run.version += 1
-                return step
+            if not mine.done:  # else written meanwhile, with those of another attempt
+                batch, run.commit_queue = run.commit_queue, []
+                await self._commit_batch(run, batch, mine)
+        if mine.error is not None:
+            raise mine.error
+        return mine.step
+
+    async def _commit_batch(self, run: Run, batch: list[_Outcome], mine: _Outcome) -> None:
+        """Write the outcomes of `batch` (the run's lock held); each gets its step or error."""
+        try:
+            if len(batch) == 1:
+                mine.step = await self._commit_one(run, mine.state, mine.outcome)
+            else:
+                await self._commit_together(run, batch, mine)
+        except Exception as exc:
+            for entry in batch:
+                if not entry.done:
+                    entry.error = exc
+        except BaseException:  # cancelled (the runner stops): the others stop too
+            run.version = UNKNOWN_VERSION  # whether it was written is unknown
+            for entry in batch:
+                if not entry.done:
+                    entry.error = asyncio.CancelledError()
+            raise
+        finally:
+            for entry in batch:
+                entry.done = True
+
+    async def _commit_one(self, run: Run, state: TaskState, outcome: TaskRecord) -> Optional[Step]:
+        engine = self.engine
+        step, finished = engine.outcome_step(run, state, outcome)
+        try:
+            committed = await self.store.commit_step(
+                run.id, run.version, engine.owner, self._lease_until(), step.changed, finished,
+            )
+        except Exception as exc:
             engine.abandon(step)
-            try:
-                return await self._commit_locked(run, state, outcome, [r.task_name for r in step.changed])
-            except Exception as exc:
-                return await self._write_again(run, state, outcome, exc, [])
+            started = [copy_record(s.record) for s in step.to_start]
+            return await self._write_again(run, state, outcome, exc, started)
+        if committed:
+            run.version += 1
+            return step
+        engine.abandon(step)
+        return await self._commit_alone(run, state, outcome, [r.task_name for r in step.changed])
+
+    async def _commit_together(self, run: Run, batch: list[_Outcome], mine: _Outcome) -> None:
+        """Several outcomes as one step, applied in order as single ones would be; `mine`
+        gets the step (it starts what the step unblocked, and ends the run if it ended), the
+        others an empty one. If the write is refused or fails, each is written on its own."""
+        engine = self.engine
+        step, finished = Step(0.0), None
+        for entry in batch:
+            one, ended = engine.outcome_step(run, entry.state, entry.outcome)
+            step.now = max(step.now, one.now)
+            step.changed += one.changed
+            step.to_start += one.to_start
+            step.to_queue += one.to_queue
+            finished = ended or finished
+        try:
+            committed = await self.store.commit_step(
+                run.id, run.version, engine.owner, self._lease_until(), step.changed, finished,
+            )
+        except Exception as exc:
+            engine.abandon(step)
+            started = [copy_record(s.record) for s in step.to_start]
+            for entry in batch:  # the first finds the step stored if it was, and starts these
+                await self._settle_alone(entry, self._write_again(run, entry.state, entry.outcome, exc, started))
+                started = []
+            return
+        if committed:
+            run.version += 1
+            for entry in batch:
+                entry.step = step if entry is mine else Step(step.now)
+            return
+        engine.abandon(step)
+        undone = [r.task_name for r in step.changed]
+        for entry in batch:
+            await self._settle_alone(entry, self._commit_alone(run, entry.state, entry.outcome, undone))
+
+    async def _commit_alone(
+        self, run: Run, state: TaskState, outcome: TaskRecord, undone: list[str]
+    ) -> Optional[Step]:
+        try:
+            return await self._commit_locked(run, state, outcome, undone)
+        except Exception as exc:
+            return await self._write_again(run, state, outcome, exc, [])
+
+    @staticmethod
+    async def _settle_alone(entry: _Outcome, writing: Awaitable[Optional[Step]]) -> None:
+        try:
+            entry.step = await writing
+        except Exception as exc:
+            entry.error = exc
+        entry.done = True
 
     async def _write_again(
         self, run: Run, state: TaskState, outcome: TaskRecord, exc: Exception, started: list[TaskRecord]

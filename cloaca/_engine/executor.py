@@ -601,6 +601,8 @@ class Engine:
         return execution
 
     async def _finish(self, run: Run, now: float) -> None:
+        if run.done.done():
+            return  # finished already (steps written together: each of their attempts sees the end)
         if run.execution.completed_at is None:  # e.g. every task was skipped at submission
             await self.sharing.write_end(run, self._finished_record(run, now))
         self.finished(run, run.snapshot(), ended_here=True)

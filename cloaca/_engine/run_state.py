@@ -109,6 +109,8 @@ class Run:
     active: int = 0
     """Task bodies of this run executing in this runner."""
     _lock: Optional[asyncio.Lock] = None
+    commit_queue: Optional[list[Any]] = None
+    """Work shared by task: outcomes of attempts waiting to be written with the next step."""
     stopped: bool = False
     """Ended elsewhere (cancelled): its attempts here are abandoned, their results dropped."""
     span: Any = None
