@@ -199,6 +199,9 @@ class TaskSharing(Sharing):
 
         Outcomes of one run that arrive while a step of it is being written wait, and are
         then written together, as one step (one round trip for all of them)."""
+        if not run.lock.locked() and not run.commit_queue:  # nothing to write it with
+            async with run.lock:
+                return await self._commit_one(run, state, outcome)
         mine = _Outcome(state, outcome)
         if run.commit_queue is None:
             run.commit_queue = []

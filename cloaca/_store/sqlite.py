@@ -349,8 +349,11 @@ class SQLiteStore(Store, ClaimStore):
             )
 
         def op(cur: sqlite3.Cursor) -> bool:
-            if cur.execute(sql, params).rowcount != 1:
+            stepped = cur.execute(sql, params).fetchone()  # (the run's status after the step)
+            if stepped is None:
                 return False  # the version moved on (or the run ended): nothing written
+            if stepped[0] == "Pending":
+                cur.execute(q.START_PENDING_RUN, (execution_id,))  # its first step starts it
             cur.executemany(q.STEP_TASK, rows)
             if finished is not None:
                 cur.execute(q.CLOSE_FIRES_OF_RUN,
