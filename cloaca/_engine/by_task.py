@@ -199,28 +199,27 @@ class TaskSharing(Sharing):
 
         Outcomes of one run that arrive while a step of it is being written wait, and are
         then written together, as one step (one round trip for all of them)."""
+        mine = _Outcome(state, outcome)
         if not run.lock.locked() and not run.commit_queue:  # nothing to write it with
             async with run.lock:
-                return await self._commit_one(run, state, outcome)
-        mine = _Outcome(state, outcome)
-        if run.commit_queue is None:
-            run.commit_queue = []
-        run.commit_queue.append(mine)
-        async with run.lock:
-            if not mine.done:  # else written meanwhile, with those of another attempt
-                batch, run.commit_queue = run.commit_queue, []
-                await self._commit_batch(run, batch, mine)
+                await self._commit_batch(run, [mine], mine)
+        else:
+            if run.commit_queue is None:
+                run.commit_queue = []
+            run.commit_queue.append(mine)
+            async with run.lock:
+                if not mine.done:  # else written meanwhile, with those of another attempt
+                    batch, run.commit_queue = run.commit_queue, []
+                    await self._commit_batch(run, batch, mine)
         if mine.error is not None:
             raise mine.error
         return mine.step
 
     async def _commit_batch(self, run: Run, batch: list[_Outcome], mine: _Outcome) -> None:
-        """Write the outcomes of `batch` (the run's lock held); each gets its step or error."""
+        """Write the outcomes of `batch` (the run's lock held); each gets its step or error,
+        `mine` the step that the others' are part of."""
         try:
-            if len(batch) == 1:
-                mine.step = await self._commit_one(run, mine.state, mine.outcome)
-            else:
-                await self._commit_together(run, batch, mine)
+            await self._commit_together(run, batch, mine)
         except Exception as exc:
             for entry in batch:
                 if not entry.done:
@@ -235,30 +234,14 @@ class TaskSharing(Sharing):
             for entry in batch:
                 entry.done = True
 
-    async def _commit_one(self, run: Run, state: TaskState, outcome: TaskRecord) -> Optional[Step]:
-        engine = self.engine
-        step, finished = engine.outcome_step(run, state, outcome)
-        try:
-            committed = await self.store.commit_step(
-                run.id, run.version, engine.owner, self._lease_until(), step.changed, finished,
-            )
-        except Exception as exc:
-            engine.abandon(step)
-            started = [copy_record(s.record) for s in step.to_start]
-            return await self._write_again(run, state, outcome, exc, started)
-        if committed:
-            run.version += 1
-            return step
-        engine.abandon(step)
-        return await self._commit_alone(run, state, outcome, [r.task_name for r in step.changed])
-
     async def _commit_together(self, run: Run, batch: list[_Outcome], mine: _Outcome) -> None:
-        """Several outcomes as one step, applied in order as single ones would be; `mine`
-        gets the step (it starts what the step unblocked, and ends the run if it ended), the
-        others an empty one. If the write is refused or fails, each is written on its own."""
+        """The outcomes of `batch` as one step, applied in order as single ones would be;
+        `mine` gets the step (it starts what the step unblocked, and ends the run if it
+        ended), the others an empty one. If the write is refused or fails, each is written
+        on its own."""
         engine = self.engine
-        step, finished = Step(0.0), None
-        for entry in batch:
+        step, finished = engine.outcome_step(run, batch[0].state, batch[0].outcome)
+        for entry in batch[1:]:
             one, ended = engine.outcome_step(run, entry.state, entry.outcome)
             step.now = max(step.now, one.now)
             step.changed += one.changed
