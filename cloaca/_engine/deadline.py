@@ -54,14 +54,15 @@ class Deadlines:
     def arm(self, task: "asyncio.Task[Any]", seconds: float, now: Optional[float] = None) -> int:
         """Cancel `task` once `seconds` have passed (since loop time `now`, if the caller has
         just read it), unless disarmed; the key to disarm it with."""
-        loop = asyncio.get_running_loop()
-        key = math.ceil(((loop.time() if now is None else now) + seconds) / self.resolution)
+        if now is None:
+            now = asyncio.get_running_loop().time()
+        key = math.ceil((now + seconds) / self.resolution)
         bucket = self._buckets.get(key)
         if bucket is None:
             bucket = self._buckets[key] = set()
             heapq.heappush(self._keys, key)
             if self._timer_key is None or key < self._timer_key:
-                self._schedule(loop, key)
+                self._schedule(asyncio.get_running_loop(), key)
         bucket.add(task)
         return key
 
@@ -70,9 +71,7 @@ class Deadlines:
         the task is still cancelled only if something else cancelled it too)."""
         bucket = self._buckets.get(key)
         if bucket is not None:
-            bucket.discard(task)
-            if not bucket:
-                del self._buckets[key]
+            bucket.discard(task)  # (an emptied bucket stays until its time: no heap churn)
         if task not in self._expired:
             return False
         self._expired.discard(task)
@@ -91,9 +90,7 @@ class Deadlines:
         now = loop.time() + 0.001  # the loop runs a timer up to its clock's resolution early
         while self._keys:
             key = self._keys[0]
-            if key not in self._buckets:
-                heapq.heappop(self._keys)  # emptied: every deadline in it was cleared
-            elif key * self.resolution <= now:
+            if key * self.resolution <= now:
                 heapq.heappop(self._keys)
                 for task in self._buckets.pop(key):
                     self._expired.add(task)
