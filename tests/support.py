@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+import cloaca
 from cloaca import DefaultRunner
 
 
@@ -119,3 +120,15 @@ def otel_sdk() -> tuple[Any, Any]:
         metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
         _OTEL.extend([exporter, reader])
     return _OTEL[0], _OTEL[1]
+
+
+def recording_workflow(name: str) -> list[dict[str, Any]]:
+    """Register workflow `name`; the contexts its runs start with are appended to the list."""
+    seen: list[dict[str, Any]] = []
+    with cloaca.WorkflowBuilder(name):
+        @cloaca.task(id="record")
+        def record(ctx):
+            seen.append(ctx.to_dict())
+            return ctx
+
+    return seen

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from conftest import unique_name
-from support import wait_until
+from support import recording_workflow, wait_until
 
 import cloaca
 
@@ -410,12 +410,7 @@ async def test_fires_drive_a_subscribed_workflow_with_a_when_filter(make_runner,
     a, b = names("a", "b")
     reactor = declare("when_all", a, b)
     name = wf_name()
-    seen: list[dict[str, Any]] = []
-    with cloaca.WorkflowBuilder(name):
-        @cloaca.task(id="record")
-        def record(ctx):
-            seen.append(ctx.to_dict())
-            return ctx
+    seen = recording_workflow(name)
 
     async with make_runner(reactor_poll_interval_seconds=0.05) as runner:
         await runner.asubscribe_workflow_to_reactor(reactor, name, when=f"payload.{a}.price > 100")

@@ -21,7 +21,7 @@ from cloaca._result import rfc3339
 from cloaca._store.base import FiringRecord
 
 from conftest import unique_name
-from support import wait_until
+from support import recording_workflow, wait_until
 
 
 @pytest_asyncio.fixture
@@ -30,18 +30,6 @@ async def runner(make_runner) -> AsyncIterator[cloaca.DefaultRunner]:
     asks it to."""
     async with make_runner() as r:
         yield r
-
-
-def recording_workflow(name: str) -> list[dict[str, Any]]:
-    """Register workflow `name`; the contexts its runs start with are appended to the list."""
-    seen: list[dict[str, Any]] = []
-    with cloaca.WorkflowBuilder(name):
-        @cloaca.task(id="record")
-        def record(ctx):
-            seen.append(ctx.to_dict())
-            return ctx
-
-    return seen
 
 
 async def fire(runner: cloaca.DefaultRunner, reactor: str, payload: dict[str, Any],

@@ -9,7 +9,7 @@ import json
 from typing import Any
 
 import pytest
-from support import wait_until
+from support import recording_workflow, wait_until
 from test_reactor_runtime import Recorder, declare, fires, names, state
 
 import cloaca
@@ -19,17 +19,6 @@ async def firings(runner: cloaca.DefaultRunner, reactor: type, tenant: str) -> l
     """The snapshots of `tenant`'s recorded firings of `reactor`, oldest first."""
     rows = await runner._store.firings_after(tenant, reactor.NAME, None, 100)
     return [json.loads(row.payload) for row in rows]
-
-
-def recording_workflow(name: str) -> list[dict[str, Any]]:
-    seen: list[dict[str, Any]] = []
-    with cloaca.WorkflowBuilder(name):
-        @cloaca.task(id="record")
-        def record(ctx):
-            seen.append(ctx.to_dict())
-            return ctx
-
-    return seen
 
 
 # ------------------------------------------------------------------ isolation
