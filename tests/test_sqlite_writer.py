@@ -105,13 +105,13 @@ async def test_the_thread_checkpoints_the_wal_every_so_many_inline_commits(store
 @pytest.mark.parametrize("tasks_per_run", [1, INLINE_MAX_ROWS])  # on the loop; on the thread
 async def test_a_failing_call_of_a_group_undoes_only_its_own_writes(store, monkeypatch, tasks_per_run):
     groups: list[int] = []
-    run_batch = sqlite_module._run_batch
+    run_group = sqlite_module.run_group
 
     def recording(conn, ops):
         groups.append(len(ops))
-        return run_batch(conn, ops)
+        return run_group(conn, ops)
 
-    monkeypatch.setattr(sqlite_module, "_run_batch", recording)
+    monkeypatch.setattr(sqlite_module, "run_group", recording)
 
     def create(run_id: str, names: list[str]):
         tasks = [TaskRecord(run_id, name, "NotStarted") for name in names]
@@ -133,3 +133,51 @@ async def test_a_failing_call_of_a_group_undoes_only_its_own_writes(store, monke
     # The next group, with nothing failing, commits every call at once.
     assert await asyncio.gather(create("third", names), create("fourth", names)) == [True, True]
     assert groups[-1] == 2
+
+
+@pytest.mark.asyncio
+async def test_a_group_of_runs_saved_together_refuses_only_the_write_of_a_run_taken_over(store, monkeypatch):
+    groups: list[int] = []
+    run_group = sqlite_module.run_group
+
+    def recording(conn, ops):
+        groups.append(len(ops))
+        return run_group(conn, ops)
+
+    monkeypatch.setattr(sqlite_module, "run_group", recording)
+    for run_id in ("a", "b", "c"):
+        await new_run(store, run_id)
+    assert await store.claim_orphans("rescuer", T0 + 61, T0 + 120, ["wf"])  # every lease expired
+    await store.create_execution(execution("b2"), [TaskRecord("b2", "a", "NotStarted")], "rescuer", T0 + 120)
+    done = {run_id: TaskRecord(run_id, "a", "Completed", attempt=1, completed_at=T0 + 70,
+                               output_context='{"v": 1}', finish_seq=0) for run_id in ("a", "b2", "c")}
+    groups.clear()
+    outcomes = await asyncio.gather(
+        store.save_progress([done["a"]], None, "rescuer"),
+        store.save_progress([TaskRecord("b", "a", "Failed")], None, "me"),  # "me" lost it
+        store.save_progress([done["c"]], None, "rescuer"),
+        # The same row twice in one group: the later write is what stays.
+        store.save_progress([TaskRecord("b2", "a", "Running", attempt=1)], None, "rescuer"),
+        store.save_progress([done["b2"]], None, "rescuer"),
+        return_exceptions=True,
+    )
+    assert groups == [5]
+    assert [type(o).__name__ for o in outcomes] == ["NoneType", "RunLost", "NoneType", "NoneType", "NoneType"]
+    for run_id in ("a", "b2", "c"):
+        assert (await store.get_run(run_id)).tasks == [done[run_id]]
+    assert (await store.get_run("b")).tasks[0].status == "NotStarted"
+
+    # With every run held, the same group is written with a statement per kind of row.
+    statements: list[str] = []
+    store._inline.set_trace_callback(statements.append)
+    finished = execution("a")
+    finished.status, finished.final_context, finished.completed_at = "Completed", "{}", T0 + 80
+    await asyncio.gather(
+        store.save_progress([done["c"]], None, "rescuer"),
+        store.save_progress([done["a"]], finished, "rescuer"),
+    )
+    store._inline.set_trace_callback(None)
+    assert groups[-1] == 2
+    assert sum("SELECT id, owner, status" in s for s in statements) == 1  # one read checks both
+    assert not any("SELECT owner, status" in s for s in statements)  # not one read per write
+    assert (await store.get_run("a")).execution.status == "Completed"

@@ -55,8 +55,6 @@ from .base import (
     FireRequest,
     FiringRecord,
     OpenFire,
-    RunEnded,
-    RunLost,
     ScheduleExecutionRecord,
     StepFunction,
     Store,
@@ -71,10 +69,10 @@ from .base import (
     reopened_status,
     runs_written,
 )
+from .sqlite_group import Op, Rows, run_group
 from .sqlite_thread import SQLiteThread
 
 T = TypeVar("T")
-Op = Callable[[sqlite3.Cursor], Any]
 
 BUSY_TIMEOUT_MS = 30_000
 _MAX_BATCH = 2_000
@@ -169,7 +167,7 @@ class SQLiteStore(Store, ClaimStore):
                 if outcomes is None:
                     conn = self._require_conn()
                     try:
-                        outcomes = await conn.run(_run_batch, ops)
+                        outcomes = await conn.run(run_group, ops)
                     except BaseException as exc:  # the commit itself failed: nothing was written
                         outcomes = [(False, exc)] * len(batch)
                 for (_, future, _), (ok, value) in zip(batch, outcomes):
@@ -188,7 +186,7 @@ class SQLiteStore(Store, ClaimStore):
         if self._inline is None:
             return None
         try:
-            outcomes = _run_batch(self._inline, ops)
+            outcomes = run_group(self._inline, ops)
         except sqlite3.Error:
             return None  # rolled back: nothing was written
         self._inline_commits += 1
@@ -224,14 +222,16 @@ class SQLiteStore(Store, ClaimStore):
     ) -> "asyncio.Future[bool]":
         # Shared by task, the creator holds the tasks it starts at once; by run, the run's lease.
         holder = owner if self.work_sharing is WorkSharing.BY_TASK else None
-        op = partial(_create_execution, execution, tasks, owner, lease_until, fire, link_fire_id, holder)
+        op: Op = _creation(execution, tasks, owner, lease_until, holder)
+        if fire is not None or link_fire_id is not None:
+            op = partial(_create_fired, execution, fire, link_fire_id, op)
         return self._write(op, rows=len(tasks) + 2, new_run=True)
 
     def save_progress(
         self, tasks: Sequence[TaskRecord], finished: Optional[ExecutionRecord] = None,
         owner: Optional[str] = None,
     ) -> "asyncio.Future[None]":
-        return self._write(partial(_save_progress, tasks, finished, owner), rows=len(tasks) + 2)
+        return self._write(_progress(tasks, finished, owner), rows=len(tasks) + 2)
 
     async def claim_orphans(
         self, owner: str, now: float, lease_until: float, workflow_names: Sequence[str]
@@ -792,51 +792,6 @@ def _statements(script: str) -> list[str]:
     return [s.strip() for s in script.split(";") if s.strip()]
 
 
-def _run_batch(conn: sqlite3.Connection, ops: list[Op]) -> list[tuple[bool, Any]]:
-    """Apply `ops` in one transaction; (ok, result-or-exception) per op, a failing op
-    undoing only its own writes.
-
-    Optimistic: the ops run back to back; only if one raises is the transaction rolled back
-    and the group replayed with each op in a savepoint (two statements per op spared in the
-    usual case, where nothing fails).
-    """
-    cur = conn.cursor()
-    cur.execute("BEGIN IMMEDIATE")
-    try:
-        outcomes = _apply(cur, ops, isolated=False)
-        if not outcomes[-1][0]:
-            cur.execute("ROLLBACK")
-            if len(ops) == 1:  # nothing to isolate it from: the rollback was its savepoint
-                return outcomes
-            cur.execute("BEGIN IMMEDIATE")
-            outcomes = _apply(cur, ops, isolated=True)
-        cur.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            cur.execute("ROLLBACK")
-        raise
-    return outcomes
-
-
-def _apply(cur: sqlite3.Cursor, ops: list[Op], isolated: bool) -> list[tuple[bool, Any]]:
-    """Each op's (ok, result-or-exception), each in a savepoint when `isolated`; otherwise
-    they stop at the first that raises (the caller rolls back)."""
-    outcomes: list[tuple[bool, Any]] = []
-    for op in ops:
-        if isolated:
-            cur.execute("SAVEPOINT op")
-        try:
-            outcomes.append((True, op(cur)))
-        except Exception as exc:
-            outcomes.append((False, exc))
-            if not isolated:
-                break
-            cur.execute("ROLLBACK TO op")
-        if isolated:
-            cur.execute("RELEASE op")
-    return outcomes
-
-
 def _run_read(conn: sqlite3.Connection, op: Callable[[sqlite3.Cursor], T]) -> T:
     return op(conn.cursor())
 
@@ -850,12 +805,23 @@ def _run_snapshot(conn: sqlite3.Connection, op: Callable[[sqlite3.Cursor], T]) -
         cur.execute("COMMIT")
 
 
-def _create_execution(
+def _creation(
     execution: ExecutionRecord, tasks: Sequence[TaskRecord], owner: str, lease_until: float,
-    fire: Optional[FireRequest], link_fire_id: Optional[str], holder: Optional[str],
-    cur: sqlite3.Cursor,
+    holder: Optional[str],
+) -> Rows:
+    """`SQLiteStore.create_execution`'s write of the run and its tasks."""
+    return Rows([
+        (q.INSERT_EXECUTION, [_execution_row(execution) + (owner, lease_until)]),
+        (q.INSERT_TASK, [_task_row(t) + _held(t, holder, lease_until) for t in tasks]),
+    ], True)
+
+
+def _create_fired(
+    execution: ExecutionRecord, fire: Optional[FireRequest], link_fire_id: Optional[str],
+    creation: Rows, cur: sqlite3.Cursor,
 ) -> bool:
-    """`SQLiteStore.create_execution`'s write (a function, not a closure: cheaper to make)."""
+    """`SQLiteStore.create_execution`'s write of a run a trigger or cron fire started:
+    False, with nothing written, for a duplicate of a fire still open."""
     if fire is not None:
         if fire.deduplicate and cur.execute(
             q.OPEN_FIRE_EXISTS, (fire.trigger_name, fire.context_hash)
@@ -865,31 +831,22 @@ def _create_execution(
                      execution.started_at)
     if link_fire_id is not None:
         cur.execute(q.LINK_FIRE, (execution.id, execution.started_at, link_fire_id))
-    cur.execute(q.INSERT_EXECUTION, _execution_row(execution) + (owner, lease_until))
-    cur.executemany(q.INSERT_TASK, [_task_row(t) + _held(t, holder, lease_until) for t in tasks])
-    return True
+    return creation(cur)
 
 
-def _save_progress(
+def _progress(
     tasks: Sequence[TaskRecord], finished: Optional[ExecutionRecord], owner: Optional[str],
-    cur: sqlite3.Cursor,
-) -> None:
+) -> Rows:
     """`SQLiteStore.save_progress`'s write."""
-    if owner is not None:
-        for execution_id in runs_written(tasks, finished):
-            row = cur.execute(q.SELECT_RUN_OWNER, (execution_id,)).fetchone()
-            if row is not None and row[1] not in ("Pending", "Running"):
-                raise RunEnded(execution_id, row[1])
-            if row is None or row[0] != owner:
-                raise RunLost(execution_id)
-    cur.executemany(q.UPDATE_TASK, [_task_update_row(t) for t in tasks])
+    statements: list[tuple[str, Sequence[tuple[Any, ...]]]] = [(q.UPDATE_TASK, [_task_update_row(t) for t in tasks])]
     if finished is not None:
-        cur.execute(
-            q.FINISH_EXECUTION,
-            (finished.status, finished.final_context, finished.error_message,
-             finished.completed_at, finished.id),
-        )
-        cur.execute(q.CLOSE_FIRES_OF_RUN, (finished.completed_at, finished.completed_at, finished.id))
+        statements.append((q.FINISH_EXECUTION, [(
+            finished.status, finished.final_context, finished.error_message, finished.completed_at,
+            finished.id,
+        )]))
+        statements.append((q.CLOSE_FIRES_OF_RUN, [(finished.completed_at, finished.completed_at, finished.id)]))
+    runs = () if owner is None else tuple(runs_written(tasks, finished))
+    return Rows(statements, None, owner, runs)
 
 
 def _insert_fire(

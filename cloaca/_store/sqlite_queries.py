@@ -234,6 +234,9 @@ INSERT_TASK = f"""
     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 SELECT_RUN_OWNER = "SELECT owner, status FROM workflow_executions WHERE id = ?"
+SELECT_RUNS_OWNERS = """
+    SELECT id, owner, status FROM workflow_executions WHERE id IN (SELECT value FROM json_each(?))
+"""
 UPDATE_TASK = """
     UPDATE task_executions
        SET status = ?, attempt = ?, not_before = ?, started_at = ?, completed_at = ?,
