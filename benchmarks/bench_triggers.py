@@ -16,14 +16,17 @@ Measured in one process, one scenario after the other, each for the same wall ti
 
 Figures: polls per second, CPU seconds per wall second of the whole process
 (`time.process_time`, all threads), and how late the pollers woke up relative to their due
-time (median and p99, from the loop clock). The ratio column is CPU relative to (a).
+time (median and p99, from the loop clock). The scenarios run `--rounds` times, one after
+the other in each round (the machine's load drifts: a round's scenarios share it); each
+figure is the median over rounds, and the ratio column is the median of each round's CPU
+relative to that round's (a).
 
 The pollers' phases are spread over the interval: bare ones explicitly, cloaca's because the
 triggers are registered one after the other (each registration waits for its schedule row),
 as happens when a runner starts with many triggers.
 
-    python benchmarks/bench_triggers.py                 # 1,000 triggers, 100 ms, 10 s each
-    python benchmarks/bench_triggers.py --seconds 3     # shorter
+    python benchmarks/bench_triggers.py                 # 1,000 triggers, 100 ms, 10 s each, 3 rounds
+    python benchmarks/bench_triggers.py --quick         # 3 s each
 """
 
 from __future__ import annotations
@@ -166,17 +169,19 @@ def cloaca_triggers(name: str, count: int, interval_ms: int, seconds: float, fun
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="measured wall time per scenario")
+    parser.add_argument("--quick", action="store_true", help="3 s per scenario")
+    parser.add_argument("--rounds", type=int, default=3, help="times every scenario runs")
     parser.add_argument("--triggers", type=int, default=1000, help="pollers per scenario")
     parser.add_argument("--interval-ms", type=int, default=100, help="poll interval")
     parser.add_argument("--blocking-ms", type=float, default=5.0, help="how long a call of (d) blocks")
     args = parser.parse_args(argv)
-    n, interval_ms, seconds = args.triggers, args.interval_ms, args.seconds
+    n, interval_ms = args.triggers, args.interval_ms
+    seconds = 3.0 if args.quick else args.seconds
     interval = interval_ms / 1000
 
-    print(f"{n} pollers every {interval_ms} ms, {seconds:g} s per scenario "
+    print(f"{n} pollers every {interval_ms} ms, {seconds:g} s per scenario, {args.rounds} rounds "
           f"(expected {n / interval:,.0f} polls/s); Python {sys.version.split()[0]}")
-    results = []
-    for label, run in [
+    scenarios = [
         ("(a) bare asyncio, async condition",
          lambda: bare_asyncio("", n, interval, seconds, threaded=False)),
         ("(b) cloaca, async triggers",
@@ -187,24 +192,37 @@ def main(argv: list[str]) -> None:
          lambda: cloaca_triggers("", n, interval_ms, seconds, cheap_sync_trigger)),
         (f"(d) cloaca, sync, calls block {args.blocking_ms:g} ms",
          lambda: cloaca_triggers("", n, interval_ms, seconds, blocking_sync_trigger(args.blocking_ms / 1000))),
-    ]:
-        print(f"  running {label} ...", flush=True)
-        figures = run()
-        figures.name = label
-        results.append(figures)
+    ]
+    rounds: list[list[Figures]] = []
+    for i in range(args.rounds):
+        print(f"  round {i + 1}: " + ", ".join(label.split(")")[0] + ")" for label, _ in scenarios), flush=True)
+        rounds.append([run() for _, run in scenarios])
+    report([label for label, _ in scenarios], rounds)
 
-    base = results[0].cpu_per_second
+
+def report(labels: list[str], rounds: list[list[Figures]]) -> None:
+    """Medians over rounds; CPU ratios per round (to that round's (a), or (c0) for (c))."""
+    def med(values: list[float]) -> float:
+        return statistics.median(values)
+
+    def ratios(i: int, base: int) -> list[float]:
+        return [r[i].cpu_per_second / r[base].cpu_per_second for r in rounds]
+
     header = f"{'scenario':<38} {'polls/s':>9} {'CPU s/s':>8} {'vs (a)':>7} {'late p50':>9} {'late p99':>9}"
     print()
     print(header)
     print("-" * len(header))
-    for f in results:
-        print(f"{f.name:<38} {f.polls_per_second:>9,.0f} {f.cpu_per_second:>8.3f} "
-              f"{f.cpu_per_second / base:>6.2f}x {f.percentile_ms(0.5):>7.2f}ms {f.percentile_ms(0.99):>7.2f}ms")
-    sync_base = results[2].cpu_per_second
-    print(f"\n(c) vs (c0), both with thread hand-off: {results[3].cpu_per_second / sync_base:.2f}x CPU")
+    for i, label in enumerate(labels):
+        runs = [r[i] for r in rounds]
+        print(f"{label:<38} {med([f.polls_per_second for f in runs]):>9,.0f} "
+              f"{med([f.cpu_per_second for f in runs]):>8.3f} {med(ratios(i, 0)):>6.2f}x "
+              f"{med([f.percentile_ms(0.5) for f in runs]):>7.2f}ms {med([f.percentile_ms(0.99) for f in runs]):>7.2f}ms")
+    print("\n(b) vs (a), CPU, each round: " + ", ".join(f"{x:.2f}x" for x in ratios(1, 0))
+          + f"; median {med(ratios(1, 0)):.2f}x (goal: <= 1.2x)")
+    print(f"(c) vs (c0), both with thread hand-off: {med(ratios(3, 2)):.2f}x CPU")
     print("median lateness of all scenarios: "
-          + ", ".join(f"{statistics.median(f.lateness) * 1000:.2f} ms" for f in results if f.lateness))
+          + ", ".join(f"{med([statistics.median(r[i].lateness) for r in rounds]) * 1000:.2f} ms"
+                      for i in range(len(labels)) if all(r[i].lateness for r in rounds)))
 
 
 if __name__ == "__main__":
