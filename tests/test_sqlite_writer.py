@@ -9,6 +9,7 @@ import pytest
 import pytest_asyncio
 
 from cloaca._store import sqlite as sqlite_module
+from cloaca._store import sqlite_group
 from cloaca._store.base import ExecutionRecord
 from cloaca._store.base import TaskRecord
 from cloaca._store.sqlite import INLINE_MAX_ROWS
@@ -145,6 +146,7 @@ async def test_a_group_of_runs_saved_together_refuses_only_the_write_of_a_run_ta
         return run_group(conn, ops)
 
     monkeypatch.setattr(sqlite_module, "run_group", recording)
+    monkeypatch.setattr(sqlite_group, "TOGETHER_FROM", 2)  # groups this small go together too
     for run_id in ("a", "b", "c"):
         await new_run(store, run_id)
     assert await store.claim_orphans("rescuer", T0 + 61, T0 + 120, ["wf"])  # every lease expired
@@ -181,3 +183,16 @@ async def test_a_group_of_runs_saved_together_refuses_only_the_write_of_a_run_ta
     assert sum("SELECT id, owner, status" in s for s in statements) == 1  # one read checks both
     assert not any("SELECT owner, status" in s for s in statements)  # not one read per write
     assert (await store.get_run("a")).execution.status == "Completed"
+
+
+@pytest.mark.asyncio
+async def test_a_small_group_of_runs_saved_is_written_one_write_after_the_other(store):
+    for run_id in ("a", "b"):
+        await new_run(store, run_id)
+    statements: list[str] = []
+    store._inline.set_trace_callback(statements.append)
+    await asyncio.gather(*(store.save_progress([TaskRecord(r, "a", "Running", attempt=1)], None, "me")
+                           for r in ("a", "b")))
+    store._inline.set_trace_callback(None)
+    assert sum("SELECT owner, status" in s for s in statements) == 2
+    assert not any("SELECT id, owner, status" in s for s in statements)

@@ -69,7 +69,7 @@ from .base import (
     reopened_status,
     runs_written,
 )
-from .sqlite_group import Op, Rows, run_group
+from .sqlite_group import Op, Rows, Statements, run_group
 from .sqlite_thread import SQLiteThread
 
 T = TypeVar("T")
@@ -810,10 +810,17 @@ def _creation(
     holder: Optional[str],
 ) -> Rows:
     """`SQLiteStore.create_execution`'s write of the run and its tasks."""
-    return Rows([
+    return Rows(partial(_creation_rows, execution, tasks, owner, lease_until, holder), True)
+
+
+def _creation_rows(
+    execution: ExecutionRecord, tasks: Sequence[TaskRecord], owner: str, lease_until: float,
+    holder: Optional[str],
+) -> Statements:
+    return [
         (q.INSERT_EXECUTION, [_execution_row(execution) + (owner, lease_until)]),
         (q.INSERT_TASK, [_task_row(t) + _held(t, holder, lease_until) for t in tasks]),
-    ], True)
+    ]
 
 
 def _create_fired(
@@ -838,6 +845,12 @@ def _progress(
     tasks: Sequence[TaskRecord], finished: Optional[ExecutionRecord], owner: Optional[str],
 ) -> Rows:
     """`SQLiteStore.save_progress`'s write."""
+    if owner is None:
+        return Rows(partial(_progress_rows, tasks, finished))
+    return Rows(partial(_progress_rows, tasks, finished), None, owner, partial(runs_written, tasks, finished))
+
+
+def _progress_rows(tasks: Sequence[TaskRecord], finished: Optional[ExecutionRecord]) -> Statements:
     statements: list[tuple[str, Sequence[tuple[Any, ...]]]] = [(q.UPDATE_TASK, [_task_update_row(t) for t in tasks])]
     if finished is not None:
         statements.append((q.FINISH_EXECUTION, [(
@@ -845,8 +858,7 @@ def _progress(
             finished.id,
         )]))
         statements.append((q.CLOSE_FIRES_OF_RUN, [(finished.completed_at, finished.completed_at, finished.id)]))
-    runs = () if owner is None else tuple(runs_written(tasks, finished))
-    return Rows(statements, None, owner, runs)
+    return statements
 
 
 def _insert_fire(
