@@ -119,12 +119,13 @@ class TaskSharing(Sharing):
         return None  # another runner may write any step of it
 
     # ------------------------------------------------------------------ claims
-    async def start_claimed(self, work: ClaimedWork, known: Mapping[str, int]) -> int:
-        """Execute tasks claimed from the store, one slot already taken for each.
+    async def start_claimed(self, work: ClaimedWork, known: Mapping[str, int]) -> None:
+        """Execute tasks claimed from the store, each in a free slot, or once one frees up
+        (the slots were not taken for the claim: this runner's own steps may have taken
+        them meanwhile).
 
         `known` are the run versions the claim was made with (`work.run` holds only what
-        changed since, for those). Returns how many were started; the caller gives back the
-        slots of the others.
+        changed since, for those).
         """
         engine = self.engine
         run = engine.runs.get(work.execution_id)
@@ -133,13 +134,12 @@ class TaskSharing(Sharing):
             stored = whole or await engine.store.get_run(work.execution_id)  # forgotten meanwhile
             workflow = None if stored is None else engine.registry.get_workflow(stored.execution.workflow_name)
             if stored is None or workflow is None:
-                return 0  # the claims lapse with their lease and are taken over
+                return  # the claims lapse with their lease and are taken over
             run = engine.runs.get(work.execution_id)
             if run is None:
                 run = engine.new_run(stored.execution, workflow)
                 run.load(stored)
                 engine.runs[run.id] = run
-        started = 0
         async with run.lock:
             if work.run is not None and work.run.version > run.version:
                 run.load(work.run)
@@ -150,9 +150,7 @@ class TaskSharing(Sharing):
                               record.task_name, run.execution.workflow_name)
                     continue
                 state.record = record
-                engine.start_body(run, state)
-                started += 1
-        return started
+                engine.start_body(run, state, held=engine.pool_of(state.definition).try_acquire())
 
     def claimable_names(self) -> dict[SlotPool, tuple[str, ...]]:
         """The tasks of the registered workflows, by the slots their bodies take (made again

@@ -34,7 +34,7 @@ class Claimer(Protocol):
 
     def claimable_names(self) -> dict[SlotPool, tuple[str, ...]]: ...
     def cached_versions(self) -> dict[str, int]: ...
-    async def start_claimed(self, work: ClaimedWork, known: Mapping[str, int]) -> int: ...
+    async def start_claimed(self, work: ClaimedWork, known: Mapping[str, int]) -> None: ...
 
 
 class TaskClaims:
@@ -122,36 +122,30 @@ class TaskClaims:
         return looked
 
     async def _claim_for(self, pool: SlotPool, task_names: tuple[str, ...], take_over: bool) -> bool:
+        """Claim batches of as many tasks as `pool` has free slots, while the store hands out
+        full ones; whether there was a free slot to claim with.
+
+        The slots are not taken while the claim is on its way: this runner's own steps may
+        take them meanwhile (their tasks then start here, rather than being left Ready for
+        every runner to be woken for, and to claim). A claimed task that finds no free slot
+        when the claim comes back waits here for one (`Claimer.start_claimed`)."""
         engine = self.engine
         looked = False
         while not engine.stopping and task_names:
-            taken = 0
-            while taken < MAX_CLAIM_BATCH and pool.try_acquire():
-                taken += 1
-            if taken == 0:
+            limit = min(MAX_CLAIM_BATCH, pool.available)
+            if limit == 0:
                 self._maybe_work = True  # look again when a slot frees up
                 return looked
             looked = True
             now = time.time()
             known = self.sharing.cached_versions()
-            try:
-                work = await self.store.claim_tasks(
-                    engine.owner, now, now + engine.settings.lease_seconds,
-                    engine.registry.workflow_names(), taken, take_over, known, task_names,
-                )
-            except BaseException:
-                for _ in range(taken):
-                    pool.release()
-                raise
-            got = sum(len(w.tasks) for w in work)
-            started = 0
-            try:
-                for item in work:
-                    started += await self.sharing.start_claimed(item, known)
-            finally:
-                for _ in range(taken - started):
-                    pool.release()
-            if got < taken:
+            work = await self.store.claim_tasks(
+                engine.owner, now, now + engine.settings.lease_seconds,
+                engine.registry.workflow_names(), limit, take_over, known, task_names,
+            )
+            for item in work:
+                await self.sharing.start_claimed(item, known)
+            if sum(len(w.tasks) for w in work) < limit:
                 return True
         return True
 

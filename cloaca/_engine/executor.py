@@ -381,10 +381,11 @@ class Engine:
             self.sharing.queue(run, step.to_queue)
         return run.open_tasks == 0
 
-    def start_body(self, run: Run, state: TaskState) -> None:
-        """Execute a task that holds a slot and is Running under this runner."""
+    def start_body(self, run: Run, state: TaskState, held: bool = True) -> None:
+        """Execute a task that is Running under this runner: it holds a slot, or (not `held`)
+        waits in line for one first (its lease kept meanwhile)."""
         pool = self.pool_of(state.definition)
-        slot = TaskSlot(pool, held=True, on_release=self.sharing.slot_freed)
+        slot = TaskSlot(pool, held=held, on_release=self.sharing.slot_freed)
         # (it leaves `_bodies` itself: a done-callback each would cost a loop turn)
         self._bodies.add(asyncio.get_running_loop().create_task(self._run_task(run, state, slot)))
 
@@ -400,7 +401,8 @@ class Engine:
         run.active += 1
         self.active_tasks.add(key)
         try:
-            await self._run_task_steps(run, state, slot)
+            if slot.held or await self._slot_came(run, slot):
+                await self._run_task_steps(run, state, slot)
         except Exception as exc:
             self._persist_failed(run, exc)
         finally:
@@ -408,6 +410,17 @@ class Engine:
             self.active_tasks.discard(key)
             self._bodies.discard(asyncio.current_task())
             self.sharing.attempt_over(run)
+
+    async def _slot_came(self, run: Run, slot: TaskSlot) -> bool:
+        """Wait in line for the slot; False (and the slot given back) if the attempt is no
+        longer to be made once it comes: the runner stops (the task's lease is released
+        with the others), or the run ended elsewhere."""
+        await slot.acquire()
+        if self.stopping or run.stopped:
+            slot.close()
+            self.sharing.slot_freed()
+            return False
+        return True
 
     def _persist_failed(self, run: Run, exc: Exception) -> None:
         if isinstance(exc, RunEnded):

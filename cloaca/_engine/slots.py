@@ -14,6 +14,11 @@ class SlotPool:
         self._free = size
         self._waiters: deque[asyncio.Future[None]] = deque()
 
+    @property
+    def available(self) -> int:
+        """Slots that `try_acquire` would take now (none while somebody is queued)."""
+        return 0 if self._waiters else self._free
+
     def try_acquire(self) -> bool:
         """Take a slot if one is free now and nobody is queued for one."""
         if self._free > 0 and not self._waiters:
