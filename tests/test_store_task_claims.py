@@ -405,12 +405,13 @@ def index_scans(plan: dict[str, Any], index: str) -> list[dict[str, Any]]:
     return found
 
 
-async def test_a_claim_looks_up_its_claimable_rows_once_however_many_runs_are_in_flight(opened, backend):
-    """Each claim scans the claimable rows' index once, not once per unfinished run: that index
-    keeps an entry for every version of a row that was ever Ready or Running until the table
-    is vacuumed (each task goes Running), so a scan of it per run cost runs in flight x
-    versions written, and took a runner's take-over, once a second, to 425 ms of server time
-    with 128 runs in flight (bench_postgres, 4 processes)."""
+async def test_a_take_over_looks_up_its_rows_once_however_many_runs_are_in_flight(opened, backend):
+    """A take-over scans the claimable rows' index once, not once per unfinished run: that
+    index keeps an entry for every version of a row that was ever Running until the table is
+    vacuumed (each task goes Running), so a scan of it per run cost runs in flight x versions
+    written, and took a runner's take-over, once a second, to 425 ms of server time with 128
+    runs in flight (bench_postgres, 4 processes). (A claim of Ready tasks keeps the join from
+    the runs: see CLAIM_READY_TASKS.)"""
     only_on(backend, "postgres", "the plan of PostgreSQL's claim statements")
     from cloaca._store import postgres_queries as q
 
@@ -420,7 +421,7 @@ async def test_a_claim_looks_up_its_claimable_rows_once_however_many_runs_are_in
                       started_at=T0 + n, owner="A", lease_until=T0 + 100)
     conn = await asyncpg.connect(backend.url, server_settings={"search_path": backend.schema})
     try:
-        for sql in (q.TAKE_OVER_TASKS, q.CLAIM_READY_TASKS):
+        for sql in (q.TAKE_OVER_TASKS,):
             claim = conn.transaction()  # EXPLAIN ANALYZE makes the claim: rolled back
             await claim.start()
             try:

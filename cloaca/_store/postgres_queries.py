@@ -456,24 +456,23 @@ RELEASE_LEASES = """
 # Oldest runs first. A row whose claim committed meanwhile is re-checked against the WHERE
 # clause (READ COMMITTED), so two claimers never get the same task.
 #
-# The claimable rows are looked up first, in one scan of ix_tasks_claimable (`candidate`,
-# materialized), and only then joined with their runs. Left to the planner, it went from
+# A take-over looks its rows up first, in one scan of ix_tasks_claimable (`candidate`,
+# materialized), and only then joins them with their runs. Left to the planner, it went from
 # each unfinished run to a scan of every index entry of the status sought: the index keeps
 # an entry for each version of a row that ever had it (each task goes Running) until the
 # table is vacuumed, so that was runs in flight x versions written, and grew with both
 # (measured: 425 ms per take-over with 128 runs in flight and 36,000 such entries, each
-# runner looking once a second).
+# runner looking once a second). A claim of Ready tasks keeps the join from the runs: looked
+# up first, the Ready rows cost a visit of every version that was ever Ready (every task
+# left for claims is), at each claim: 15.6 ms per claim (p90 46 ms) instead of 2.7 ms (p90
+# 3.8 ms) with 32 runs of 8 claimed leaves in flight, a third fewer runs/s.
 # $1 now, $2 owner, $3 workflow names, $4 limit, $5 lease until, $6 task names (NULL: any).
 _CLAIM = """
-    WITH candidate AS MATERIALIZED (
-        SELECT t.execution_id, t.task_name FROM task_executions t
-         WHERE {claimable} AND ($6::text[] IS NULL OR t.task_name = ANY($6::text[]))
-    ), pick AS (
+    WITH {candidates}pick AS (
         SELECT t.execution_id, t.task_name, e.version
-          FROM candidate c
-          JOIN task_executions t ON t.execution_id = c.execution_id AND t.task_name = c.task_name
-          JOIN workflow_executions e ON e.id = t.execution_id
+          FROM {rows} JOIN workflow_executions e ON e.id = t.execution_id
          WHERE {claimable} AND e.status = 'Running' AND e.workflow_name = ANY($3::text[])
+           AND ($6::text[] IS NULL OR t.task_name = ANY($6::text[]))
          ORDER BY e.started_at, e.seq, t.task_name
          LIMIT $4
            FOR UPDATE OF {locked} SKIP LOCKED
@@ -488,13 +487,17 @@ _CLAIM = """
 """
 # Each claimed row comes with its run's version as of the claim (after the bump, for a
 # take-over), so that the claimer knows whether what it holds of the run is current.
+_TAKEN_OVER = "t.status = 'Running' AND (t.lease_until IS NULL OR t.lease_until < $1)"
 CLAIM_READY_TASKS = _CLAIM.format(
+    candidates="", rows="task_executions t",
     claimable="t.status = 'Ready' AND (t.not_before IS NULL OR t.not_before <= $1)",
     locked="t", bump="", step_version="", returning=f"{_T_TASK_COLUMNS}, pick.version",
     columns=f"{TASK_COLUMNS}, version",
 )
 TAKE_OVER_TASKS = _CLAIM.format(
-    claimable="t.status = 'Running' AND (t.lease_until IS NULL OR t.lease_until < $1)",
+    candidates=f"candidate AS MATERIALIZED (SELECT t.execution_id, t.task_name FROM task_executions t WHERE {_TAKEN_OVER}), ",
+    rows="candidate c JOIN task_executions t ON t.execution_id = c.execution_id AND t.task_name = c.task_name",
+    claimable=_TAKEN_OVER,
     locked="t, e", step_version=", step_version = pick.version + 1",
     returning=f"{_T_TASK_COLUMNS}, pick.version + 1 AS version", columns=f"{TASK_COLUMNS}, version",
     bump="""
