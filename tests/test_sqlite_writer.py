@@ -102,17 +102,27 @@ async def test_the_thread_checkpoints_the_wal_every_so_many_inline_commits(store
     assert expected >= 2 and len(checkpoints) == expected
 
 
-@pytest.mark.asyncio
-@pytest.mark.parametrize("tasks_per_run", [1, INLINE_MAX_ROWS])  # on the loop; on the thread
-async def test_a_failing_call_of_a_group_undoes_only_its_own_writes(store, monkeypatch, tasks_per_run):
-    groups: list[int] = []
+@pytest.fixture
+def groups(monkeypatch) -> list[int]:
+    """The number of writes in each group transaction the store runs from now on."""
+    sizes: list[int] = []
     run_group = sqlite_module.run_group
 
     def recording(conn, ops):
-        groups.append(len(ops))
+        sizes.append(len(ops))
         return run_group(conn, ops)
 
     monkeypatch.setattr(sqlite_module, "run_group", recording)
+    return sizes
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("tasks_per_run", [1, INLINE_MAX_ROWS])  # on the loop; on the thread
+@pytest.mark.parametrize("together_from", [sqlite_group.TOGETHER_FROM, 2])  # one by one; together
+async def test_a_failing_call_of_a_group_undoes_only_its_own_writes(
+    store, groups, monkeypatch, tasks_per_run, together_from,
+):
+    monkeypatch.setattr(sqlite_group, "TOGETHER_FROM", together_from)
 
     def create(run_id: str, names: list[str]):
         tasks = [TaskRecord(run_id, name, "NotStarted") for name in names]
@@ -137,15 +147,7 @@ async def test_a_failing_call_of_a_group_undoes_only_its_own_writes(store, monke
 
 
 @pytest.mark.asyncio
-async def test_a_group_of_runs_saved_together_refuses_only_the_write_of_a_run_taken_over(store, monkeypatch):
-    groups: list[int] = []
-    run_group = sqlite_module.run_group
-
-    def recording(conn, ops):
-        groups.append(len(ops))
-        return run_group(conn, ops)
-
-    monkeypatch.setattr(sqlite_module, "run_group", recording)
+async def test_a_group_of_runs_saved_together_refuses_only_the_write_of_a_run_taken_over(store, groups, monkeypatch):
     monkeypatch.setattr(sqlite_group, "TOGETHER_FROM", 2)  # groups this small go together too
     for run_id in ("a", "b", "c"):
         await new_run(store, run_id)
