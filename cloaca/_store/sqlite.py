@@ -41,7 +41,7 @@ import sqlite3
 import urllib.parse
 import uuid
 from functools import partial
-from typing import Any, Callable, Mapping, Optional, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, TypeVar
 
 from .._ids import time_ordered_id
 from . import sqlite_queries as q
@@ -69,7 +69,7 @@ from .base import (
     reopened_status,
     runs_written,
 )
-from .sqlite_group import Op, Rows, Statements, run_group
+from .sqlite_group import Op, Rows, Statements, check_held, run_group
 from .sqlite_thread import SQLiteThread
 
 T = TypeVar("T")
@@ -222,7 +222,7 @@ class SQLiteStore(Store, ClaimStore):
     ) -> "asyncio.Future[bool]":
         # Shared by task, the creator holds the tasks it starts at once; by run, the run's lease.
         holder = owner if self.work_sharing is WorkSharing.BY_TASK else None
-        op: Op = _creation(execution, tasks, owner, lease_until, holder)
+        op: Op = _Creation(_create_run, execution, tasks, owner, lease_until, holder)
         if fire is not None or link_fire_id is not None:
             op = partial(_create_fired, execution, fire, link_fire_id, op)
         return self._write(op, rows=len(tasks) + 2, new_run=True)
@@ -231,7 +231,7 @@ class SQLiteStore(Store, ClaimStore):
         self, tasks: Sequence[TaskRecord], finished: Optional[ExecutionRecord] = None,
         owner: Optional[str] = None,
     ) -> "asyncio.Future[None]":
-        return self._write(_progress(tasks, finished, owner), rows=len(tasks) + 2)
+        return self._write(_Progress(_save_progress, tasks, finished, owner), rows=len(tasks) + 2)
 
     async def claim_orphans(
         self, owner: str, now: float, lease_until: float, workflow_names: Sequence[str]
@@ -805,12 +805,20 @@ def _run_snapshot(conn: sqlite3.Connection, op: Callable[[sqlite3.Cursor], T]) -
         cur.execute("COMMIT")
 
 
-def _creation(
+class _Creation(Rows):
+    """`SQLiteStore.create_execution`'s write of a run (not a fire's) and its tasks."""
+
+    def rows(self) -> tuple[Statements, Any, Optional[str], Iterable[str]]:
+        return _creation_rows(*self.args), True, None, ()
+
+
+def _create_run(
     execution: ExecutionRecord, tasks: Sequence[TaskRecord], owner: str, lease_until: float,
-    holder: Optional[str],
-) -> Rows:
-    """`SQLiteStore.create_execution`'s write of the run and its tasks."""
-    return Rows(partial(_creation_rows, execution, tasks, owner, lease_until, holder), True)
+    holder: Optional[str], cur: sqlite3.Cursor,
+) -> bool:
+    for sql, rows in _creation_rows(execution, tasks, owner, lease_until, holder):
+        cur.executemany(sql, rows)
+    return True
 
 
 def _creation_rows(
@@ -825,7 +833,7 @@ def _creation_rows(
 
 def _create_fired(
     execution: ExecutionRecord, fire: Optional[FireRequest], link_fire_id: Optional[str],
-    creation: Rows, cur: sqlite3.Cursor,
+    creation: Op, cur: sqlite3.Cursor,
 ) -> bool:
     """`SQLiteStore.create_execution`'s write of a run a trigger or cron fire started:
     False, with nothing written, for a duplicate of a fire still open."""
@@ -841,13 +849,23 @@ def _create_fired(
     return creation(cur)
 
 
-def _progress(
-    tasks: Sequence[TaskRecord], finished: Optional[ExecutionRecord], owner: Optional[str],
-) -> Rows:
+class _Progress(Rows):
     """`SQLiteStore.save_progress`'s write."""
-    if owner is None:
-        return Rows(partial(_progress_rows, tasks, finished))
-    return Rows(partial(_progress_rows, tasks, finished), None, owner, partial(runs_written, tasks, finished))
+
+    def rows(self) -> tuple[Statements, Any, Optional[str], Iterable[str]]:
+        tasks, finished, owner = self.args
+        return _progress_rows(tasks, finished), None, owner, () if owner is None else runs_written(tasks, finished)
+
+
+def _save_progress(
+    tasks: Sequence[TaskRecord], finished: Optional[ExecutionRecord], owner: Optional[str],
+    cur: sqlite3.Cursor,
+) -> None:
+    if owner is not None:
+        for execution_id in runs_written(tasks, finished):
+            check_held(execution_id, owner, cur.execute(q.SELECT_RUN_OWNER, (execution_id,)).fetchone())
+    for sql, rows in _progress_rows(tasks, finished):
+        cur.executemany(sql, rows)
 
 
 def _progress_rows(tasks: Sequence[TaskRecord], finished: Optional[ExecutionRecord]) -> Statements:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from functools import partial
 from typing import Any, Callable, Iterable, Optional, Sequence
 
 from . import sqlite_queries as q
@@ -30,10 +31,10 @@ Statements = Sequence[tuple[str, Sequence[tuple[Any, ...]]]]
 """(SQL, its rows) pairs, applied in order."""
 
 
-class Rows:
-    """A write of the rows that `statements()` makes, returning `result`; with an `owner`,
-    refused unless `owner` still holds every run that `runs()` names (`RunEnded`,
-    `RunLost`). Rows and run ids are made when the write is applied, in the writer's thread.
+class Rows(partial):  # type: ignore[type-arg]
+    """A write that is only rows for fixed statements: called with a cursor (a `partial`
+    of the function that applies it alone), and, for a group applied together, described
+    by `rows()`, made from the same arguments in the writer's thread.
 
     In a group of `Rows` alone, the rows of all writes for one statement go in one
     `executemany` (statements in the order they first appear). That is the same as
@@ -43,26 +44,10 @@ class Rows:
     one is stored.
     """
 
-    __slots__ = ("statements", "result", "owner", "runs")
-
-    def __init__(
-        self, statements: Callable[[], Statements], result: Any = None,
-        owner: Optional[str] = None, runs: Callable[[], Iterable[str]] = tuple,
-    ) -> None:
-        self.statements = statements
-        self.result = result
-        self.owner = owner
-        self.runs = runs
-
-    def __call__(self, cur: sqlite3.Cursor) -> Any:
-        """Applied alone."""
-        if self.owner is not None:
-            for execution_id in self.runs():
-                row = cur.execute(q.SELECT_RUN_OWNER, (execution_id,)).fetchone()
-                check_held(execution_id, self.owner, row)
-        for sql, rows in self.statements():
-            cur.executemany(sql, rows)
-        return self.result
+    def rows(self) -> "tuple[Statements, Any, Optional[str], Iterable[str]]":
+        """(statements, the write's result, owner, runs): with an `owner`, the write is
+        refused unless `owner` still holds every run of `runs` (`RunEnded`, `RunLost`)."""
+        raise NotImplementedError
 
 
 def check_held(execution_id: str, owner: str, row: Optional[tuple[Any, Any]]) -> None:
@@ -105,26 +90,26 @@ def _together(cur: sqlite3.Cursor, ops: list[Op]) -> Optional[list[Outcome]]:
     isolates them). None, with nothing written, for a smaller group, one with other writes,
     or one where a write would be refused (they are then applied one by one, which says
     which)."""
-    if len(ops) < TOGETHER_FROM or not all(type(op) is Rows for op in ops):
+    if len(ops) < TOGETHER_FROM or not all(isinstance(op, Rows) for op in ops):
         return None
-    group: list[Rows] = ops  # type: ignore[assignment]
-    if not _all_held(cur, group):
+    described = [op.rows() for op in ops]  # type: ignore[attr-defined]
+    if not _all_held(cur, described):
         return None
     merged: dict[str, list[tuple[Any, ...]]] = {}
-    for op in group:
-        for sql, rows in op.statements():
+    for statements, _, _, _ in described:
+        for sql, rows in statements:
             merged.setdefault(sql, []).extend(rows)
     try:
         for sql, rows in merged.items():
             cur.executemany(sql, rows)
     except sqlite3.Error as exc:
         return [(False, exc)]
-    return [(True, op.result) for op in group]
+    return [(True, result) for _, result, _, _ in described]
 
 
-def _all_held(cur: sqlite3.Cursor, group: list[Rows]) -> bool:
-    """Whether every run that a write of `group` must hold is held by its owner (one read)."""
-    wanted = [(execution_id, op.owner) for op in group if op.owner is not None for execution_id in op.runs()]
+def _all_held(cur: sqlite3.Cursor, described: list[tuple[Statements, Any, Optional[str], Iterable[str]]]) -> bool:
+    """Whether every run that a write must hold is held by its owner (one read for all)."""
+    wanted = [(execution_id, owner) for _, _, owner, runs in described if owner is not None for execution_id in runs]
     if not wanted:
         return True
     ids = json.dumps(list({execution_id for execution_id, _ in wanted}))
