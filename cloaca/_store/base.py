@@ -12,7 +12,7 @@ from __future__ import annotations
 import abc
 import enum
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable, Mapping, Optional, Sequence
+from typing import Any, Awaitable, Callable, Mapping, Optional, Sequence
 
 
 class WorkSharing(enum.Enum):
@@ -219,6 +219,15 @@ class RunEnded(RunLost):
         Exception.__init__(self, f"run {execution_id} has ended ({status}) meanwhile")
         self.execution_id = execution_id
         self.status = status
+
+
+def check_held(execution_id: str, owner: str, found: Optional[tuple[Any, Any]]) -> None:
+    """Raise unless the run whose stored (owner, status) is `found` (None: no such run) is
+    unfinished and held by `owner`: `RunEnded` if it has ended, else `RunLost`."""
+    if found is not None and found[1] not in ("Pending", "Running"):
+        raise RunEnded(execution_id, found[1])
+    if found is None or found[0] != owner:
+        raise RunLost(execution_id)
 
 
 RETRYABLE = ("Failed", "Cancelled")

@@ -45,8 +45,6 @@ from .base import (
     Notice,
     NoticeStore,
     OpenFire,
-    RunEnded,
-    RunLost,
     ScheduleExecutionRecord,
     StepFunction,
     Store,
@@ -55,6 +53,7 @@ from .base import (
     TaskRecord,
     TriggerScheduleRecord,
     WorkSharing,
+    check_held,
     check_retryable,
     history_filters,
     nothing_to_claim,
@@ -243,10 +242,7 @@ class PostgresStore(Store, ClaimStore, NoticeStore):
                 held = {r["id"]: r for r in await conn.fetch(q.LOCK_RUN_OWNERS, ids)}
                 for execution_id in ids:
                     row = held.get(execution_id)
-                    if row is not None and row["status"] not in ("Pending", "Running"):
-                        raise RunEnded(execution_id, row["status"])
-                    if row is None or row["owner"] != owner:
-                        raise RunLost(execution_id)
+                    check_held(execution_id, owner, None if row is None else (row["owner"], row["status"]))
                 await conn.execute(sql, *params)
 
     async def claim_orphans(

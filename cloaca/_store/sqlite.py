@@ -63,13 +63,14 @@ from .base import (
     TaskRecord,
     TriggerScheduleRecord,
     WorkSharing,
+    check_held,
     check_retryable,
     history_filters,
     nothing_to_claim,
     reopened_status,
     runs_written,
 )
-from .sqlite_group import Op, Rows, Statements, check_held, run_group
+from .sqlite_group import Op, Rows, Statements, apply_rows, run_group
 from .sqlite_thread import SQLiteThread
 
 T = TypeVar("T")
@@ -816,8 +817,7 @@ def _create_run(
     execution: ExecutionRecord, tasks: Sequence[TaskRecord], owner: str, lease_until: float,
     holder: Optional[str], cur: sqlite3.Cursor,
 ) -> bool:
-    for sql, rows in _creation_rows(execution, tasks, owner, lease_until, holder):
-        cur.executemany(sql, rows)
+    apply_rows(cur, _creation_rows(execution, tasks, owner, lease_until, holder))
     return True
 
 
@@ -864,8 +864,7 @@ def _save_progress(
     if owner is not None:
         for execution_id in runs_written(tasks, finished):
             check_held(execution_id, owner, cur.execute(q.SELECT_RUN_OWNER, (execution_id,)).fetchone())
-    for sql, rows in _progress_rows(tasks, finished):
-        cur.executemany(sql, rows)
+    apply_rows(cur, _progress_rows(tasks, finished))
 
 
 def _progress_rows(tasks: Sequence[TaskRecord], finished: Optional[ExecutionRecord]) -> Statements:

@@ -15,12 +15,11 @@ from functools import partial
 from typing import Any, Callable, Iterable, Optional, Sequence
 
 from . import sqlite_queries as q
-from .base import RunEnded, RunLost
+from .base import RunLost, check_held
 
 Op = Callable[[sqlite3.Cursor], Any]
 Outcome = tuple[bool, Any]
 """(ok, the write's result or the exception it raised)."""
-UNFINISHED = ("Pending", "Running")
 TOGETHER_FROM = 16
 """Writes in a group of `Rows` from which they are applied together: below, the read of
 their runs' holders and the merging cost more than they spare (measured: break-even
@@ -50,12 +49,10 @@ class Rows(partial):  # type: ignore[type-arg]
         raise NotImplementedError
 
 
-def check_held(execution_id: str, owner: str, row: Optional[tuple[Any, Any]]) -> None:
-    """Raise unless the run whose (owner, status) is `row` is unfinished and held by `owner`."""
-    if row is not None and row[1] not in UNFINISHED:
-        raise RunEnded(execution_id, row[1])
-    if row is None or row[0] != owner:
-        raise RunLost(execution_id)
+def apply_rows(cur: sqlite3.Cursor, statements: Statements) -> None:
+    """Apply one write's `statements` alone."""
+    for sql, rows in statements:
+        cur.executemany(sql, rows)
 
 
 def run_group(conn: sqlite3.Connection, ops: list[Op]) -> list[Outcome]:
@@ -114,10 +111,11 @@ def _all_held(cur: sqlite3.Cursor, described: list[tuple[Statements, Any, Option
         return True
     ids = json.dumps(list({execution_id for execution_id, _ in wanted}))
     found = {row[0]: row[1:] for row in cur.execute(q.SELECT_RUNS_OWNERS, (ids,))}
-    for execution_id, owner in wanted:
-        row = found.get(execution_id)
-        if row is None or row[1] not in UNFINISHED or row[0] != owner:
-            return False
+    try:
+        for execution_id, owner in wanted:
+            check_held(execution_id, owner, found.get(execution_id))
+    except RunLost:  # (or RunEnded, one)
+        return False
     return True
 
 
