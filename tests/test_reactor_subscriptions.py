@@ -353,3 +353,37 @@ def test_when_without_the_cel_extra_says_what_to_install(monkeypatch: pytest.Mon
             predicates.compile_predicate("1 > 0")
     finally:
         predicates.compile_predicate.cache_clear()
+
+
+# ------------------------------------------------------------------ stopping
+class _NoSubscriptions:
+    """The part of a store a pass with no subscription uses."""
+
+    async def claim_subscriptions(self, owner: str, now: float, until: float) -> list[Any]:
+        return []
+
+    async def prune_firings(self, before: float) -> None:
+        return None
+
+
+@pytest.mark.asyncio
+async def test_stop_ends_the_pass_loop_when_a_wake_lands_in_the_same_turn() -> None:
+    """A reactor firing while the runner shuts down wakes the poller in the very loop turn
+    its stop cancels it. The cancel must win: on Python 3.11 `asyncio.wait_for` returned the
+    wake and dropped the cancel, and the runner's close waited for the loop for ever."""
+    from cloaca._reactors.subscriptions import SubscriptionPoller
+
+    poller = SubscriptionPoller(_NoSubscriptions(), dispatch=None, interval=3600, owner="test")
+    poller.start()
+    task = poller._task
+    await asyncio.sleep(0.01)  # the pass loop waits for a wake
+    poller.wake()
+    try:
+        async with asyncio.timeout(5):
+            await poller.stop()
+    except TimeoutError:
+        while not task.done():  # do not leave it looping past the test
+            task.cancel()
+            await asyncio.sleep(0)
+        pytest.fail("SubscriptionPoller.stop() did not end the pass loop woken in its turn")
+    assert task.done()
