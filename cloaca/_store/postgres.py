@@ -159,8 +159,9 @@ class PostgresStore(Store, ClaimStore, NoticeStore):
         self._pool = self._group_pool = None
         for pool in pools:
             try:
-                await asyncio.wait_for(pool.close(), CLOSE_TIMEOUT_SECONDS)
-            except (asyncio.TimeoutError, asyncpg.PostgresError, OSError):
+                async with asyncio.timeout(CLOSE_TIMEOUT_SECONDS):  # not wait_for: see subscriptions
+                    await pool.close()
+            except (TimeoutError, asyncpg.PostgresError, OSError):
                 pool.terminate()
 
     def unavailable(self, exc: BaseException) -> bool:
