@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import random
+import sys
 
 import pytest
 
-from cloaca._engine.deadline import Deadlines
+from cloaca._engine.deadline import BUCKETS_PER_SPAN, Deadlines
 
 
 async def bounded(deadlines: Deadlines, seconds: float | None, sleep: float) -> str:
@@ -91,3 +93,46 @@ async def test_a_deadline_counted_from_a_loop_time_read_by_the_caller():
     assert not deadlines.disarm(task, quick)
     await asyncio.sleep(0.05)  # no cancellation is left pending on this task
     assert not any(deadlines._buckets.values()) and deadlines._expired == set()
+
+
+# ------------------------------------------------------------------ bounded memory
+@pytest.mark.asyncio
+async def test_a_bucket_is_never_early_and_late_by_at_most_its_resolution_or_1_512th():
+    deadlines = Deadlines(resolution=0.05)
+    task = asyncio.current_task()
+    start = asyncio.get_running_loop().time()
+    rng = random.Random(19)
+    for seconds in (0.01, 0.05, 1, 30, 51.2, 300, 3600, 86400):
+        for _ in range(200):
+            now = start + rng.uniform(0, 1000)
+            key = deadlines.arm(task, seconds, now)
+            deadlines.disarm(task, key)
+            late = key * deadlines.resolution - (now + seconds)
+            assert -1e-9 <= late <= max(deadlines.resolution, seconds / 512) + 1e-9, (seconds, late)
+
+
+@pytest.mark.asyncio
+async def test_deadlines_of_one_length_keep_a_bounded_number_of_buckets():
+    """Runs wait under an hour-long deadline: over 1,000 s of arming and disarming one every
+    10 ms, the buckets kept until their time stay at 1,000 s ÷ (3,600 s ÷ BUCKETS_PER_SPAN)
+    or fewer (in 50 ms buckets, as before, there were 20,000)."""
+    deadlines = Deadlines(resolution=0.05)
+    task = asyncio.current_task()
+    start = asyncio.get_running_loop().time()
+    for i in range(100_000):
+        deadlines.disarm(task, deadlines.arm(task, 3600, start + i * 0.01))
+    assert len(deadlines._buckets) <= 1000 / (3600 / BUCKETS_PER_SPAN) + 2
+
+
+@pytest.mark.asyncio
+async def test_an_emptied_bucket_gives_its_table_back():
+    deadlines = Deadlines(resolution=0.05)
+    now = asyncio.get_running_loop().time()
+    tasks = [object() for _ in range(1000)]  # stand-ins: a bucket only holds and cancels them
+    keys = {deadlines.arm(t, 300, now) for t in tasks}  # type: ignore[arg-type]
+    (key,) = keys
+    assert sys.getsizeof(deadlines._buckets[key]) > sys.getsizeof(set())
+    for t in tasks:
+        deadlines.disarm(t, key)  # type: ignore[arg-type]
+    assert deadlines._buckets[key] == set()
+    assert sys.getsizeof(deadlines._buckets[key]) == sys.getsizeof(set())

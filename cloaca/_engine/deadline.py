@@ -28,11 +28,17 @@ def deadline(seconds: float) -> AsyncContextManager[None]:
     return asyncio.timeout(seconds)
 
 
+BUCKETS_PER_SPAN = 1024
+"""A deadline `seconds` away lands in a bucket at most about `seconds / BUCKETS_PER_SPAN` wide:
+the buckets waiting at once for deadlines of one length stay about this many, however long
+that length (a run's hour-long deadline in 50 ms buckets would keep 72,000)."""
+
+
 class Deadlines:
     """Deadlines of the awaits of many concurrent tasks (task bodies, waits for runs), kept
-    in buckets of `resolution` seconds with one loop timer for the earliest: setting and
-    clearing one is a set operation, not a timer in the loop's heap each as with
-    `asyncio.timeout`. A deadline fires at most `resolution` seconds late.
+    in buckets with one loop timer for the earliest: setting and clearing one is a set
+    operation, not a timer in the loop's heap each as with `asyncio.timeout`. A deadline
+    `seconds` away fires at most `resolution` seconds late, or `seconds / 512` for long ones.
 
         with deadlines.limit(seconds):   # in a task; raises TimeoutError once they pass
             await ...
@@ -40,6 +46,8 @@ class Deadlines:
 
     def __init__(self, resolution: float) -> None:
         self.resolution = resolution
+        self._steps: dict[float, int] = {}
+        """Bucket width, in `resolution`s, by length of deadline (a power of two)."""
         self._buckets: dict[int, set[Any]] = {}
         self._keys: list[int] = []
         """Heap of bucket numbers (some may be emptied already)."""
@@ -56,7 +64,8 @@ class Deadlines:
         just read it), unless disarmed; the key to disarm it with."""
         if now is None:
             now = asyncio.get_running_loop().time()
-        key = math.ceil((now + seconds) / self.resolution)
+        step = self._steps.get(seconds) or self._step(seconds)
+        key = math.ceil((now + seconds) / self.resolution / step) * step
         bucket = self._buckets.get(key)
         if bucket is None:
             bucket = self._buckets[key] = set()
@@ -71,12 +80,23 @@ class Deadlines:
         the task is still cancelled only if something else cancelled it too)."""
         bucket = self._buckets.get(key)
         if bucket is not None:
-            bucket.discard(task)  # (an emptied bucket stays until its time: no heap churn)
+            bucket.discard(task)
+            if not bucket:
+                # An emptied bucket stays until its time (no heap churn), but not the table
+                # it grew to: a set keeps its size when emptied one by one, clear() frees it.
+                bucket.clear()
         if task not in self._expired:
             return False
         self._expired.discard(task)
         task.uncancel()
         return True
+
+    def _step(self, seconds: float) -> int:
+        step = 1 << max(0, math.ceil(math.log2(max(seconds, self.resolution)
+                                                / self.resolution / BUCKETS_PER_SPAN)))
+        if len(self._steps) < 64:  # deadlines come in a few lengths; never grow without bound
+            self._steps[seconds] = step
+        return step
 
     def _schedule(self, loop: asyncio.AbstractEventLoop, key: int) -> None:
         if self._timer is not None:
