@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from functools import lru_cache
 from typing import Callable, Optional
 
+from .._cancelling import cancel_and_wait
 from .._engine.deadline import deadline
 from .._engine.executor import Engine
 from .._registry import Registry
@@ -129,10 +130,7 @@ class CronScheduler:
             self._tasks.append(self._loop.create_task(self._recover_forever()))
 
     async def stop(self) -> None:
-        tasks = self._tasks + list(self._launches)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(self._tasks + list(self._launches), "stopping the cron scheduler")
         self._tasks.clear()
 
     def rearm(self) -> None:

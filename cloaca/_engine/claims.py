@@ -16,6 +16,7 @@ import logging
 import time
 from typing import Mapping, Optional, Protocol
 
+from .._cancelling import cancel_and_wait
 from .._store.base import ClaimedWork, ClaimStore, Notice, NoticeStore
 from .deadline import deadline
 from .sharing import Engine
@@ -62,8 +63,7 @@ class TaskClaims:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await cancel_and_wait([self._task], "stopping the claims of shared tasks")
             self._task = None
 
     def wake(self) -> None:

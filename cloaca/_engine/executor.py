@@ -27,6 +27,7 @@ from typing import Any, Awaitable, Callable, Mapping, Optional
 import anyio
 import anyio.to_thread
 
+from .._cancelling import cancel_and_wait
 from .._context import Context
 from .._graphs.invocation import invoke_after_body
 from .._ids import time_ordered_id
@@ -128,9 +129,8 @@ class Engine:
         await self.sharing.stop()
         if self._bodies:
             await asyncio.wait(set(self._bodies), timeout=grace_seconds)
-        for body in list(self._bodies) + list(self._background):
-            body.cancel()
-        await asyncio.gather(*self._bodies, *self._background, return_exceptions=True)
+        await cancel_and_wait(list(self._bodies) + list(self._background),
+                              f"stopping the engine after its {grace_seconds:g}s grace period")
         self._bodies.clear()  # (a body cancelled before it began never took itself out)
         for run in list(self.runs.values()):
             run.done.set_exception(

@@ -23,6 +23,7 @@ from typing import Any, Awaitable, Callable, Optional
 import anyio
 import anyio.to_thread
 
+from .._cancelling import cancel_and_wait
 from .._context import NotJsonError, json_copy
 from .._store import Store
 from .definitions import (
@@ -87,9 +88,7 @@ class LiveAccumulator:
 
     async def abort(self) -> None:
         """Cancel its tasks (what a batch or state accumulator holds stays persisted)."""
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(self._tasks, f"aborting accumulator '{self.name}'")
 
     async def _emit(self, value: Any, body: Optional[Callable[..., Any]]) -> None:
         """Deliver `body(value)` (or `value` itself without a body) as a boundary."""
@@ -204,9 +203,7 @@ class BatchAccumulator(LiveAccumulator):
 
     async def stop(self) -> None:
         """Cancel the timer and flush what is buffered."""
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(self._tasks, f"stopping accumulator '{self.name}'")
         async with self._lock:
             await self._flush_locked()
 

@@ -15,6 +15,7 @@ from typing import Any, Callable, Optional
 
 import anyio
 
+from .._cancelling import cancel_and_wait
 from .._context import json_copy
 from .._graphs.builder import get_graph
 from .._graphs.execution import arun_graph
@@ -83,8 +84,7 @@ class LiveReactor:
     async def abort(self) -> None:
         """Cancel whatever is still running, then save the state."""
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await cancel_and_wait([self._task], f"aborting reactor '{self.name}'")
             self._task = None
         await self._save()
 

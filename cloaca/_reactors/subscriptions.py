@@ -14,6 +14,7 @@ import logging
 import time
 from typing import Any, Awaitable, Callable, Optional
 
+from .._cancelling import cancel_and_wait
 from .._result import rfc3339
 from .._store import Store
 from .._store.base import FiringRecord, SubscriptionRecord
@@ -71,8 +72,7 @@ class SubscriptionPoller:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await cancel_and_wait([self._task], "stopping the reactor subscription poller")
             self._task = None
 
     def wake(self) -> None:

@@ -30,6 +30,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 import asyncpg
 
+from .._cancelling import cancel_and_wait
 from .._ids import time_ordered_id
 from .._tenancy import RESERVED_SCHEMAS, check_identifier
 from . import postgres_queries as q
@@ -152,8 +153,7 @@ class PostgresStore(Store, ClaimStore, NoticeStore):
 
     async def close(self) -> None:
         if self._listener is not None:
-            self._listener.cancel()
-            await asyncio.gather(self._listener, return_exceptions=True)
+            await cancel_and_wait([self._listener], f"closing the LISTEN of {self.description}")
             self._listener = None
         pools = [p for p in (self._group_pool, self._pool) if p is not None]
         self._pool = self._group_pool = None

@@ -166,9 +166,8 @@ class SQLiteStore(Store, ClaimStore):
                 small = sum(rows for _, _, rows in batch) <= INLINE_MAX_ROWS
                 outcomes = self._run_inline(ops) if small else None
                 if outcomes is None:
-                    conn = self._require_conn()
-                    try:
-                        outcomes = await conn.run(run_group, ops)
+                    try:  # (closed: each write fails with that, rather than waiting for ever)
+                        outcomes = await self._require_conn().run(run_group, ops)
                     except BaseException as exc:  # the commit itself failed: nothing was written
                         outcomes = [(False, exc)] * len(batch)
                 for (_, future, _), (ok, value) in zip(batch, outcomes):

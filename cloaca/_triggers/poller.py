@@ -13,6 +13,7 @@ import logging
 import time
 from typing import Any, Optional
 
+from .._cancelling import cancel_and_wait
 from .._context import context_hash
 from .._engine.deadline import Deadlines, cancelled_from_outside
 from .._engine.executor import Engine
@@ -94,9 +95,7 @@ class TriggerPoller:
         tasks = list(self._pollers.values()) + list(self._launches)
         if self._sync_task is not None:
             tasks.append(self._sync_task)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(tasks, "stopping the trigger poller")
         self._pollers.clear()
         if self._timer is not None:
             self._timer.close()
