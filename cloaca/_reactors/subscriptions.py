@@ -15,6 +15,7 @@ import time
 from typing import Any, Awaitable, Callable, Optional
 
 from .._cancelling import cancel_and_wait
+from .._engine.deadline import deadline
 from .._result import rfc3339
 from .._store import Store
 from .._store.base import FiringRecord, SubscriptionRecord
@@ -87,10 +88,10 @@ class SubscriptionPoller:
 
     async def _run(self) -> None:
         while True:
-            # asyncio.timeout, not wait_for: on Python 3.11 wait_for drops a cancel that
-            # arrives in the turn the wake does, and `stop` would wait for ever.
+            # deadline (asyncio.timeout), not wait_for: on Python 3.11 wait_for drops a cancel
+            # that arrives in the turn the wake does, and `stop` would wait for ever.
             try:
-                async with asyncio.timeout(self._interval):
+                async with deadline(self._interval):
                     await self._wake.wait()
             except TimeoutError:
                 pass
