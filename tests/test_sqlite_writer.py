@@ -83,7 +83,7 @@ async def test_a_write_waits_on_the_thread_while_another_process_holds_the_lock(
 
 
 @pytest.mark.asyncio
-async def test_the_thread_checkpoints_the_wal_every_so_many_inline_commits(store, monkeypatch):
+async def test_the_thread_checkpoints_the_wal_once_so_many_rows_were_written_on_the_loop(store, monkeypatch):
     checkpoints: list[int] = []
     real = sqlite_module._checkpoint
 
@@ -91,15 +91,26 @@ async def test_the_thread_checkpoints_the_wal_every_so_many_inline_commits(store
         checkpoints.append(1)
         real(conn)
 
-    monkeypatch.setattr(sqlite_module, "CHECKPOINT_EVERY", 10)
+    monkeypatch.setattr(sqlite_module, "CHECKPOINT_WEIGHT", 40)
     monkeypatch.setattr(sqlite_module, "_checkpoint", counting)
+    store._inline_weight = 0
     before = store._inline_commits
-    for i in range(25):
+    for i in range(25):  # one at a time: a group each, of 3 rows (the run, its task, 1 spare)
         await new_run(store, f"c{i}")
     await asyncio.sleep(0)  # let the last checkpoint's thread call land
     await store.get_run("c0")  # queued behind the checkpoints in the thread
-    expected = (store._inline_commits // 10) - (before // 10)
-    assert expected >= 2 and len(checkpoints) == expected
+    assert store._inline_commits - before == 25
+    assert len(checkpoints) == 25 * 4 // 40  # every 10 commits of 3 rows (+1 a commit)
+
+    # A large group counts its rows: one of 40 runs (120 rows + 1) checkpoints at once.
+    checkpoints.clear()
+    store._inline_weight = 0
+    before = store._inline_commits
+    await asyncio.gather(*(new_run(store, f"d{i}") for i in range(40)))
+    await asyncio.sleep(0)
+    await store.get_run("d0")
+    assert store._inline_commits - before == 1
+    assert len(checkpoints) == 1 and store._inline_weight == 0
 
 
 @pytest.fixture
