@@ -1,18 +1,33 @@
-"""Driving the installed `cloaca` console script from the CLI tests.
+"""Driving the `cloaca` command from the CLI tests.
+
+`cloaca(ARGS...)` runs the command in this process (its `main`, as the console script
+calls it), which takes milliseconds where starting a process takes most of a second;
+`cloaca_process(ARGS...)` runs the installed console script in a process of its own, for
+what needs one (exit on a signal, a terminal, the entry point itself). Both give a
+`CompletedProcess`: exit code, stdout, stderr.
+
+In process, a command sees the environment it would be given (`cli_env`), writes to
+stdout and stderr of its own (not terminals), logs to that stderr as the console script
+does, and leaves nothing behind: declarations its `--app` modules made are forgotten, the
+modules unloaded, logging put back; a thread it left running is waited for, as a process's
+exit would, and fails the test if it goes on.
 
 The app the commands load is `tests/cli_app.py` (`--app tests.cli_app`, run from the
-checkout's root). The test process never imports it: its workflows and triggers would join
-the process-wide registry of every other test.
+checkout's root). Only a command's own run imports it, and it is forgotten afterwards: its
+workflows and triggers must not join the process-wide registry of every other test.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import subprocess
 import sys
+import threading
 import uuid
+import warnings
 from pathlib import Path
 from typing import Any, Iterator, Optional
 from urllib.parse import urlsplit, urlunsplit
@@ -35,14 +50,106 @@ def cli_env(test_dir: Optional[Path] = None, **extra: str) -> dict[str, str]:
     return env
 
 
-def cloaca(*args: str, env: Optional[dict[str, str]] = None, timeout: float = 60.0,
-           command: Optional[list[str]] = None) -> subprocess.CompletedProcess[str]:
-    """Run `cloaca ARGS...` to its end; its exit code, stdout and stderr."""
+def cloaca_process(*args: str, env: Optional[dict[str, str]] = None, timeout: float = 60.0,
+                   command: Optional[list[str]] = None) -> subprocess.CompletedProcess[str]:
+    """Run `cloaca ARGS...` (the installed console script, or `command`) in a process of its
+    own to its end; its exit code, stdout and stderr."""
     if not SCRIPT.exists():
         pytest.fail(f"the console script {SCRIPT} is not installed (pip install -e .)")
     return subprocess.run(
         (command or [str(SCRIPT)]) + list(args), cwd=ROOT, env=env or cli_env(),
         capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def _app_modules(args: tuple[str, ...]) -> set[str]:
+    """The names under which `--app` imports the modules that `args` name."""
+    names = set()
+    for flag, value in zip(args, args[1:]):
+        if flag == "--app":
+            names.add(Path(value).stem if value.endswith(".py") else value)
+    return names
+
+
+# Python's default warning filters, which a process started without -W or PYTHONWARNINGS
+# shows on its stderr (pytest's own filters apply in this process).
+_DEFAULT_IGNORED = (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning)
+
+
+def cloaca(*args: str, env: Optional[dict[str, str]] = None,
+           timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    """Run `cloaca ARGS...` in this process to its end, with the environment `env` (default
+    `cli_env()`) and the checkout's root as working directory; its exit code, stdout and
+    stderr, as `cloaca_process` gives them. A worker that gets as far as serving needs a
+    process of its own (it sets signal handlers, which only a main thread can)."""
+    from click.testing import CliRunner
+
+    from cloaca._cli import main
+    from cloaca.testing import isolated_registry
+
+    env = env if env is not None else cli_env()
+    overrides: dict[str, Optional[str]] = {k: None for k in os.environ if k not in env}
+    overrides.update(env)
+    apps = _app_modules(args)
+    modules_before = set(sys.modules)
+    threads_before = set(threading.enumerate())
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    saved_path, saved_cwd = sys.path[:], os.getcwd()
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            main(list(args))
+        except SystemExit as exc:
+            outcome["code"] = exc.code
+        except BaseException as exc:  # main reports every error itself: this is a bug
+            outcome["error"] = exc
+
+    with isolated_registry(), CliRunner().isolation(env=overrides) as (stdout, stderr, _):
+        # The console script's logging.basicConfig installs its handler only on a root
+        # logger without one (pytest's capture has one).
+        root.handlers = []
+        os.chdir(ROOT)
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.resetwarnings()
+                warnings.simplefilter("default")
+                for category in _DEFAULT_IGNORED:
+                    warnings.simplefilter("ignore", category)
+                thread = threading.Thread(target=run, name=f"cloaca {' '.join(args)}", daemon=True)
+                thread.start()
+                thread.join(timeout)
+                if thread.is_alive():
+                    pytest.fail(f"cloaca {' '.join(args)} did not end within {timeout:g}s")
+            for shown in caught:
+                sys.stderr.write(warnings.formatwarning(shown.message, shown.category, shown.filename,
+                                                        shown.lineno, shown.line))
+            sys.stdout.flush()
+            sys.stderr.flush()
+            outcome["stdout"], outcome["stderr"] = stdout.getvalue().decode(), stderr.getvalue().decode()
+        finally:
+            for handler in root.handlers:
+                if handler not in saved_handlers:
+                    handler.close()
+            root.handlers, root.level = saved_handlers, saved_level
+            sys.path[:] = saved_path
+            os.chdir(saved_cwd)
+            for name in set(sys.modules) - modules_before:
+                if name in apps or name.split(".")[0] in {a.split(".")[0] for a in apps}:
+                    del sys.modules[name]
+    if "error" in outcome:
+        raise outcome["error"]
+    # A process ends once its last non-daemon thread does: a thread the command left running
+    # would hold up its exit.
+    for left in set(threading.enumerate()) - threads_before:
+        if not left.daemon:
+            left.join(timeout)
+            assert not left.is_alive(), f"cloaca {' '.join(args)} left thread {left.name} running"
+    code = outcome["code"]
+    return subprocess.CompletedProcess(
+        ["cloaca", *args], code if isinstance(code, int) else (0 if code is None else 1),
+        outcome["stdout"], outcome["stderr"],
     )
 
 

@@ -1,4 +1,4 @@
-"""`cloaca runs ...` through the installed console script, on SQLite and PostgreSQL."""
+"""`cloaca runs ...`, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from typing import Iterator
 
 import pytest
 
-from cli_support import (APP, BACKENDS, ROOT, SCRIPT, as_json, cli_env, cloaca, database_url, ok,
-                         one_line_error)
+from cli_support import (APP, BACKENDS, ROOT, SCRIPT, as_json, cli_env, cloaca, cloaca_process, database_url,
+                         ok, one_line_error)
 
 RESULT_KEYS = {"execution_id", "workflow_name", "status", "start_time", "end_time",
                "duration_seconds", "error_message", "final_context", "task_results"}
@@ -99,7 +99,9 @@ def test_start_cancel_and_retry(db: str, tmp_path: Path) -> None:
 
 def test_json_output_stays_one_document_when_tasks_print(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path}/db.db"
-    result = start(db, "--json", "runs", "start", "cli_greet", "--context", '{"name": "eve"}', "--wait")
+    # Through the console script: what a task prints must not reach the process's real stdout.
+    result = cloaca_process("--db", db, "--app", APP, "--json", "runs", "start", "cli_greet",
+                            "--context", '{"name": "eve"}', "--wait")
     assert json.loads(ok(result).stdout)["status"] == "Completed"
     assert "greeting eve" in result.stderr  # what the task printed went to stderr
 
@@ -129,5 +131,5 @@ def test_statuses_are_coloured_on_a_terminal_only_without_no_color(tmp_path: Pat
     ok(start(db, "runs", "start", "cli_greet", "--wait"))
     assert "\x1b[32mCompleted" in _in_terminal("--db", db, "runs", "list")
     assert "\x1b[" not in _in_terminal("--db", db, "runs", "list", NO_COLOR="1")
-    piped = ok(cloaca("--db", db, "runs", "list")).stdout
+    piped = ok(cloaca_process("--db", db, "runs", "list")).stdout
     assert "\x1b[" not in piped and "Completed" in piped

@@ -1,14 +1,15 @@
-"""`cloaca triggers ...` and `cloaca cron ...` through the installed console script, on
-SQLite and PostgreSQL."""
+"""`cloaca triggers ...` and `cloaca cron ...`, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
 from cli_support import APP, BACKENDS, as_json, cloaca, create_database, database_url, ok, one_line_error
+from support import poll_until
 
 TRIGGER_KEYS = {"id", "trigger_name", "workflow_name", "poll_interval_ms", "allow_concurrent",
                 "enabled", "last_poll_at", "created_at", "updated_at"}
@@ -53,11 +54,13 @@ def test_triggers_list_enable_disable_and_history(db: str) -> None:
 def test_cron_add_list_enable_disable_history_delete(db: str) -> None:
     schedule_id = ok(cloaca("--db", db, "cron", "add", "cli_greet", "0 9 * * 1-5",
                             "--timezone", "Europe/Paris")).stdout.strip()
-    # Every second: the commands below take longer than that, and none of them may fire it
-    # (firing is the workers' job).
+    # Every second: each command below starts once its first slot is due, and none of them
+    # may fire it (firing is the workers' job; a scheduler fires what is due as it starts).
     added = as_json(cloaca("--db", db, "--json", "cron", "add", "cli_fails", "* * * * * *",
                            "--catchup", "run_all"))
     assert set(added) == CRON_KEYS
+    first_slot = datetime.fromisoformat(added["next_run_at"])
+    poll_until(lambda: datetime.now(timezone.utc) > first_slot, "the first slot to be due", timeout=10)
     assert (added["workflow_name"], added["timezone"], added["catchup_policy"]) == ("cli_fails", "UTC", "run_all")
 
     listed = as_json(cloaca("--db", db, "--json", "cron", "list"))
