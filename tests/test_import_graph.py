@@ -6,6 +6,7 @@ import would only hide a circle)."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -95,3 +96,35 @@ def test_the_graph_sees_every_kind_of_import():
 
 def test_no_import_circle_among_cloacas_modules():
     assert circles(import_graph()) == []
+
+
+SQL_STATEMENT = re.compile(
+    r"^\s*(SELECT\s|INSERT INTO\s|UPDATE\s+\w+\s+SET\s|DELETE FROM\s|WITH\s+\w+\s+AS\s"
+    r"|(CREATE|ALTER|DROP)\s+(UNIQUE\s+)?(TABLE|INDEX|SCHEMA|ROLE|DEFAULT|OWNED)\s|GRANT\s|REVOKE\s"
+    r"|BEGIN\b|COMMIT\b|ROLLBACK\b|PRAGMA\s)"
+)
+"""The start of a statement as the store writes them (keywords in capitals)."""
+STORE = "cloaca._store"
+
+
+def _above_the_store() -> dict[str, Path]:
+    return {m: p for m, p in module_names().items() if m != STORE and not m.startswith(STORE + ".")}
+
+
+def test_sql_lives_in_the_store_and_nowhere_else():
+    """ARCHITECTURE.md: "SQL lives here [the store] and nowhere else (tenant administration
+    included)". A string literal that begins like a statement is SQL."""
+    found = []
+    for module, path in _above_the_store().items():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and SQL_STATEMENT.match(node.value):
+                found.append(f"{module}:{node.lineno}: {node.value.strip()[:60]}")
+    assert found == []
+
+
+def test_nothing_above_the_store_names_a_backend():
+    """Only the store's factories (`store_for_url`, `tenants_for_url`) pick a backend module."""
+    graph = import_graph()
+    backends = {m for m in module_names() if m.startswith(STORE + ".") and m != STORE + ".base"}
+    named = {module: sorted(graph[module] & backends) for module in _above_the_store()}
+    assert {module: names for module, names in named.items() if names} == {}

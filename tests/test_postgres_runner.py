@@ -25,7 +25,7 @@ from cloaca import Context, DefaultRunner
 from cloaca._admin import DatabaseAdmin
 from cloaca._admin import TenantConfig
 from cloaca._admin import TenantCredentials
-from cloaca._admin import _scram_verifier
+from cloaca._store.postgres_tenants import scram_verifier as _scram_verifier
 from cloaca._registry import REGISTRY
 from cloaca._store.postgres_queries import LATEST_VERSION
 

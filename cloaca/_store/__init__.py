@@ -9,9 +9,9 @@ import tempfile
 import urllib.parse
 from typing import Any
 
-from .base import Store, WorkSharing
+from .base import Store, TenantStore, WorkSharing
 
-__all__ = ["Store", "store_for_url"]
+__all__ = ["Store", "TenantStore", "store_for_url", "tenants_for_url"]
 
 _MEMORY_URLS = (":memory:", "sqlite://:memory:", "sqlite:///:memory:")
 _SHARING = {"run": WorkSharing.BY_RUN, "task": WorkSharing.BY_TASK}
@@ -98,11 +98,25 @@ def _sqlite_options(url: str, query: str) -> dict[str, Any]:
     return options
 
 
+def tenants_for_url(url: str) -> TenantStore:
+    """Tenant administration (a schema and a login role per tenant) of the PostgreSQL
+    database at `url`."""
+    try:
+        from .postgres_tenants import PostgresTenants
+    except ImportError as exc:
+        raise _without_postgres(exc) from None
+    return PostgresTenants(url)
+
+
 def _postgres_store(url: str, schema: str | None, pool_size: int) -> Store:
     try:
         from .postgres import PostgresStore
     except ImportError as exc:
-        raise RuntimeError(
-            f"PostgreSQL support needs the 'postgres' extra (pip install '{DISTRIBUTION}[postgres]'): {exc}"
-        ) from None
+        raise _without_postgres(exc) from None
     return PostgresStore(url, schema=schema, pool_size=pool_size)
+
+
+def _without_postgres(exc: ImportError) -> RuntimeError:
+    return RuntimeError(
+        f"PostgreSQL support needs the 'postgres' extra (pip install '{DISTRIBUTION}[postgres]'): {exc}"
+    )

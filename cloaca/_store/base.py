@@ -685,3 +685,26 @@ class NoticeStore(abc.ABC):
 class Store(RunStore, ScheduleStore, ReactorStore):
     """Everything a backend persists. Both backends are also a `ClaimStore` (work shared by
     task, which PostgreSQL always does and SQLite when asked); PostgreSQL is a `NoticeStore`."""
+
+
+class TenantError(Exception):
+    """Why a tenant could not be created or removed (never a password)."""
+
+
+class TenantStore(abc.ABC):
+    """Tenant administration of a shared database: a schema and a login role per tenant
+    (`cloaca.DatabaseAdmin`). Names are checked before they get here."""
+
+    @abc.abstractmethod
+    def scrub(self, message: str) -> str:
+        """`message` without the database URL's password, in any spelling."""
+
+    @abc.abstractmethod
+    async def create(self, schema_name: str, username: str, password: str) -> None:
+        """The schema with the store's tables, owned by a new login role with `password`,
+        in one transaction; TenantError if any of it fails (then none of it is made)."""
+
+    @abc.abstractmethod
+    async def remove(self, schema_name: str, username: str) -> None:
+        """Drop the schema with everything in it, what the role owns, and the role;
+        TenantError if that fails."""

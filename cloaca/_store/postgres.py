@@ -688,7 +688,7 @@ class PostgresStore(Store, ClaimStore, NoticeStore):
 
 
 # --------------------------------------------------------------------------------------
-# Migrations (shared with cloaca.admin, which runs them for a new tenant)
+# Migrations (shared with postgres_tenants, which runs them for a new tenant)
 
 
 async def apply_migrations(conn: asyncpg.Connection, schema: Optional[str]) -> None:

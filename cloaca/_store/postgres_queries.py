@@ -807,6 +807,34 @@ COUNT_FIRE_ATTEMPTS = """
 """
 
 
+# tenants (DatabaseAdmin) --------------------------------------------------------------
+# {schema} and {role}: quote_ident() of names checked by cloaca._tenancy.check_identifier.
+ROLE_EXISTS = "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1::text)"
+CURRENT_USER = "SELECT current_user"
+# DDL takes no parameters: the server quotes a password that is not sent as a verifier.
+CREATE_ROLE_QUOTED = "SELECT format('CREATE ROLE %I LOGIN PASSWORD %L', $1::text, $2::text)"
+CREATE_ROLE_WITH_VERIFIER = "CREATE ROLE {role} LOGIN PASSWORD '{verifier}'"  # a SCRAM verifier: [A-Za-z0-9+/=:$-]
+GRANT_SCHEMA_TO_TENANT = "GRANT USAGE, CREATE ON SCHEMA {schema} TO {role}"
+DEFAULT_PRIVILEGES_TO_TENANT = "ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} GRANT ALL ON {kind} TO {role}"
+GRANT_ROLE_TO_ME = "GRANT {role} TO CURRENT_USER"
+SET_LOCAL_ROLE = "SET LOCAL ROLE {role}"
+RESET_ROLE = "RESET ROLE"
+REVOKE_ROLE_FROM_ME = "REVOKE {role} FROM CURRENT_USER"
+GRANT_ALL_TO_TENANT = "GRANT ALL ON ALL {kind} IN SCHEMA {schema} TO {role}"
+PRIVILEGE_KINDS = ("TABLES", "SEQUENCES")
+REVOKE_FROM_TENANT = (
+    "REVOKE ALL ON ALL TABLES IN SCHEMA {schema} FROM {role}",
+    "REVOKE ALL ON ALL SEQUENCES IN SCHEMA {schema} FROM {role}",
+    "REVOKE ALL ON SCHEMA {schema} FROM {role}",
+    "ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} REVOKE ALL ON TABLES FROM {role}",
+    "ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} REVOKE ALL ON SEQUENCES FROM {role}",
+)
+DROP_SCHEMA_CASCADE = "DROP SCHEMA IF EXISTS {schema} CASCADE"
+# What the role still owns or was granted in this database would block DROP ROLE.
+DROP_OWNED_BY = "DROP OWNED BY {role} CASCADE"
+DROP_ROLE = "DROP ROLE {role}"
+
+
 def quote_ident(name: str) -> str:
     """`name` as a quoted SQL identifier (names are validated before they get here)."""
     return '"' + name.replace('"', '""') + '"'
