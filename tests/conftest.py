@@ -130,6 +130,24 @@ async def make_runner(request: pytest.FixtureRequest, tmp_path) -> AsyncIterator
         await asyncio.to_thread(drop_postgres_schema, POSTGRES_URL, schema)
 
 
+@pytest.fixture(scope="session")
+def example_runs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The example scripts that the session's selected tests read (`EXAMPLE_SCRIPTS` of their
+    modules), all started when the first of those tests asks (see example_support.py)."""
+    from example_support import ExampleRuns
+
+    names: list[str] = []
+    for item in request.session.items:
+        for name in getattr(getattr(item, "module", None), "EXAMPLE_SCRIPTS", ()):
+            if "example_runs" in getattr(item, "fixturenames", ()) and name not in names:
+                names.append(name)
+    runs = ExampleRuns(tmp_path_factory.mktemp("examples"), names)
+    try:
+        yield runs
+    finally:
+        runs.stop()
+
+
 @pytest.fixture(autouse=True)
 def _forget_reactors_declared_by_the_test() -> Iterator[None]:
     """Every runner loads every registered reactor, and an accumulator may feed only one:

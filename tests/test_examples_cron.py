@@ -1,23 +1,18 @@
 """examples/cron_scheduling.py runs as shipped: every schedule fires, with its context, and
-the history and statistics at the end agree with what ran."""
+the history and statistics at the end agree with what ran. It runs for 7 s, started with the
+other examples the session's tests read (example_support.py)."""
 
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+EXAMPLE_SCRIPTS = ("cron_scheduling",)  # started by the session fixture example_runs
 RUN_LINE = re.compile(r"^  \[(\d\d:\d\d:\d\d)\] (health_check|sales_report|data_sync) +(.*)$")
 HISTORY_LINE = re.compile(r"^  (health_check|sales_report|data_sync) +(\d+) runs \(enabled=False, .*\): (.*)$")
 
 
-def test_cron_example_prints_runs_of_each_schedule_then_history_and_stats():
-    done = subprocess.run(
-        [sys.executable, str(REPO / "examples" / "cron_scheduling.py")], cwd=REPO,
-        capture_output=True, text=True, timeout=60,
-    )
+def test_cron_example_prints_runs_of_each_schedule_then_history_and_stats(example_runs):
+    done = example_runs.finished("cron_scheduling")
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0] == "Cron Scheduling Demo"

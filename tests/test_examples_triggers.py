@@ -1,21 +1,20 @@
 """The examples of tutorial 07 (Event Triggers) run as shipped and print what they should.
 
 Each example runs in its own interpreter (`python examples/<name>.py` from the repository
-root). The three are started together by a module fixture, so the file takes as long as the
-slowest example (about 9 s), not the sum.
+root). The three are started together, with the other examples the session's tests read
+(example_support.py), so the file takes as long as the slowest example (about 9 s), not the
+sum.
 """
 
 from __future__ import annotations
 
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-TIMEOUT_SECONDS = 60
 
 # The "Expected output" block of the tutorial (seed/07-event-triggers.md, "Running the
 # Example"), copied verbatim: `[TRIGGER]` names a file after the wall clock, so that line is
@@ -49,29 +48,13 @@ Demo complete!
 TRIGGER_LINE = re.compile(r"  \[TRIGGER\] Found new file: data_\d{6}\.csv")
 
 EXAMPLES = ("event_triggers_demo", "file_watcher", "queue_depth_monitor")
+EXAMPLE_SCRIPTS = EXAMPLES  # started together by the session fixture example_runs
 
 
 @pytest.fixture(scope="module")
-def outputs() -> dict[str, subprocess.CompletedProcess[str]]:
-    """Run every example at once; their finished processes by name."""
-    started = {
-        name: subprocess.Popen(
-            [sys.executable, str(REPO / "examples" / f"{name}.py")], cwd=REPO,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )
-        for name in EXAMPLES
-    }
-    finished = {}
-    try:
-        for name, process in started.items():
-            stdout, stderr = process.communicate(timeout=TIMEOUT_SECONDS)
-            finished[name] = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
-    finally:
-        for process in started.values():
-            if process.poll() is None:
-                process.kill()
-                process.communicate()
-    return finished
+def outputs(example_runs) -> dict[str, subprocess.CompletedProcess[str]]:
+    """The finished processes of the examples, by name."""
+    return {name: example_runs.finished(name) for name in EXAMPLES}
 
 
 def ran_cleanly(outputs: dict[str, subprocess.CompletedProcess[str]], name: str) -> list[str]:
