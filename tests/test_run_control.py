@@ -180,6 +180,8 @@ def test_a_cancel_racing_the_last_task_ends_the_run_one_way_or_the_other(runner,
 
 
 # ====================================================================== retry
+# The failing tasks below wait 10 ms between attempts (1 s then 2 s by default): these tests
+# count attempts, not their spacing (test_retry.py checks the delays).
 def test_retry_resumes_a_failed_run_under_the_same_id_keeping_completed_tasks(runner, wf_name):
     name = wf_name()
     calls = {"first": 0, "flaky": 0}
@@ -193,7 +195,7 @@ def test_retry_resumes_a_failed_run_under_the_same_id_keeping_completed_tasks(ru
             context.set("first", calls["first"])
             return context
 
-        @cloaca.task(id="flaky", dependencies=["first"], retry_attempts=2)
+        @cloaca.task(id="flaky", dependencies=["first"], retry_attempts=2, retry_delay_ms=10)
         def flaky(context):
             calls["flaky"] += 1
             if not allow.is_set():
@@ -226,7 +228,7 @@ def test_a_retried_task_gets_fresh_attempts(runner, wf_name):
 
     with WorkflowBuilder(name):
 
-        @cloaca.task(id="always_fails", retry_attempts=2)
+        @cloaca.task(id="always_fails", retry_attempts=2, retry_delay_ms=10)
         def always_fails(context):
             calls.append(1)
             raise RuntimeError("boom")

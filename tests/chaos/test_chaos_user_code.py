@@ -84,7 +84,8 @@ TRIGGER_KINDS: dict[str, Callable[..., Any]] = {**CALLBACK_KINDS, "leak": leak}
 
 def callback_workflow(kind: str) -> str:
     """A one-task workflow whose task's on_success is `kind`, and a failing task whose
-    on_failure is `kind` too."""
+    on_failure is `kind` too (called on each of its 3 attempts, 10 ms apart rather than the
+    default 1 s then 2 s: what is waited for is the callbacks, not the backoff)."""
     name = f"chaos_callbacks_{kind}_{uuid.uuid4().hex[:6]}"
     callback = CALLBACK_KINDS[kind]
     with cloaca.WorkflowBuilder(name):
@@ -94,7 +95,7 @@ def callback_workflow(kind: str) -> str:
             context.set("fine", True)
             return context
 
-        @cloaca.task(id="fails", on_failure=callback)
+        @cloaca.task(id="fails", on_failure=callback, retry_delay_ms=10)
         def _fails(context: Context) -> Context:
             raise ValueError("this task fails")
 
