@@ -18,7 +18,7 @@ import pytest_asyncio
 
 from cloaca import DefaultRunner, DefaultRunnerConfig
 
-from support import drop_postgres_schema
+from support import SCHEMA_DROPPER, drop_postgres_schema_later
 
 _counter = itertools.count()
 
@@ -66,7 +66,7 @@ def runner(request: pytest.FixtureRequest) -> Iterator[DefaultRunner]:
         yield r
     finally:
         r.shutdown()
-        drop_postgres_schema(POSTGRES_URL, schema)
+        drop_postgres_schema_later(POSTGRES_URL, schema)
 
 
 @pytest.fixture
@@ -127,7 +127,16 @@ async def make_runner(request: pytest.FixtureRequest, tmp_path) -> AsyncIterator
 
     yield make
     if request.param == "postgres":
-        await asyncio.to_thread(drop_postgres_schema, POSTGRES_URL, schema)
+        drop_postgres_schema_later(POSTGRES_URL, schema)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _dropped_schemas() -> Iterator[None]:
+    """The test schemas queued by drop_postgres_schema_later are all dropped by the end of
+    the session; a drop that failed fails it."""
+    yield
+    failures = SCHEMA_DROPPER.finish()
+    assert not failures, "test schemas not dropped:\n" + "\n".join(failures)
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,6 @@ index serves then still shows in the plan.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sqlite3
 import uuid
@@ -17,7 +16,7 @@ import pytest
 
 from cloaca._store import postgres_queries, sqlite_queries
 from cloaca._store.sqlite import SQLiteStore
-from support import drop_postgres_schema
+from support import drop_postgres_schema_later
 
 POSTGRES_URL = os.environ.get("CLOACA_TEST_POSTGRES_URL")
 FILTERS = {(False, False): [], (True, False): ["wf"], (False, True): ["Failed"],
@@ -69,7 +68,7 @@ async def test_postgres_reads_each_filter_off_an_index_in_order(given):
             await conn.close()
     finally:
         await store.close()
-        await asyncio.to_thread(drop_postgres_schema, POSTGRES_URL, schema)
+        drop_postgres_schema_later(POSTGRES_URL, schema)
     text = "\n".join(plan)
     assert "Index Scan using ix_executions_" in text and "Sort" not in text, text
     if any(given):

@@ -20,7 +20,7 @@ from typing import Any, Iterator, Optional
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support import drop_postgres_schema
+from support import drop_postgres_schema_later
 from test_properties import contexts, same_json
 
 from cloaca import Context, DefaultRunner
@@ -80,7 +80,7 @@ def make_store(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Any]:
 
     yield make
     for schema in schemas:
-        drop_postgres_schema(POSTGRES_URL, schema)
+        drop_postgres_schema_later(POSTGRES_URL, schema)
 
 
 async def apply(store: Store, model: Model, op: tuple[Any, ...], ids: dict[int, str], clock: list[float]) -> None:

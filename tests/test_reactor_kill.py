@@ -17,7 +17,7 @@ import pytest
 import cloaca
 
 from conftest import POSTGRES_URL, unique_name
-from support import drop_postgres_schema, poll_until, sigkill_when
+from support import drop_postgres_schema_later, poll_until, sigkill_when
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
 
@@ -70,7 +70,7 @@ def test_subscription_and_batch_buffer_survive_sigkill(tmp_path, backend: str) -
         assert set(read_lines(log)) == firing_ids  # at least once each, nothing else
     finally:
         if schema is not None:
-            drop_postgres_schema(POSTGRES_URL, schema)
+            drop_postgres_schema_later(POSTGRES_URL, schema)
 
 
 async def _firing_ids(runner: cloaca.DefaultRunner, prefix: str) -> list[tuple[str]]:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-from support import drop_postgres_schema
+from support import drop_postgres_schema_later
 
 from cloaca import DefaultRunner, DefaultRunnerConfig
 
@@ -102,7 +102,7 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[s
         pytest.skip("CLOACA_TEST_POSTGRES_URL is not set")
     schema = f"cloaca_retry_{uuid.uuid4().hex[:10]}"
     yield POSTGRES_URL, schema
-    drop_postgres_schema(POSTGRES_URL, schema)
+    drop_postgres_schema_later(POSTGRES_URL, schema)
 
 
 class Children:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-from support import drop_postgres_schema
+from support import drop_postgres_schema_later
 
 import cloaca
 from cloaca import DefaultRunner, DefaultRunnerConfig
@@ -86,7 +86,7 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[s
         pytest.skip("CLOACA_TEST_POSTGRES_URL is not set")
     schema = f"cloaca_rc_{uuid.uuid4().hex[:10]}"
     yield POSTGRES_URL, schema
-    drop_postgres_schema(POSTGRES_URL, schema)
+    drop_postgres_schema_later(POSTGRES_URL, schema)
 
 
 def test_cancel_and_retry_a_run_executing_in_another_process(database, tmp_path):

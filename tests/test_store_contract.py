@@ -32,6 +32,8 @@ from cloaca._store.base import (
 )
 from cloaca._store.sqlite import SQLiteStore
 
+from support import drop_postgres_schema_later
+
 POSTGRES_URL = os.environ.get("CLOACA_TEST_POSTGRES_URL")
 T0 = 1_700_000_000.25
 
@@ -106,13 +108,7 @@ class PostgresBackend(Backend):
             await conn.close()
 
     async def cleanup(self) -> None:
-        import asyncpg
-
-        conn = await asyncpg.connect(self.url)
-        try:
-            await conn.execute(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE')
-        finally:
-            await conn.close()
+        drop_postgres_schema_later(self.url, self.schema)  # (its stores are closed by now)
 
 
 @pytest_asyncio.fixture(params=["sqlite", "postgres"])

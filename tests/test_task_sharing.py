@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
 import pytest
-from support import drop_postgres_schema, poll_until, wait_until
+from support import drop_postgres_schema_later, poll_until, wait_until
 
 import cloaca
 from cloaca import Context, DefaultRunner, DefaultRunnerConfig
@@ -85,7 +85,7 @@ with cloaca.WorkflowBuilder(STALL):
 def schema() -> Iterator[str]:
     name = f"cloaca_share_{uuid.uuid4().hex[:10]}"
     yield name
-    drop_postgres_schema(POSTGRES_URL, name)
+    drop_postgres_schema_later(POSTGRES_URL, name)
 
 
 def runner(schema: str, **config: object) -> DefaultRunner:
@@ -112,7 +112,7 @@ def runners(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Runners]
         return
     name = f"cloaca_share_{uuid.uuid4().hex[:10]}"
     yield lambda **config: runner(name, **config)
-    drop_postgres_schema(POSTGRES_URL, name)
+    drop_postgres_schema_later(POSTGRES_URL, name)
 
 
 def test_ready_tasks_of_a_run_are_executed_by_other_runners(runners, request):

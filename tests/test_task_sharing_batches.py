@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
-from support import drop_postgres_schema
+from support import drop_postgres_schema_later
 
 import cloaca
 from cloaca import Context, DefaultRunner, DefaultRunnerConfig
@@ -47,7 +47,7 @@ def open_runner(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Call
         return
     schema = f"cloaca_batches_{uuid.uuid4().hex[:10]}"
     yield lambda: DefaultRunner(POSTGRES_URL, _config=config, _schema=schema)  # type: ignore[arg-type]
-    drop_postgres_schema(POSTGRES_URL, schema)
+    drop_postgres_schema_later(POSTGRES_URL, schema)
 
 
 def completed_in(tasks: Any) -> int:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
-from support import drop_postgres_schema, wait_until
+from support import drop_postgres_schema_later, wait_until
 
 import cloaca
 from cloaca import Context, DefaultRunner, DefaultRunnerConfig
@@ -76,7 +76,7 @@ def open_runner(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Open
         return
     schema = f"cloaca_claim_slots_{uuid.uuid4().hex[:10]}"
     yield lambda slots: DefaultRunner(POSTGRES_URL, _config=config(slots), _schema=schema)  # type: ignore[arg-type]
-    drop_postgres_schema(POSTGRES_URL, schema)
+    drop_postgres_schema_later(POSTGRES_URL, schema)
 
 
 @pytest.fixture(autouse=True)
