@@ -33,8 +33,9 @@ SCRIPT = textwrap.dedent(
             context.set("slow", True)
             return context
 
+    # A 1 s lease (5 s by default): the run a Ctrl-C stopped at once is taken over that soon.
     runner = cloaca.DefaultRunner.with_config(
-        sys.argv[1], cloaca.DefaultRunnerConfig(shutdown_grace_seconds=30.0))
+        sys.argv[1], cloaca.DefaultRunnerConfig(shutdown_grace_seconds=30.0, lease_seconds=1.0))
     runner.execute("interrupted_wf", cloaca.Context())
     print("execute returned", flush=True)
     """
