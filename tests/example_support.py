@@ -36,14 +36,14 @@ class ExampleRuns:
                 [sys.executable, str(REPO / "examples" / f"{name}.py")], cwd=REPO, stdout=stdout, stderr=stderr,
             )
 
-    def finished(self, name: str) -> subprocess.CompletedProcess[str]:
+    def finished(self, name: str, timeout: float = TIMEOUT_SECONDS) -> subprocess.CompletedProcess[str]:
         """The example's finished process (its exit code, stdout and stderr)."""
         if name not in self.started:
             self.start(name)
         if name not in self.finished_runs:
             process = self.started[name]
             try:
-                process.wait(timeout=TIMEOUT_SECONDS)
+                process.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
-REPO = Path(__file__).resolve().parent.parent
+EXAMPLE_SCRIPTS = ("price_feed",)  # started with the other examples (example_support.py)
 
 EXPECTED = """\
 Price feed
@@ -20,11 +16,8 @@ Reactor fired 4 times; handle_alert ran 2 times (when: payload.trades.price > pa
 """
 
 
-def test_price_feed_example_routes_and_filters() -> None:
-    result = subprocess.run(
-        [sys.executable, str(REPO / "examples" / "price_feed.py")], cwd=REPO,
-        capture_output=True, text=True, timeout=120,
-    )
+def test_price_feed_example_routes_and_filters(example_runs) -> None:
+    result = example_runs.finished("price_feed", timeout=120)
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr, result.stderr
     assert result.stdout == EXPECTED

@@ -4,19 +4,10 @@ root) and print what they should."""
 from __future__ import annotations
 
 import ast
-import subprocess
-import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-TIMEOUT_SECONDS = 60
-
-
-def run_example(name: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(REPO / "examples" / name)],
-        cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT_SECONDS,
-    )
+EXAMPLE_SCRIPTS = ("first_workflow",)  # started with the other examples (example_support.py)
 
 
 def module_constant(path: Path, name: str):
@@ -29,8 +20,8 @@ def module_constant(path: Path, name: str):
     raise AssertionError(f"{name} not found in {path}")
 
 
-def test_first_workflow_example():
-    proc = run_example("first_workflow.py")
+def test_first_workflow_example(example_runs):
+    proc = example_runs.finished("first_workflow")
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
 
