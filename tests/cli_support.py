@@ -20,6 +20,8 @@ workflows and triggers must not join the process-wide registry of every other te
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import json
 import logging
 import os
@@ -71,6 +73,33 @@ def _app_modules(args: tuple[str, ...]) -> set[str]:
     return names
 
 
+@contextlib.contextmanager
+def _isolated(env: dict[str, Optional[str]]) -> Iterator[tuple[io.BytesIO, io.BytesIO]]:
+    """Standard streams of a command's own (no input; stdout and stderr, UTF-8, neither a
+    terminal) and the environment changed by `env` (None: unset), as in a process started
+    with pipes; what it wrote is in the two BytesIO."""
+    saved_streams = sys.stdin, sys.stdout, sys.stderr
+    saved_env = {key: os.environ.get(key) for key in env}
+    stdout, stderr = io.BytesIO(), io.BytesIO()
+    sys.stdin = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")
+    sys.stdout = io.TextIOWrapper(stdout, encoding="utf-8", write_through=True)
+    sys.stderr = io.TextIOWrapper(stderr, encoding="utf-8", errors="backslashreplace", write_through=True)
+    try:
+        for key, value in env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        yield stdout, stderr
+    finally:
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        sys.stdin, sys.stdout, sys.stderr = saved_streams
+
+
 # Python's default warning filters, which a process started without -W or PYTHONWARNINGS
 # shows on its stderr (pytest's own filters apply in this process).
 _DEFAULT_IGNORED = (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning)
@@ -82,8 +111,6 @@ def cloaca(*args: str, env: Optional[dict[str, str]] = None,
     `cli_env()`) and the checkout's root as working directory; its exit code, stdout and
     stderr, as `cloaca_process` gives them. A worker that gets as far as serving needs a
     process of its own (it sets signal handlers, which only a main thread can)."""
-    from click.testing import CliRunner
-
     from cloaca._cli import main
     from cloaca.testing import isolated_registry
 
@@ -106,7 +133,7 @@ def cloaca(*args: str, env: Optional[dict[str, str]] = None,
         except BaseException as exc:  # main reports every error itself: this is a bug
             outcome["error"] = exc
 
-    with isolated_registry(), CliRunner().isolation(env=overrides) as (stdout, stderr, _):
+    with isolated_registry(), _isolated(overrides) as (stdout, stderr):
         # The console script's logging.basicConfig installs its handler only on a root
         # logger without one (pytest's capture has one).
         root.handlers = []
