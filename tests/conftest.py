@@ -7,6 +7,7 @@ names of its own. `wf_name` gives names that are unique per test (and per call).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import re
@@ -41,17 +42,17 @@ def wf_name(request: pytest.FixtureRequest) -> Callable[[str], str]:
 POSTGRES_URL = os.environ.get("CLOACA_TEST_POSTGRES_URL")
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def runner(request: pytest.FixtureRequest) -> Iterator[DefaultRunner]:
-    """A sync-mode runner on a private database, shut down at teardown: in-memory SQLite
-    (work shared by run), and a fresh PostgreSQL schema (work shared by task) when
-    CLOACA_TEST_POSTGRES_URL is set.
+@contextlib.contextmanager
+def private_runner(backend: str) -> Iterator[DefaultRunner]:
+    """A sync-mode runner on a private database, shut down at the end: in-memory SQLite
+    (work shared by run) for "sqlite", a fresh PostgreSQL schema (work shared by task) for
+    "postgres" (skipped unless CLOACA_TEST_POSTGRES_URL is set).
 
     Its workflow timeout is lowered from one hour to 60 s so that a run that hangs because
     of a bug fails the test instead of stalling the suite.
     """
     config = DefaultRunnerConfig(workflow_timeout_seconds=60)
-    if request.param == "sqlite":
+    if backend == "sqlite":
         r = DefaultRunner.with_config(":memory:", config)
         try:
             yield r
@@ -67,6 +68,13 @@ def runner(request: pytest.FixtureRequest) -> Iterator[DefaultRunner]:
     finally:
         r.shutdown()
         drop_postgres_schema_later(POSTGRES_URL, schema)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def runner(request: pytest.FixtureRequest) -> Iterator[DefaultRunner]:
+    """A runner of the test's own on each backend (see private_runner)."""
+    with private_runner(request.param) as r:
+        yield r
 
 
 @pytest.fixture

@@ -2,6 +2,11 @@
 
 Every workflow has a name unique to its test (the registry is process-wide). Failing tasks
 use `retry_attempts=1` (one attempt) or `retry_delay_ms=1` so no test waits on back-off.
+
+The tests share one runner per backend (`runner`, module-scoped: each looks only at the runs
+it started, and every run has ended when its test does); those that look at a whole
+database, the runner's thread bounds or everything logged or printed get one of their own
+(`fresh_runner`).
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import threading
 import time
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 
@@ -32,7 +37,22 @@ from cloaca import (
     task_skipped,
     task_success,
 )
+from conftest import private_runner
 from support import poll_until
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def runner(request: pytest.FixtureRequest) -> Iterator[DefaultRunner]:
+    """The runner this module's tests share, on each backend (see the docstring)."""
+    with private_runner(request.param) as r:
+        yield r
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def fresh_runner(request: pytest.FixtureRequest) -> Iterator[DefaultRunner]:
+    """A runner of the test's own, on each backend."""
+    with private_runner(request.param) as r:
+        yield r
+
 
 FAST_FAIL = {"retry_attempts": 1}
 FAST_RETRY = {"retry_delay_ms": 1, "retry_jitter": False}
@@ -962,7 +982,7 @@ def test_both_callbacks_on_one_task(runner, wf_name):
     assert seen.items == [("failure", "second_time_lucky"), ("success", "second_time_lucky")]
 
 
-def test_a_raising_callback_changes_nothing_and_is_logged_at_error(runner, wf_name, caplog):
+def test_a_raising_callback_changes_nothing_and_is_logged_at_error(fresh_runner, wf_name, caplog):
     name = wf_name()
 
     def broken_success(task_id, context):
@@ -982,7 +1002,7 @@ def test_a_raising_callback_changes_nothing_and_is_logged_at_error(runner, wf_na
         def failing_with_broken_callback(context):
             raise ValueError("body failed")
 
-    result = runner.execute(name, Context())
+    result = fresh_runner.execute(name, Context())
     assert statuses(result) == {
         "task_with_broken_callback": "Completed", "failing_with_broken_callback": "Failed",
     }
@@ -1144,7 +1164,7 @@ def test_a_deferred_task_that_times_out_does_not_leak_its_slot(runner_factory, w
         condition_true.set()
 
 
-def test_defer_until_condition_errors_and_non_bools_count_as_false(runner, wf_name, capfd):
+def test_defer_until_condition_errors_and_non_bools_count_as_false(fresh_runner, wf_name, capfd):
     name = wf_name()
     polls = Calls()
     with WorkflowBuilder(name):
@@ -1163,7 +1183,7 @@ def test_defer_until_condition_errors_and_non_bools_count_as_false(runner, wf_na
             handle.defer_until(condition, poll_interval_ms=5)
             return context
 
-    result = runner.execute(name, Context())
+    result = fresh_runner.execute(name, Context())
     assert result.status == "Completed"
     assert len(polls.items) == 3
     assert "condition broke" in capfd.readouterr().err
@@ -1477,14 +1497,14 @@ def history_workflows(a: str, b: str) -> None:
                 return context
 
 
-def test_list_executions_filters_order_and_paging(runner, wf_name):
+def test_list_executions_filters_order_and_paging(fresh_runner, wf_name):
     a, b = wf_name("a"), wf_name("b")
     history_workflows(a, b)
     ids = []
     for name, fail in [(a, False), (a, True), (b, False), (a, False)]:
-        ids.append(runner.execute(name, Context({"fail": fail})).execution_id)
+        ids.append(fresh_runner.execute(name, Context({"fail": fail})).execution_id)
 
-    everything = runner.list_executions()
+    everything = fresh_runner.list_executions()
     assert [r["id"] for r in everything] == ids[::-1]  # newest first
     for row in everything:
         assert set(row) == {"id", "workflow_name", "status", "started_at", "completed_at", "error_message"}
@@ -1495,13 +1515,13 @@ def test_list_executions_filters_order_and_paging(runner, wf_name):
         everything[-1]["started_at"]
     )
 
-    assert [r["id"] for r in runner.list_executions(workflow_name=a)] == [ids[3], ids[1], ids[0]]
-    assert [r["id"] for r in runner.list_executions(status="Failed")] == [ids[1]]
-    assert [r["id"] for r in runner.list_executions(workflow_name=a, status="Completed")] == [ids[3], ids[0]]
-    assert [r["id"] for r in runner.list_executions(limit=2)] == [ids[3], ids[2]]
-    assert [r["id"] for r in runner.list_executions(limit=2, offset=1)] == [ids[2], ids[1]]
-    assert [r["id"] for r in runner.list_executions(workflow_name=a, offset=2)] == [ids[0]]
-    assert runner.list_executions(workflow_name=wf_name("none")) == []
+    assert [r["id"] for r in fresh_runner.list_executions(workflow_name=a)] == [ids[3], ids[1], ids[0]]
+    assert [r["id"] for r in fresh_runner.list_executions(status="Failed")] == [ids[1]]
+    assert [r["id"] for r in fresh_runner.list_executions(workflow_name=a, status="Completed")] == [ids[3], ids[0]]
+    assert [r["id"] for r in fresh_runner.list_executions(limit=2)] == [ids[3], ids[2]]
+    assert [r["id"] for r in fresh_runner.list_executions(limit=2, offset=1)] == [ids[2], ids[1]]
+    assert [r["id"] for r in fresh_runner.list_executions(workflow_name=a, offset=2)] == [ids[0]]
+    assert fresh_runner.list_executions(workflow_name=wf_name("none")) == []
 
 
 def test_get_execution(runner, wf_name):
@@ -1608,9 +1628,9 @@ def test_max_concurrent_async_tasks_bounds_async_bodies(runner_factory, wf_name,
     assert state["sync"]["peak"] == 2
 
 
-def test_default_bounds_are_four_threads_and_a_thousand_async_bodies(runner, wf_name):
+def test_default_bounds_are_four_threads_and_a_thousand_async_bodies(fresh_runner, wf_name):
     name = wf_name()
     state = _peak_tracking_workflow(name, sync_tasks=8, async_tasks=40)
-    assert runner.execute(name, Context()).status == "Completed"
+    assert fresh_runner.execute(name, Context()).status == "Completed"
     assert state["sync"]["peak"] == 4
     assert state["async"]["peak"] == 40
