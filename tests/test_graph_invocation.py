@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pytest
 
 import cloaca
 
-from conftest import unique_name
+from conftest import private_runner, unique_name
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def runner(request: pytest.FixtureRequest) -> Iterator[cloaca.DefaultRunner]:
+    """One runner per backend, shared by this module's tests: each executes workflows of its
+    own and looks only at their results (conftest.private_runner)."""
+    with private_runner(request.param) as r:
+        yield r
 
 
 def trigger_less(topology: dict, *functions: Callable[..., Any]) -> cloaca.ComputationGraphBuilder:
