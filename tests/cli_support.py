@@ -85,19 +85,20 @@ def _isolated(env: dict[str, Optional[str]]) -> Iterator[tuple[io.BytesIO, io.By
     sys.stdout = io.TextIOWrapper(stdout, encoding="utf-8", write_through=True)
     sys.stderr = io.TextIOWrapper(stderr, encoding="utf-8", errors="backslashreplace", write_through=True)
     try:
-        for key, value in env.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        _set_environment(env)
         yield stdout, stderr
     finally:
-        for key, value in saved_env.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        _set_environment(saved_env)
         sys.stdin, sys.stdout, sys.stderr = saved_streams
+
+
+def _set_environment(values: dict[str, Optional[str]]) -> None:
+    """Set these environment variables (None: unset)."""
+    for key, value in values.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 # Python's default warning filters, which a process started without -W or PYTHONWARNINGS

@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 from typing import Iterable
 
+from support import finished_process
+
 REPO = Path(__file__).resolve().parent.parent
 TIMEOUT_SECONDS = 60
 
@@ -41,17 +43,7 @@ class ExampleRuns:
         if name not in self.started:
             self.start(name)
         if name not in self.finished_runs:
-            process = self.started[name]
-            try:
-                process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-                raise
-            self.finished_runs[name] = subprocess.CompletedProcess(
-                process.args, process.returncode, (self.directory / f"{name}.stdout").read_text(),
-                (self.directory / f"{name}.stderr").read_text(),
-            )
+            self.finished_runs[name] = finished_process(self.started[name], self.directory / name, timeout)
         return self.finished_runs[name]
 
     def stop(self) -> None:

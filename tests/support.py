@@ -87,6 +87,24 @@ def sigkill_when(child: "subprocess.Popen[bytes]", ready: Callable[[], Any], wha
     assert child.returncode == -signal.SIGKILL
 
 
+def finished_process(
+    process: "subprocess.Popen[Any]", output: Path, timeout: float
+) -> "subprocess.CompletedProcess[str]":
+    """Wait for `process`, started with its stdout and stderr going to the files
+    `output.stdout` and `output.stderr`: its exit code and what it wrote. Killed, and
+    TimeoutExpired raised, if it has not ended after `timeout` seconds."""
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        raise
+    return subprocess.CompletedProcess(
+        process.args, process.returncode, output.with_suffix(".stdout").read_text(),
+        output.with_suffix(".stderr").read_text(),
+    )
+
+
 def drop_postgres_schema(url: str, schema: str) -> None:
     """Drop a test's PostgreSQL schema and everything in it (blocking)."""
     import asyncpg

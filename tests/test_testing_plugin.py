@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
+from support import finished_process
 
 REPO = Path(__file__).resolve().parent.parent
 SUITES = Path(__file__).resolve().parent / "user_suite"
@@ -49,14 +50,7 @@ def start_pytest(cwd: Path, *args: str) -> subprocess.Popen:
 def finish_pytest(cwd: Path, process: subprocess.Popen) -> Outcome:
     """Wait for the pytest started in `cwd`; the outcome ("passed", "failed", "error",
     "skipped") of each test."""
-    try:
-        process.wait(timeout=TIMEOUT_SECONDS)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-        raise
-    proc = subprocess.CompletedProcess(process.args, process.returncode, cwd.with_suffix(".stdout").read_text(),
-                                       cwd.with_suffix(".stderr").read_text())
+    proc = finished_process(process, cwd, TIMEOUT_SECONDS)
     report = cwd / "report.xml"
     outcomes: dict[str, str] = {}
     if report.exists():
