@@ -984,6 +984,48 @@ async def test_a_sqlite_file_keeps_one_way_of_sharing_while_it_has_unfinished_ru
     await again_by_task.close()
 
 
+def claim_index_exists(path: str) -> bool:
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'ix_tasks_claimable'"
+        ).fetchone() is not None
+    finally:
+        conn.close()
+
+
+async def test_only_a_sqlite_file_shared_by_task_has_the_index_of_claimable_tasks(backend, opened):
+    """Runners sharing by run never claim: their file has no index of claimable tasks to
+    update at every task's start and end; it is made again when the file is shared by task."""
+    only_on(backend, "sqlite", SQLITE_ONLY)
+    await opened()
+    assert claim_index_exists(backend.path)
+    by_run = SQLiteStore(backend.path)
+    await by_run.open()
+    try:
+        assert not claim_index_exists(backend.path)
+        await add_run(by_run, "r", [task("r", "a", "Running", attempt=1, started_at=T0)], owner="A",
+                      lease_until=T0 + 9)
+        await by_run.release_leases("A")  # no holder to look for, only the run's lease
+        assert (await by_run.get_run("r")).tasks[0].status == "Running"
+    finally:
+        await by_run.close()
+    assert not claim_index_exists(backend.path)
+    ended = task("r", "a", "Completed", attempt=1, started_at=T0, completed_at=T0 + 1)
+    by_run = SQLiteStore(backend.path)
+    await by_run.open()
+    try:
+        await by_run.save_progress([ended], finished("r", T0 + 1, workflow=WF))
+    finally:
+        await by_run.close()
+    again_by_task = SQLiteStore(backend.path, work_sharing=WorkSharing.BY_TASK)
+    await again_by_task.open()
+    try:
+        assert claim_index_exists(backend.path)
+    finally:
+        await again_by_task.close()
+
+
 async def test_claims_and_releases_read_their_rows_off_the_claimable_tasks_index(backend, opened):
     """The ready (and expired, or released) tasks, not every task of every running run."""
     only_on(backend, "sqlite", SQLITE_ONLY)

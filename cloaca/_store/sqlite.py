@@ -264,9 +264,12 @@ class SQLiteStore(Store, ClaimStore):
         )
 
     async def release_leases(self, owner: str) -> None:
+        by_task = self.work_sharing is WorkSharing.BY_TASK
+
         def op(cur: sqlite3.Cursor) -> None:
-            cur.execute(q.BUMP_RUNS_OF_OWNED_TASKS, (owner,))
-            cur.execute(q.RELEASE_TASKS, (owner,))
+            if by_task:  # (shared by run, no task has a holder)
+                cur.execute(q.BUMP_RUNS_OF_OWNED_TASKS, (owner,))
+                cur.execute(q.RELEASE_TASKS, (owner,))
             cur.execute(q.RELEASE_LEASES, (owner,))
 
         await self._write(op, rows=_BULK)
@@ -732,9 +735,10 @@ _SHARING_NAMES = {WorkSharing.BY_RUN: "run", WorkSharing.BY_TASK: "task"}
 
 
 def _check_sharing(cur: sqlite3.Cursor, sharing: WorkSharing) -> None:
-    """Record how the file's runners share work; refuse the other way while runs are
-    unfinished (a runner sharing by task would take over the Running tasks of a runner
-    sharing by run, and run them twice)."""
+    """Record how the file's runners share work, with the index of claimable tasks that
+    only sharing by task reads; refuse the other way while runs are unfinished (a runner
+    sharing by task would take over the Running tasks of a runner sharing by run, and run
+    them twice)."""
     cur.execute(q.CREATE_SETTINGS_TABLE)
     row = cur.execute(q.GET_SETTING, ("work_sharing",)).fetchone()
     wanted = _SHARING_NAMES[sharing]
@@ -746,6 +750,7 @@ def _check_sharing(cur: sqlite3.Cursor, sharing: WorkSharing) -> None:
         )
     if row is None or row[0] != wanted:
         cur.execute(q.SET_SETTING, ("work_sharing", wanted))
+    cur.execute(q.CREATE_CLAIM_INDEX if sharing is WorkSharing.BY_TASK else q.DROP_CLAIM_INDEX)
 
 
 def _check_not_truncated(conn: sqlite3.Connection) -> None:

@@ -187,17 +187,13 @@ MIGRATIONS: list[tuple[int, str]] = [
         # (bumped by every step written compare-and-set), who holds each task and until when,
         # and the run version that last changed each task row (0: unchanged since the run
         # began), which lets a claimer read back only what changed since the version it knows.
-        # No index on the holder (PostgreSQL's ix_tasks_owner): every step would update it,
-        # for the sake of a release at shutdown, which finds the Running rows through
-        # ix_tasks_claimable.
+        # Its index of claimable tasks comes and goes with the way of sharing (CLAIM_INDEX).
         7,
         """
         ALTER TABLE workflow_executions ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
         ALTER TABLE task_executions ADD COLUMN owner TEXT;
         ALTER TABLE task_executions ADD COLUMN lease_until REAL;
         ALTER TABLE task_executions ADD COLUMN step_version INTEGER NOT NULL DEFAULT 0;
-        CREATE INDEX IF NOT EXISTS ix_tasks_claimable ON task_executions (status, not_before)
-            WHERE status IN ('Ready', 'Running');
         """,
     ),
 ]
@@ -208,6 +204,16 @@ CREATE_SETTINGS_TABLE = "CREATE TABLE IF NOT EXISTS store_settings (name TEXT PR
 GET_SETTING = "SELECT value FROM store_settings WHERE name = ?"
 SET_SETTING = "INSERT OR REPLACE INTO store_settings (name, value) VALUES (?, ?)"
 ANY_UNFINISHED_RUN = "SELECT 1 FROM workflow_executions WHERE status IN ('Pending', 'Running') LIMIT 1"
+# The claimable tasks of a file shared by task (made at every open of such a file, dropped
+# at every open of a file shared by run, whose runners never read it and would pay for it at
+# every task's start and end). Claims find Ready and expired tasks there; a release at
+# shutdown finds its Running rows there too (no index on the holder, as PostgreSQL's
+# ix_tasks_owner: every step would update it, for the sake of that release).
+CREATE_CLAIM_INDEX = """
+    CREATE INDEX IF NOT EXISTS ix_tasks_claimable ON task_executions (status, not_before)
+        WHERE status IN ('Ready', 'Running')
+"""
+DROP_CLAIM_INDEX = "DROP INDEX IF EXISTS ix_tasks_claimable"
 
 CREATE_VERSION_TABLE = "CREATE TABLE IF NOT EXISTS cloaca_schema_version (version INTEGER NOT NULL)"
 GET_VERSION = "SELECT MAX(version) FROM cloaca_schema_version"
