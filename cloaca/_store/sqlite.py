@@ -86,8 +86,9 @@ instead of all of them ending together."""
 INLINE_MAX_ROWS = 1_024
 """Groups writing at most this many rows are written on the loop's thread when the lock is
 free (a write of 1,024 rows holds the loop 3–6 ms). Measured against 32, one process, runs
-alternating: 100 / 1,000 / 10,000 one-task runs in flight +14 % / +41 % / +21 % runs/s;
-the loop's worst lateness in those batches did not grow (it is the batch's own work)."""
+alternating, two passes: 100 / 1,000 / 10,000 one-task runs in flight +6–14 % / +8–41 % /
++12–21 % runs/s; the loop's worst lateness in those batches did not grow (it is the batch's
+own work)."""
 _BULK = 1 << 30
 """The weight of a call that may write any number of rows (never written on the loop)."""
 CHECKPOINT_WEIGHT = 1_000

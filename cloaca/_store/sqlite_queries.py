@@ -187,7 +187,7 @@ MIGRATIONS: list[tuple[int, str]] = [
         # (bumped by every step written compare-and-set), who holds each task and until when,
         # and the run version that last changed each task row (0: unchanged since the run
         # began), which lets a claimer read back only what changed since the version it knows.
-        # Its index of claimable tasks comes and goes with the way of sharing (CLAIM_INDEX).
+        # Its index of claimable tasks comes and goes with the way of sharing (CREATE_CLAIM_INDEX).
         7,
         """
         ALTER TABLE workflow_executions ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
