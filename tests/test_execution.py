@@ -38,14 +38,8 @@ from cloaca import (
     task_success,
 )
 from conftest import private_runner
+from shared_runner import module_runner  # noqa: F401 - the module's `runner`
 from support import poll_until
-
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def runner(request: pytest.FixtureRequest) -> Iterator[DefaultRunner]:
-    """The runner this module's tests share, on each backend (see the docstring)."""
-    with private_runner(request.param) as r:
-        yield r
-
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def fresh_runner(request: pytest.FixtureRequest) -> Iterator[DefaultRunner]:

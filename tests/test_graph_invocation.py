@@ -3,21 +3,14 @@
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import pytest
 
 import cloaca
 
-from conftest import private_runner, unique_name
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def runner(request: pytest.FixtureRequest) -> Iterator[cloaca.DefaultRunner]:
-    """One runner per backend, shared by this module's tests: each executes workflows of its
-    own and looks only at their results (conftest.private_runner)."""
-    with private_runner(request.param) as r:
-        yield r
+from conftest import unique_name
+from shared_runner import module_runner  # noqa: F401 - the module's `runner`
 
 
 def trigger_less(topology: dict, *functions: Callable[..., Any]) -> cloaca.ComputationGraphBuilder:

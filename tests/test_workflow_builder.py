@@ -11,22 +11,13 @@ import subprocess
 import sys
 import textwrap
 import threading
-from typing import Iterator
 
 import pytest
 
 import cloaca
 from cloaca import Context, TaskHandle, Workflow, WorkflowBuilder, register_workflow_constructor
 
-from conftest import private_runner
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def runner(request: pytest.FixtureRequest) -> Iterator[cloaca.DefaultRunner]:
-    """One runner per backend, shared by this module's tests: each executes workflows of its
-    own and looks only at their results (conftest.private_runner)."""
-    with private_runner(request.param) as r:
-        yield r
+from shared_runner import module_runner  # noqa: F401 - the module's `runner`
 
 
 def ns(workflow: str, task_id: str) -> str:
