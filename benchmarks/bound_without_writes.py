@@ -81,9 +81,12 @@ async def _inflight(sizes: list[int], reps: int) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rounds", type=int, default=3, help="rounds, each running every mode once")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds, each running every mode once")
+    parser.add_argument("--quick", action="store_true", help="3 rounds")
     parser.add_argument("--sizes", default="100,1000,10000", help="runs in flight")
     args = parser.parse_args()
+    if args.quick:
+        args.rounds = 3
     bench_core.register_workflows()
     plan = bench_core.Plan(1, 3, 3, 0, 0)
     sizes = [int(s) for s in args.sizes.split(",")]

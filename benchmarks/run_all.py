@@ -7,7 +7,7 @@ Runs, each as a subprocess with this interpreter (each prints markdown): bench_c
 baselines.py, peers.py (DBOS and Prefect, from their venvs made by setup_peers.py, or
 --peers-python / CLOACA_PEERS_PYTHON when given; skipped cleanly when not installed) and,
 when present, bench_triggers.py, bench_fastapi.py, bench_postgres.py, bench_inflight.py,
-bench_history.py, bench_reactors.py, bench_dashboard.py, bench_sharing.py and, given
+bound_without_writes.py, bench_history.py, bench_reactors.py, bench_dashboard.py, bench_sharing.py and, given
 --baseline-checkout, count_instructions.py. RESULTS.md gets the date, the
 machine, a summary of the targets, and every script's output.
 """
@@ -29,11 +29,11 @@ sys.path.insert(0, HERE)
 from _common import fmt, machine_facts, table  # noqa: E402
 
 SCRIPTS = ("bench_core", "baselines", "peers", "bench_triggers", "bench_fastapi", "bench_postgres",
-           "bench_inflight", "bench_inflight_postgres", "bench_history", "bench_reactors",
+           "bench_inflight", "bench_inflight_postgres", "bound_without_writes", "bench_history", "bench_reactors",
            "bench_dashboard", "bench_sharing", "count_instructions")
 OPTIONAL = {
     "bench_triggers", "bench_fastapi", "bench_postgres", "bench_inflight", "bench_inflight_postgres",
-    "bench_history", "bench_reactors", "bench_dashboard", "bench_sharing", "count_instructions",
+    "bound_without_writes", "bench_history", "bench_reactors", "bench_dashboard", "bench_sharing", "count_instructions",
 }
 VARIANTS = {"bench_inflight_postgres": ("bench_inflight", ["--store", "postgres"])}
 """Entries of SCRIPTS that run another script with arguments of their own."""
