@@ -100,7 +100,8 @@ class Bridge:
         if thread.is_alive():
             raise ValueError(
                 f"Failed to shutdown async runtime: the {self.owner} thread did not stop within "
-                f"{JOIN_SECONDS:g}s"
+                f"{JOIN_SECONDS:g}s: a task on its loop still runs (code that catches CancelledError "
+                "and goes on?); cloaca logs an error naming such a task of its own before this"
             )
 
     @property

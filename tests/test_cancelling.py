@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+from typing import Any
 
 import pytest
 
 import cloaca
-from cloaca import _cancelling
+from cloaca import _bridge, _cancelling
 from cloaca._cancelling import cancel_and_wait
 
 
@@ -99,3 +101,36 @@ async def test_shutdown_returns_when_a_task_body_shrugs_off_its_cancel(tmp_path,
     async with cloaca.DefaultRunner(f"sqlite:///{tmp_path}/stubborn.db") as next_runner:
         result = await next_runner.aget_result(execution_id, timeout=10)
     assert result.status == "Completed"  # the run was left to resume, and did
+
+
+def test_a_sync_shutdown_that_cannot_stop_its_loop_says_why(tmp_path, wf_name, caplog, short_stop,
+                                                              monkeypatch) -> None:
+    monkeypatch.setattr(_bridge, "JOIN_SECONDS", 0.2)
+    started = threading.Event()
+    held: dict[str, Any] = {}
+
+    async def body(context: cloaca.Context) -> cloaca.Context:
+        held["loop"], held["stubborn"] = asyncio.get_running_loop(), Stubborn()
+        started.set()
+        await held["stubborn"]()
+        return context
+
+    name = wf_name()
+    with cloaca.WorkflowBuilder(name):
+        cloaca.task(id="stubborn")(body)
+    config = cloaca.DefaultRunnerConfig(shutdown_grace_seconds=0.1)
+    runner = cloaca.DefaultRunner.with_config(f"sqlite:///{tmp_path}/stubborn.db", config)
+    runner.submit(name, cloaca.Context())
+    assert started.wait(10)
+    thread = runner._bridge._thread
+    with caplog.at_level(logging.ERROR, logger="cloaca"):
+        with pytest.raises(ValueError) as raised:
+            runner.shutdown()
+    message = str(raised.value)
+    assert message.startswith("Failed to shutdown async runtime: ")  # (SPEC Part B)
+    assert "did not stop within 0.2s" in message and "catches CancelledError" in message
+    assert any("still running 0.2s after being cancelled" in r.getMessage() and "_run_task" in r.getMessage()
+               for r in caplog.records)  # the error the message points at names the task
+    held["loop"].call_soon_threadsafe(held["stubborn"].release.set)
+    thread.join(10)
+    assert not thread.is_alive()  # once the body ends, the loop's thread ends too
