@@ -31,6 +31,15 @@ class Stubborn:
                 self.cancels += 1
 
 
+def _stubborn_runner(wf_name: Any, tmp_path: Any, body: Any) -> tuple[str, cloaca.DefaultRunner]:
+    """A workflow of one task, `body`, and a runner on a file for it (grace period 0.1 s)."""
+    name = wf_name()
+    with cloaca.WorkflowBuilder(name):
+        cloaca.task(id="stubborn")(body)
+    config = cloaca.DefaultRunnerConfig(shutdown_grace_seconds=0.1)
+    return name, cloaca.DefaultRunner.with_config(f"sqlite:///{tmp_path}/stubborn.db", config)
+
+
 @pytest.fixture
 def short_stop(monkeypatch: pytest.MonkeyPatch) -> float:
     monkeypatch.setattr(_cancelling, "STOP_SECONDS", 0.2)
@@ -81,11 +90,7 @@ async def test_shutdown_returns_when_a_task_body_shrugs_off_its_cancel(tmp_path,
         await stubborn()
         return context
 
-    name = wf_name()
-    with cloaca.WorkflowBuilder(name):
-        cloaca.task(id="stubborn")(body)
-    config = cloaca.DefaultRunnerConfig(shutdown_grace_seconds=0.1)
-    runner = cloaca.DefaultRunner.with_config(f"sqlite:///{tmp_path}/stubborn.db", config)
+    name, runner = _stubborn_runner(wf_name, tmp_path, body)
     await runner.astart()
     execution_id = await runner.asubmit(name, cloaca.Context())
     await started.wait()
@@ -115,11 +120,7 @@ def test_a_sync_shutdown_that_cannot_stop_its_loop_says_why(tmp_path, wf_name, c
         await held["stubborn"]()
         return context
 
-    name = wf_name()
-    with cloaca.WorkflowBuilder(name):
-        cloaca.task(id="stubborn")(body)
-    config = cloaca.DefaultRunnerConfig(shutdown_grace_seconds=0.1)
-    runner = cloaca.DefaultRunner.with_config(f"sqlite:///{tmp_path}/stubborn.db", config)
+    name, runner = _stubborn_runner(wf_name, tmp_path, body)
     runner.submit(name, cloaca.Context())
     assert started.wait(10)
     thread = runner._bridge._thread
