@@ -87,9 +87,14 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.rounds = 3
+    if args.rounds < 1:
+        parser.error(f"--rounds must be at least 1, got {args.rounds}")
+    try:
+        sizes = [int(s) for s in args.sizes.split(",")]
+    except ValueError:
+        parser.error(f"--sizes must be comma-separated whole numbers of runs, got {args.sizes!r}")
     bench_core.register_workflows()
     plan = bench_core.Plan(1, 3, 3, 0, 0)
-    sizes = [int(s) for s in args.sizes.split(",")]
     figures: dict[str, dict[str, list[float]]] = {m: {} for m in MODES}
     for _ in range(args.rounds):
         for name in MODES:
@@ -103,7 +108,7 @@ def main() -> None:
     print(f"Machine: {machine_line()}.  ")
     print(f"Medians of {args.rounds} rounds (modes alternating; each figure itself a median of 3); "
           "fan-out and runs: cost ratio (≤ 2× sought); in flight: runs/s ratio (≥ 0.5× sought).\n")
-    print(table(["workload"] + [f"{m}" for m in MODES],
+    print(table(["workload", *MODES],
                 [[w] + [f"{median(figures[m][w]):.2f}×" for m in MODES] for w in workloads]))
 
 
